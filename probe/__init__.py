@@ -1,0 +1,24 @@
+"""cowprobe's reflink library: clone files copy-on-write where the filesystem
+can, know exactly why when it cannot, and copy safely either way.
+
+Only the standard library is needed to import this package.
+"""
+
+from ._copy import clonefile_or_copy
+from ._outcome import ReflinkOutcome, ReflinkResult
+from ._platform import SpecialFileError
+from ._reflink import reflink, try_reflink
+from ._support import filesystem_supports_reflink, probe_reflink
+
+__all__ = [
+    "ReflinkOutcome",
+    "ReflinkResult",
+    "SpecialFileError",
+    "clonefile_or_copy",
+    "filesystem_supports_reflink",
+    "probe_reflink",
+    "reflink",
+    "try_reflink",
+]
+
+__version__ = "0.1.0"

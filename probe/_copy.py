@@ -1,0 +1,146 @@
+"""The copy half of "clone or copy": data copy, and atomic replacement.
+
+The seed removed a stale destination before cloning over it. That loses the
+old file when the clone *and* the copy then fail (full disk, flaky source).
+Here the new content is built under a temporary name in the destination's
+directory and renamed over the old one only once it is complete, so a reader
+sees the old file or the new one, never a torn or missing one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+
+from ._outcome import ReflinkOutcome
+from ._paths import PathArg, as_path
+from ._platform import create_dest, open_source, remove_created
+from ._reflink import reflink_at
+
+__all__ = ["clonefile_or_copy", "copy_fd", "copy_file_at", "temp_name"]
+
+# copy_file_range answers these when it cannot serve this pair of files
+# (cross-filesystem before 5.3, a filesystem without the op, a FUSE daemon
+# without it); the data can still be moved by read/write. ENOSPC, EDQUOT and
+# EIO are deliberately absent: those are real failures, not "try another way".
+_CFR_FALLBACK = frozenset(
+    {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.EBADF}
+)
+_CFR_CHUNK = 1 << 30
+_RW_CHUNK = 1 << 20
+
+
+def copy_fd(src_fd: int, dst_fd: int) -> int:
+    """Copy from the current offset of ``src_fd`` to EOF; bytes copied.
+
+    In-kernel copy_file_range first (no user-space round trip, and on btrfs,
+    XFS and NFS it may even share blocks), then a read/write loop for the
+    rest. A first copy_file_range answering 0 is not trusted as EOF: procfs,
+    sysfs and some FUSE daemons report size 0 or no support that way, and a
+    silently empty copy is the worst possible outcome.
+    """
+    copied = 0
+    use_cfr = hasattr(os, "copy_file_range")
+    while use_cfr:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, _CFR_CHUNK)
+        except OSError as err:
+            if err.errno not in _CFR_FALLBACK:
+                raise
+            break
+        if n == 0:
+            if copied:
+                return copied
+            break
+        copied += n
+    while True:
+        chunk = os.read(src_fd, _RW_CHUNK)
+        if not chunk:
+            return copied
+        view = memoryview(chunk)
+        while view:
+            # write() may be short (a signal, a FUSE daemon, a nearly full
+            # disk reporting the partial count before ENOSPC).
+            written = os.write(dst_fd, view)
+            view = view[written:]
+        copied += len(chunk)
+
+
+def copy_file_at(source: str, dest: str, dir_fd: int | None, mode: int | None = None) -> int:
+    """Copy ``source`` into the new file ``dest`` (relative to ``dir_fd``).
+
+    Exclusive, no-follow create; mode from the source unless given; on any
+    failure the half-written dest is removed and the error names both paths.
+    """
+    src_fd, st = open_source(source)
+    try:
+        dst_fd = create_dest(dest, dir_fd=dir_fd)
+        try:
+            try:
+                n = copy_fd(src_fd, dst_fd)
+                os.fchmod(dst_fd, stat.S_IMODE(st.st_mode) & 0o777 if mode is None else mode)
+            except BaseException as exc:
+                remove_created(dest, dst_fd, dir_fd=dir_fd)
+                if isinstance(exc, OSError) and exc.filename is None:
+                    raise OSError(exc.errno, exc.strerror, source, None, dest) from exc
+                raise
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+    return n
+
+
+def temp_name(final_name: str) -> str:
+    """A hidden, unique sibling name for building ``final_name``."""
+    return f".{final_name[:100]}.cowprobe-{secrets.token_hex(6)}.tmp"
+
+
+def clonefile_or_copy(source: PathArg, dest: PathArg, *, mode: int | None = None) -> bool:
+    """Make ``dest`` a copy of ``source``: a reflink where the filesystem can,
+    a real copy where it cannot. True if cloned, False if copied.
+
+    ``dest`` may exist; it is replaced atomically, and only by a complete
+    file. If anything fails the old ``dest`` is untouched and no temporary is
+    left. A symlink at ``dest`` is replaced, never written through. Permission
+    bits follow the source unless ``mode`` is given.
+    """
+    src = as_path(source, "source")
+    dst = as_path(dest, "destination")
+    parent, name = os.path.split(dst)
+    if not name or name in (".", ".."):
+        raise IsADirectoryError(errno.EISDIR, "destination names a directory", dst)
+    # Every step below is relative to this one directory descriptor, so a
+    # parent swapped for a symlink after this open cannot redirect the write.
+    dir_fd = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            old = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISDIR(old.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "destination is a directory", dst)
+        tmp = temp_name(name)
+        try:
+            cloned = reflink_at(src, tmp, dir_fd).outcome is ReflinkOutcome.CLONED
+            if cloned:
+                if mode is not None:
+                    os.chmod(tmp, mode, dir_fd=dir_fd)
+            else:
+                # SOURCE_VANISHED lands here too: the copy then fails with the
+                # source's ENOENT, which is the loud error a really missing
+                # file deserves.
+                copy_file_at(src, tmp, dir_fd, mode)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+            raise
+    finally:
+        os.close(dir_fd)
+    return cloned

@@ -1,0 +1,169 @@
+"""The platform seam: the one place that knows which OS we are on.
+
+A ``Platform`` is the clone primitive plus the errno table its errors are read
+with. The policy in ``probe._reflink`` is written once against this seam, so
+it reads the same on every OS, and a platform this machine cannot run (macOS)
+can still be tested by building its ``Platform`` around a stand-in function.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+from . import _linux, _macos
+from ._outcome import HOST_ERRNOS, ErrnoTable
+
+__all__ = [
+    "CloneFn",
+    "Platform",
+    "SpecialFileError",
+    "create_dest",
+    "current",
+    "linux",
+    "macos",
+    "open_source",
+    "remove_created",
+    "unsupported_platform",
+]
+
+# Opening a FIFO for reading blocks until a writer appears; O_NONBLOCK makes
+# the open return at once so the type check after it can refuse the FIFO. It
+# has no effect on regular-file I/O.
+_SOURCE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+# Exclusive and no-follow: never clobber an existing file, never write
+# through a symlink planted at the destination.
+_DEST_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+)
+
+
+class SpecialFileError(OSError):
+    """The source is not a regular file (directory, FIFO, socket, device)."""
+
+
+def describe_mode(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISLNK, "a symlink"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def not_regular(path: str, mode: int) -> OSError:
+    if stat.S_ISDIR(mode):
+        return IsADirectoryError(errno.EISDIR, "source is a directory, not a file", path)
+    return SpecialFileError(
+        errno.EINVAL, f"source is {describe_mode(mode)}, not a regular file", path
+    )
+
+
+def open_source(source: str) -> tuple[int, os.stat_result]:
+    """Open ``source`` for reading and prove it is a regular file.
+
+    The fstat happens on the opened descriptor, so a path swapped for a FIFO
+    or directory between any earlier check and this open is still refused.
+    """
+    fd = os.open(source, _SOURCE_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise not_regular(source, st.st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def create_dest(dest: str, mode: int = 0o600, *, dir_fd: int | None = None) -> int:
+    return os.open(dest, _DEST_FLAGS, mode, dir_fd=dir_fd)
+
+
+def remove_created(dest: str, fd: int, *, dir_fd: int | None = None) -> None:
+    """Unlink ``dest`` only if it is still the file we created on ``fd``.
+
+    Between our exclusive create and this cleanup another process may have
+    renamed something else onto the name; deleting by path alone would then
+    destroy *their* file.
+    """
+    try:
+        ours = os.fstat(fd)
+        there = os.stat(dest, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return
+    if (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino):
+        try:
+            os.unlink(dest, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+
+
+CloneFn = Callable[[str, str, "int | None"], None]
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    errnos: ErrnoTable
+    #: clone(source, dest, dir_fd): make dest (which must not exist; relative
+    #: to dir_fd when given) a clone of source with the source's permission
+    #: bits, or raise OSError leaving no dest behind.
+    clone: CloneFn
+
+
+def _linux_clone(ficlone: Callable[[int, int], None]) -> CloneFn:
+    def clone(source: str, dest: str, dir_fd: int | None) -> None:
+        src_fd, st = open_source(source)
+        try:
+            dst_fd = create_dest(dest, dir_fd=dir_fd)
+            try:
+                try:
+                    ficlone(dst_fd, src_fd)
+                    # FICLONE copies data only. Set the mode explicitly rather
+                    # than through open()'s argument so the umask cannot strip
+                    # an exec bit the source has.
+                    os.fchmod(dst_fd, stat.S_IMODE(st.st_mode) & 0o777)
+                except BaseException:
+                    remove_created(dest, dst_fd, dir_fd=dir_fd)
+                    raise
+            finally:
+                os.close(dst_fd)
+        finally:
+            os.close(src_fd)
+
+    return clone
+
+
+def linux(ficlone: Callable[[int, int], None] = _linux.ficlone) -> Platform:
+    return Platform("linux", HOST_ERRNOS, _linux_clone(ficlone))
+
+
+def macos(clonefileat: _macos.ClonefileatFn, get_errno: Callable[[], int]) -> Platform:
+    return Platform("darwin", _macos.MACOS_ERRNOS, _macos.make_clone(clonefileat, get_errno))
+
+
+def unsupported_platform() -> Platform:
+    def clone(source: str, dest: str, dir_fd: int | None) -> None:
+        raise OSError(errno.ENOTSUP, "no reflink primitive on this platform", source, None, dest)
+
+    return Platform(sys.platform, HOST_ERRNOS, clone)
+
+
+@cache
+def current() -> Platform:
+    if sys.platform.startswith("linux"):
+        return linux()
+    if sys.platform == "darwin":
+        return macos(*_macos.load_clonefileat())
+    return unsupported_platform()

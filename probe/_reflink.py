@@ -1,0 +1,98 @@
+"""try_reflink: one clone attempt, reported as a ReflinkOutcome.
+
+The policy, written once against the platform seam (``probe._platform``);
+which errno means what is decided in ``probe._outcome``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from . import _platform
+from ._outcome import ReflinkOutcome, ReflinkResult, classify
+from ._paths import PathArg, as_path
+from ._platform import Platform, SpecialFileError, not_regular
+
+__all__ = ["reflink", "reflink_at", "source_gone", "try_reflink"]
+
+
+def source_gone(source: str) -> bool:
+    """Is ``source`` missing now? (ENOTDIR counts: a parent became a file.)"""
+    try:
+        os.stat(source)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    return False
+
+
+def reflink_at(
+    source: str, dest: str, dir_fd: int | None, platform: Platform | None = None
+) -> ReflinkResult:
+    """``reflink`` with dest relative to ``dir_fd``; paths already checked."""
+    plat = platform or _platform.current()
+    # Never hand the clone a source that is not there. A missing source makes
+    # the syscall fail with ENOENT, which is deliberately *not* an
+    # "unsupported" errno -- it would surface as a hard error, although a
+    # reflink is only an optimisation and the caller's copy fallback is the
+    # right answer. And it must be SOURCE_VANISHED, not UNSUPPORTED: one
+    # pruned blob must not switch reflinks off for the whole batch. No syscall
+    # beyond this stat is issued and no dest is created.
+    try:
+        st = os.stat(source)
+    except (FileNotFoundError, NotADirectoryError):
+        return ReflinkResult(ReflinkOutcome.SOURCE_VANISHED)
+    if not stat.S_ISREG(st.st_mode):
+        raise not_regular(source, st.st_mode)
+    try:
+        plat.clone(source, dest, dir_fd)
+    except (SpecialFileError, IsADirectoryError):
+        # Our own refusal of a source swapped for a FIFO/directory after the
+        # stat; it carries EINVAL only to name the problem, and must not be
+        # read as the filesystem's "cannot clone this pair".
+        raise
+    except OSError as err:
+        outcome = classify(err.errno, lambda: source_gone(source), plat.errnos)
+        if outcome is None:
+            raise _name_paths(err, source, dest) from None
+        return ReflinkResult(outcome, err.errno)
+    return ReflinkResult(ReflinkOutcome.CLONED)
+
+
+def reflink(source: PathArg, dest: PathArg) -> ReflinkResult:
+    """Clone ``source`` to the new file ``dest``; outcome plus errno.
+
+    * CLONED: dest exists, has its own inode, shares the source's blocks and
+      carries the source's permission bits (FICLONE copies none; a lost exec
+      bit is a classic bug).
+    * UNSUPPORTED (errno set): EXDEV, EOPNOTSUPP/ENOTSUP, ENOSYS or EINVAL
+      from the clone or from opening the source. No dest is left behind.
+    * SOURCE_VANISHED: the source was missing before the call (errno None),
+      or the call failed with ENOENT and the source is gone now.
+    * Anything else raises ``OSError`` with the errno and both paths: EIO,
+      EACCES, ENOSPC, EEXIST (dest exists -- never clobbered), ENOENT while
+      the source is still there (a missing dest parent).
+
+    A symlink at ``dest`` is never followed; a symlink as ``source`` is
+    (as ``cp`` does). A directory, FIFO, socket or device as source raises at
+    once, without blocking on the FIFO.
+    """
+    return reflink_at(as_path(source, "source"), as_path(dest, "destination"), None)
+
+
+def try_reflink(source: PathArg, dest: PathArg) -> ReflinkOutcome:
+    """The outcome of ``reflink(source, dest)``; see there for the rules."""
+    return reflink(source, dest).outcome
+
+
+def _name_paths(err: OSError, source: str, dest: str) -> OSError:
+    """The error with both paths attached, so a log line says which file.
+
+    ``fcntl.ioctl`` raises with no filename at all; an error from opening the
+    source already names it and keeps its own message.
+    """
+    if err.filename is not None:
+        return err
+    new = OSError(err.errno, err.strerror, source, None, dest)
+    new.__cause__ = err.__cause__
+    return new

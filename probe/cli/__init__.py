@@ -1,0 +1,61 @@
+"""`cowprobe`: the command line. Each subcommand lives in its own module
+``probe.cli.<name>`` exposing ``register(subparsers)``; the module sets
+``func`` on its parser, which returns the exit code.
+
+Exit codes shared by every subcommand:
+  0  success (the operation happened / every check passed)
+  1  the operation failed, or a check found a deviation
+  2  bad usage or bad input (nothing was changed)
+  3  could not tell (a capability could not be established), where relevant
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["EXIT_COULD_NOT_TELL", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_COULD_NOT_TELL = 3
+
+_SUBCOMMANDS = ("clone", "report", "check", "materialize", "conformance", "lab")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cowprobe",
+        description="Copy-on-write cloning, filesystem support reports and conformance checks.",
+    )
+    from probe import __version__
+
+    parser.add_argument("--version", action="version", version=f"cowprobe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"probe.cli.{name}")
+        except ModuleNotFoundError as err:  # a subcommand still being written
+            if err.name != f"probe.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        print("cowprobe: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

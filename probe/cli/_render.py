@@ -1,0 +1,118 @@
+"""Terminal output for every subcommand: rich where installed, plain text
+otherwise. One place, so each subcommand only says *what* to show."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol, TypeVar
+
+__all__ = ["Progress", "emit_json", "print_table", "progress", "rich_available", "status_style"]
+
+T = TypeVar("T")
+
+try:  # rich is the `cli` extra; the library itself never imports it
+    import rich.console
+    import rich.markup
+    import rich.progress
+    import rich.table
+
+    _HAVE_RICH = True
+except ImportError:  # pragma: no cover - exercised only without the extra
+    _HAVE_RICH = False
+
+
+def rich_available() -> bool:
+    return _HAVE_RICH
+
+
+_STYLES = {
+    "pass": "green", "yes": "green", "supported": "green", "cloned": "green", "ok": "green",
+    "fail": "bold red", "no": "red", "unsupported": "yellow", "error": "bold red",
+    "n/a": "dim", "could not tell": "magenta", "copied": "cyan", "vanished": "magenta",
+}
+
+
+def status_style(word: str) -> str:
+    return _STYLES.get(word.split(" ")[0].lower(), "")
+
+
+def print_table(
+    title: str | None,
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    file: Any = None,
+    colour_cells: bool = True,
+) -> None:
+    """A table for people. Cells whose first word is a known status word get
+    its colour (rich only, and only when the terminal has colour)."""
+    out = file or sys.stdout
+    rows = [list(r) for r in rows]
+    if _HAVE_RICH:
+        console = rich.console.Console(file=out, highlight=False)
+        table = rich.table.Table(title=title, show_lines=False)
+        for h in headers:
+            table.add_column(h, overflow="fold")
+        for r in rows:
+            cells = [f"[{s}]{rich.markup.escape(c)}[/]" if colour_cells and (s := status_style(c))
+                     else rich.markup.escape(c) for c in r]
+            table.add_row(*cells)
+        console.print(table)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    if title:
+        print(title, file=out)
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)), file=out)
+
+
+def emit_json(document: Any, *, file: Any = None) -> None:
+    json.dump(document, file or sys.stdout, indent=2, sort_keys=False)
+    (file or sys.stdout).write("\n")
+
+
+class Progress(Protocol):
+    def advance(self, n: int = 1, *, label: str | None = None) -> None: ...
+
+
+class _Silent:
+    def advance(self, n: int = 1, *, label: str | None = None) -> None:
+        pass
+
+
+@contextmanager
+def progress(description: str, total: int | None, *, enabled: bool | None = None) -> Iterator[Progress]:
+    """A progress bar on stderr when it is a terminal (or ``enabled``)."""
+    show = sys.stderr.isatty() if enabled is None else enabled
+    if not (show and _HAVE_RICH):
+        yield _Silent()
+        return
+    with rich.progress.Progress(
+        rich.progress.TextColumn("{task.description}"),
+        rich.progress.BarColumn(),
+        rich.progress.MofNCompleteColumn(),
+        rich.progress.TimeElapsedColumn(),
+        rich.progress.TextColumn("{task.fields[label]}"),
+        console=rich.console.Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total, label="")
+
+        class _Bar:
+            def advance(self, n: int = 1, *, label: str | None = None) -> None:
+                bar.update(task, advance=n, label=label or "")
+
+        yield _Bar()
+
+
+def iterate(items: Sequence[T], description: str) -> Iterator[T]:
+    with progress(description, len(items)) as bar:
+        for item in items:
+            yield item
+            bar.advance(label=str(item))
