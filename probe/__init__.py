@@ -4,17 +4,21 @@ can, know exactly why when it cannot, and copy safely either way.
 Only the standard library is needed to import this package.
 """
 
-from ._copy import clonefile_or_copy
-from ._outcome import ReflinkOutcome, ReflinkResult
+from ._copy import CopyResult, ReflinkUnavailableError, clone_or_copy, clonefile_or_copy
+from ._outcome import ReflinkOutcome, ReflinkResult, errno_name
 from ._platform import SpecialFileError
 from ._reflink import reflink, try_reflink
 from ._support import filesystem_supports_reflink, probe_reflink
 
 __all__ = [
+    "CopyResult",
     "ReflinkOutcome",
     "ReflinkResult",
+    "ReflinkUnavailableError",
     "SpecialFileError",
+    "clone_or_copy",
     "clonefile_or_copy",
+    "errno_name",
     "filesystem_supports_reflink",
     "probe_reflink",
     "reflink",

@@ -9,17 +9,28 @@ sees the old file or the new one, never a torn or missing one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import stat
+from dataclasses import dataclass
+from typing import Literal
 
-from ._outcome import ReflinkOutcome
+from ._outcome import ReflinkOutcome, ReflinkResult
 from ._paths import PathArg, as_path
 from ._platform import create_dest, open_source, remove_created
 from ._reflink import reflink_at
 
-__all__ = ["clonefile_or_copy", "copy_fd", "copy_file_at", "temp_name"]
+__all__ = [
+    "CopyResult",
+    "ReflinkUnavailableError",
+    "clone_or_copy",
+    "clonefile_or_copy",
+    "copy_fd",
+    "copy_file_at",
+    "temp_name",
+]
 
 # copy_file_range answers these when it cannot serve this pair of files
 # (cross-filesystem before 5.3, a filesystem without the op, a FUSE daemon
@@ -98,14 +109,36 @@ def temp_name(final_name: str) -> str:
     return f".{final_name[:100]}.cowprobe-{secrets.token_hex(6)}.tmp"
 
 
-def clonefile_or_copy(source: PathArg, dest: PathArg, *, mode: int | None = None) -> bool:
-    """Make ``dest`` a copy of ``source``: a reflink where the filesystem can,
-    a real copy where it cannot. True if cloned, False if copied.
+ReflinkMode = Literal["auto", "always", "never"]
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """What ``clone_or_copy`` did."""
+
+    cloned: bool
+    #: The reflink attempt behind a copy (UNSUPPORTED with its errno, or
+    #: SOURCE_VANISHED); None when cloned or when reflink was not tried.
+    attempt: ReflinkResult | None
+    #: Bytes written by the copy (0 for a clone: no data moved).
+    copied_bytes: int
+
+
+class ReflinkUnavailableError(OSError):
+    """``reflink="always"`` was asked for and the filesystem said no."""
+
+
+def clone_or_copy(
+    source: PathArg, dest: PathArg, *, mode: int | None = None, reflink: ReflinkMode = "auto"
+) -> CopyResult:
+    """Make ``dest`` a copy of ``source``, like ``cp --reflink=WHEN``.
 
     ``dest`` may exist; it is replaced atomically, and only by a complete
     file. If anything fails the old ``dest`` is untouched and no temporary is
     left. A symlink at ``dest`` is replaced, never written through. Permission
-    bits follow the source unless ``mode`` is given.
+    bits follow the source unless ``mode`` is given. With ``reflink="always"``
+    a filesystem that cannot clone raises ``ReflinkUnavailableError`` (errno
+    set) and nothing is written; ``"never"`` copies without trying.
     """
     src = as_path(source, "source")
     dst = as_path(dest, "destination")
@@ -125,22 +158,37 @@ def clonefile_or_copy(source: PathArg, dest: PathArg, *, mode: int | None = None
                 raise IsADirectoryError(errno.EISDIR, "destination is a directory", dst)
         tmp = temp_name(name)
         try:
-            cloned = reflink_at(src, tmp, dir_fd).outcome is ReflinkOutcome.CLONED
-            if cloned:
+            attempt = None if reflink == "never" else reflink_at(src, tmp, dir_fd)
+            if attempt is not None and attempt.outcome is ReflinkOutcome.CLONED:
+                result = CopyResult(True, None, 0)
                 if mode is not None:
                     os.chmod(tmp, mode, dir_fd=dir_fd)
+            elif reflink == "always" and attempt is not None:
+                err = attempt.errno or errno.ENOENT  # pre-check vanish carries none
+                raise ReflinkUnavailableError(
+                    err, f"cannot clone ({attempt.outcome.value})", src, None, dst
+                )
             else:
                 # SOURCE_VANISHED lands here too: the copy then fails with the
                 # source's ENOENT, which is the loud error a really missing
                 # file deserves.
-                copy_file_at(src, tmp, dir_fd, mode)
+                result = CopyResult(False, attempt, copy_file_at(src, tmp, dir_fd, mode))
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass
             raise
     finally:
         os.close(dir_fd)
-    return cloned
+    return result
+
+
+def clonefile_or_copy(source: PathArg, dest: PathArg, *, mode: int | None = None) -> bool:
+    """Reflink ``source`` to ``dest`` where the filesystem can, copy where it
+    cannot: True if cloned, False if copied. Either way, on return ``dest``
+    holds the source's bytes and (unless ``mode``) its permission bits.
+
+    Unlike a remove-then-clone, an existing ``dest`` survives any failure:
+    see ``clone_or_copy``.
+    """
+    return clone_or_copy(source, dest, mode=mode).cloned

@@ -24,6 +24,7 @@ __all__ = [
     "ReflinkOutcome",
     "ReflinkResult",
     "classify",
+    "errno_name",
 ]
 
 
@@ -95,9 +96,19 @@ class ReflinkResult:
 
     @property
     def errno_name(self) -> str | None:
-        if self.errno is None:
-            return None
-        return _errno.errorcode.get(self.errno, str(self.errno))
+        return None if self.errno is None else errno_name(self.errno)
+
+
+def errno_name(err: int) -> str:
+    """The symbolic name of ``err``, e.g. "EXDEV".
+
+    Linux defines ENOTSUP as an alias of EOPNOTSUPP and Python's table picks
+    the alias; the kernel, strace and the man pages all say EOPNOTSUPP, so
+    that is the name users will search for.
+    """
+    if err == _errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return _errno.errorcode.get(err, str(err))
 
 
 def classify(

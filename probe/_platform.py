@@ -8,6 +8,7 @@ can still be tested by building its ``Platform`` around a stand-in function.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -103,10 +104,8 @@ def remove_created(dest: str, fd: int, *, dir_fd: int | None = None) -> None:
     except OSError:
         return
     if (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(dest, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
 
 
 CloneFn = Callable[[str, str, "int | None"], None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 
@@ -42,10 +43,8 @@ def probe_reflink(directory: PathArg) -> ReflinkResult:
         return reflink_at(os.path.join(path, src), dst, dir_fd)
     finally:
         for name in (dst, src):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass
         os.close(dir_fd)
 
 

@@ -29,14 +29,24 @@ def rich_available() -> bool:
 
 
 _STYLES = {
-    "pass": "green", "yes": "green", "supported": "green", "cloned": "green", "ok": "green",
-    "fail": "bold red", "no": "red", "unsupported": "yellow", "error": "bold red",
-    "n/a": "dim", "could not tell": "magenta", "copied": "cyan", "vanished": "magenta",
+    "pass": "green",
+    "yes": "green",
+    "supported": "green",
+    "cloned": "green",
+    "ok": "green",
+    "fail": "bold red",
+    "no": "red",
+    "unsupported": "yellow",
+    "error": "bold red",
+    "n/a": "dim",
+    "could not tell": "magenta",
+    "copied": "cyan",
+    "vanished": "magenta",
 }
 
 
 def status_style(word: str) -> str:
-    return _STYLES.get(word.split(" ")[0].lower(), "")
+    return _STYLES.get(word.split(" ", maxsplit=1)[0].lower(), "")
 
 
 def print_table(
@@ -57,13 +67,18 @@ def print_table(
         for h in headers:
             table.add_column(h, overflow="fold")
         for r in rows:
-            cells = [f"[{s}]{rich.markup.escape(c)}[/]" if colour_cells and (s := status_style(c))
-                     else rich.markup.escape(c) for c in r]
+            cells = [
+                f"[{s}]{rich.markup.escape(c)}[/]"
+                if colour_cells and (s := status_style(c))
+                else rich.markup.escape(c)
+                for c in r
+            ]
             table.add_row(*cells)
         console.print(table)
         return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     if title:
         print(title, file=out)
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), file=out)
@@ -87,7 +102,9 @@ class _Silent:
 
 
 @contextmanager
-def progress(description: str, total: int | None, *, enabled: bool | None = None) -> Iterator[Progress]:
+def progress(
+    description: str, total: int | None, *, enabled: bool | None = None
+) -> Iterator[Progress]:
     """A progress bar on stderr when it is a terminal (or ``enabled``)."""
     show = sys.stderr.isatty() if enabled is None else enabled
     if not (show and _HAVE_RICH):

@@ -1,0 +1,77 @@
+"""`cowprobe clone` through the real kernel on the lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from probe.lab import Lab
+
+COWPROBE = [sys.executable, "-m", "probe.cli"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*COWPROBE, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def btrfs(cowprobe_lab: Lab) -> Path:
+    return cowprobe_lab.scratch_dir("btrfs", "cli-clone")
+
+
+@pytest.fixture
+def ext4(cowprobe_lab: Lab) -> Path:
+    return cowprobe_lab.scratch_dir("ext4", "cli-clone")
+
+
+def test_clone_on_btrfs_reports_cloned(btrfs: Path) -> None:
+    src = btrfs / "src"
+    src.write_bytes(os.urandom(128 * 1024))
+    src.chmod(0o751)
+    proc = _run("clone", "--json", str(src), str(btrfs / "dst"))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["action"] == "cloned"
+    assert (btrfs / "dst").read_bytes() == src.read_bytes()
+    assert stat.S_IMODE((btrfs / "dst").stat().st_mode) == 0o751
+
+
+def test_clone_on_ext4_copies_and_says_why(ext4: Path) -> None:
+    src = ext4 / "src"
+    src.write_bytes(b"x" * 70000)
+    proc = _run("clone", str(src), str(ext4 / "dst"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"copied {src} -> {ext4 / 'dst'} (reflink unsupported: EOPNOTSUPP)"
+    assert (ext4 / "dst").read_bytes() == src.read_bytes()
+
+
+def test_reflink_always_fails_cleanly_and_keeps_existing_dest(ext4: Path) -> None:
+    src = ext4 / "src"
+    src.write_bytes(b"new")
+    dst = ext4 / "dst"
+    dst.write_bytes(b"old")
+    proc = _run("clone", "--reflink", "always", "--json", str(src), str(dst))
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["errno"] == "EOPNOTSUPP"
+    assert dst.read_bytes() == b"old"
+    assert sorted(p.name for p in ext4.iterdir()) == ["dst", "src"], "no temporary left behind"
+
+
+def test_bad_input_exits_2(tmp_path: Path) -> None:
+    missing = _run("clone", str(tmp_path / "nope"), str(tmp_path / "dst"))
+    assert missing.returncode == 2
+    assert "No such file or directory" in missing.stderr
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    # A FIFO source must be refused at once, not block waiting for a writer:
+    # the subprocess timeout is the hang guard.
+    proc = _run("clone", str(fifo), str(tmp_path / "dst"))
+    assert proc.returncode == 2
+    assert "FIFO" in proc.stderr
+    assert not (tmp_path / "dst").exists()
