@@ -174,13 +174,31 @@ def clone_or_copy(
                 # file deserves.
                 result = CopyResult(False, attempt, copy_file_at(src, tmp, dir_fd, mode))
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
+        except BaseException as exc:
+            # Best effort only: where the failure was "cannot write here"
+            # (read-only mount: unlink checks EROFS before it even looks the
+            # name up) this unlink fails as well, and letting its error out
+            # would replace the one that says what went wrong.
+            with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
+            if isinstance(exc, OSError):
+                _blame_dest(exc, tmp, name, dst)
             raise
     finally:
         os.close(dir_fd)
     return result
+
+
+def _blame_dest(err: OSError, tmp: str, name: str, dest: str) -> None:
+    """Make ``err`` name the destination the caller gave, not our hidden
+    temporary (``.x.cowprobe-1a2b.tmp`` means nothing to a user, and is gone
+    by the time they look)."""
+    if err.filename == tmp:
+        err.filename = dest
+        if err.filename2 == name:  # os.replace(tmp, name): both are the dest
+            err.filename2 = None
+    if err.filename2 == tmp:
+        err.filename2 = dest
 
 
 def clonefile_or_copy(source: PathArg, dest: PathArg, *, mode: int | None = None) -> bool:

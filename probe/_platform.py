@@ -24,8 +24,10 @@ __all__ = [
     "CloneFn",
     "Platform",
     "SpecialFileError",
+    "caller_error",
     "create_dest",
     "current",
+    "is_caller_error",
     "linux",
     "macos",
     "open_source",
@@ -91,6 +93,28 @@ def create_dest(dest: str, mode: int = 0o600, *, dir_fd: int | None = None) -> i
     return os.open(dest, _DEST_FLAGS, mode, dir_fd=dir_fd)
 
 
+_NOT_A_CLONE_ANSWER = "_cowprobe_not_a_clone_answer"
+
+
+def caller_error(err: OSError) -> OSError:
+    """Mark ``err`` as being about the caller's arguments, not the clone.
+
+    Only the clone call and the source's open speak for "can this pair
+    clone"; an EINVAL from creating the destination (a name the filesystem
+    rejects, say) must reach the caller as an error, never be read as
+    UNSUPPORTED. The mark is an attribute, not a subclass, so a
+    FileExistsError stays a FileExistsError.
+    """
+    setattr(err, _NOT_A_CLONE_ANSWER, True)
+    return err
+
+
+def is_caller_error(err: OSError) -> bool:
+    return isinstance(err, (SpecialFileError, IsADirectoryError)) or bool(
+        getattr(err, _NOT_A_CLONE_ANSWER, False)
+    )
+
+
 def remove_created(dest: str, fd: int, *, dir_fd: int | None = None) -> None:
     """Unlink ``dest`` only if it is still the file we created on ``fd``.
 
@@ -125,7 +149,10 @@ def _linux_clone(ficlone: Callable[[int, int], None]) -> CloneFn:
     def clone(source: str, dest: str, dir_fd: int | None) -> None:
         src_fd, st = open_source(source)
         try:
-            dst_fd = create_dest(dest, dir_fd=dir_fd)
+            try:
+                dst_fd = create_dest(dest, dir_fd=dir_fd)
+            except OSError as err:
+                raise caller_error(err) from None
             try:
                 try:
                     ficlone(dst_fd, src_fd)

@@ -12,7 +12,7 @@ import stat
 from . import _platform
 from ._outcome import ReflinkOutcome, ReflinkResult, classify
 from ._paths import PathArg, as_path
-from ._platform import Platform, SpecialFileError, not_regular
+from ._platform import Platform, is_caller_error, not_regular
 
 __all__ = ["reflink", "reflink_at", "source_gone", "try_reflink"]
 
@@ -46,12 +46,13 @@ def reflink_at(
         raise not_regular(source, st.st_mode)
     try:
         plat.clone(source, dest, dir_fd)
-    except (SpecialFileError, IsADirectoryError):
-        # Our own refusal of a source swapped for a FIFO/directory after the
-        # stat; it carries EINVAL only to name the problem, and must not be
-        # read as the filesystem's "cannot clone this pair".
-        raise
     except OSError as err:
+        if is_caller_error(err):
+            # Our own refusal of a source swapped for a FIFO/directory after
+            # the stat (it carries EINVAL only to name the problem), or a
+            # failure to create the dest: neither is the filesystem's answer
+            # to "can this pair clone".
+            raise
         outcome = classify(err.errno, lambda: source_gone(source), plat.errnos)
         if outcome is None:
             raise _name_paths(err, source, dest) from None

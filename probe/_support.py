@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 
@@ -32,6 +31,7 @@ def probe_reflink(directory: PathArg) -> ReflinkResult:
     token = secrets.token_hex(8)
     src = f".cowprobe-probe-{token}.src"
     dst = f".cowprobe-probe-{token}.dst"
+    failed = True
     try:
         fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
@@ -40,12 +40,31 @@ def probe_reflink(directory: PathArg) -> ReflinkResult:
             os.close(fd)
         # The source must be named by a path for the seam; /proc/self/fd would
         # tie the probe to Linux, so join the directory path instead.
-        return reflink_at(os.path.join(path, src), dst, dir_fd)
+        result = reflink_at(os.path.join(path, src), dst, dir_fd)
+        failed = False
+        return result
     finally:
-        for name in (dst, src):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=dir_fd)
+        problem = _remove(dir_fd, (dst, src))
         os.close(dir_fd)
+        # A probe file we could not remove is an error of its own -- unless
+        # the probe already failed: then this is the same cause seen again
+        # (a read-only mount refuses unlink with EROFS before it even looks
+        # the name up) and the first error is the one to report.
+        if problem is not None and not failed:
+            raise problem
+
+
+def _remove(dir_fd: int, names: tuple[str, ...]) -> OSError | None:
+    """Unlink every name (all of them, whatever fails); the first failure."""
+    first: OSError | None = None
+    for name in names:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            first = first or err
+    return first
 
 
 def filesystem_supports_reflink(directory: PathArg) -> bool:
