@@ -9,17 +9,33 @@ from ._outcome import ReflinkOutcome, ReflinkResult, errno_name
 from ._platform import SpecialFileError
 from ._reflink import reflink, try_reflink
 from ._support import filesystem_supports_reflink, probe_reflink
+from .capabilities import (
+    Capability,
+    CapabilityReport,
+    PairReport,
+    ProbePathError,
+    Status,
+    probe_capabilities,
+    probe_pair,
+)
 
 __all__ = [
+    "Capability",
+    "CapabilityReport",
     "CopyResult",
+    "PairReport",
+    "ProbePathError",
     "ReflinkOutcome",
     "ReflinkResult",
     "ReflinkUnavailableError",
     "SpecialFileError",
+    "Status",
     "clone_or_copy",
     "clonefile_or_copy",
     "errno_name",
     "filesystem_supports_reflink",
+    "probe_capabilities",
+    "probe_pair",
     "probe_reflink",
     "reflink",
     "try_reflink",

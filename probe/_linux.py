@@ -183,3 +183,82 @@ def renameat2(
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), os.fspath(src), None, os.fspath(dst))
+
+
+# --- Appended for the capability probe (probe.capabilities) -----------------
+__all__ += ["Statx", "fallocate", "fstatfs_type", "statx"]
+# statfs f_type, fallocate(2) and statx(2) have no standard-library wrapper.
+# os.posix_fallocate is deliberately not used: glibc emulates it by writing
+# zeros when the filesystem has no fallocate, and a probe that reads that
+# emulation as "supported" reports a lie.
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+
+STATX_BTIME = 0x0800
+_AT_EMPTY_PATH = 0x1000
+_AT_SYMLINK_NOFOLLOW = 0x100
+
+
+def fstatfs_type(fd: int) -> int:
+    """The filesystem magic number (``statfs.f_type``) of the open ``fd``."""
+    fn = _libc().fstatfs
+    # struct statfs begins with f_type as a native long; the rest is read
+    # through os.statvfs. 256 bytes is larger than any ABI's struct statfs.
+    buf = ctypes.create_string_buffer(256)
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    fn.restype = ctypes.c_int
+    if fn(fd, buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(ctypes.c_ulong.from_buffer(buf).value) & 0xFFFFFFFF
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) itself: EOPNOTSUPP when the filesystem lacks ``mode``."""
+    lib = _libc()
+    fn = getattr(lib, "fallocate64", None) or lib.fallocate
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    if fn(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@dataclass(frozen=True)
+class Statx:
+    mask: int
+    nlink: int
+    size: int
+    btime_sec: int
+    btime_nsec: int
+
+    @property
+    def has_btime(self) -> bool:
+        return bool(self.mask & STATX_BTIME)
+
+
+_STATX_SIZE = 256
+
+
+def statx(fd: int, mask: int = STATX_BTIME) -> Statx:
+    """statx(2) on the open ``fd`` (AT_EMPTY_PATH); ENOSYS before glibc 2.28."""
+    fn = getattr(_libc(), "statx", None)
+    if fn is None:
+        import errno
+
+        raise OSError(errno.ENOSYS, "statx is not in this C library")
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    fn.restype = ctypes.c_int
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    if fn(fd, b"", _AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW, mask, buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    # struct statx: u32 mask @0, u32 nlink @16, u64 size @40,
+    # struct statx_timestamp btime { s64 sec; u32 nsec; } @80.
+    (got,) = struct.unpack_from("=I", buf.raw, 0)
+    (nlink,) = struct.unpack_from("=I", buf.raw, 16)
+    (size,) = struct.unpack_from("=Q", buf.raw, 40)
+    sec, nsec = struct.unpack_from("=qI", buf.raw, 80)
+    return Statx(int(got), int(nlink), int(size), int(sec), int(nsec))

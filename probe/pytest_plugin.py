@@ -5,18 +5,66 @@ Where a prerequisite is missing the test is skipped with a reason naming it --
 unless strict mode is on (``--cowprobe-strict`` or ``CI=true``), where a
 missing prerequisite is a failure: a CI job whose filesystem tests all
 skipped must not read as green.
+
+Fixtures
+  ``cowprobe_lab``            the whole lab (session; all kinds or skip)
+  ``btrfs_dir`` ``xfs_dir`` ``xfs_noreflink_dir`` ``ext4_dir`` ``tmpfs_dir``
+                              a fresh directory on that lab filesystem
+  ``lab_dir``                 parametrized over every lab kind (narrowed by
+                              ``cowprobe_fs(...)`` / ``needs_reflink``)
+  ``cross_fs_dirs``           a (source, dest) pair on two different filesystems
+  ``fakefs``                  a mounted fault-injecting FUSE filesystem
+Markers
+  ``cowprobe_fs(*kinds)``     needs these lab filesystems (and runs ``lab_dir`` on them)
+  ``needs_reflink``           needs a directory that clones (``lab_dir`` on btrfs/XFS,
+                              otherwise the session's temporary directory)
+  ``needs_fuse``, ``needs_root``
+Options
+  ``--cowprobe-strict``       missing prerequisites fail (default on when CI=true)
+  ``--cowprobe-tmp-fs=KIND``  put tmp_path's basetemp and TMPDIR on a lab filesystem,
+                              so an existing suite runs on btrfs or XFS unchanged
 """
 
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 import pytest
 
-__all__ = ["require", "strict_mode"]
+if TYPE_CHECKING:
+    from probe.lab import Lab
+
+__all__ = [
+    "DirPair",
+    "btrfs_dir",
+    "cowprobe_lab",
+    "cross_fs_dirs",
+    "ext4_dir",
+    "fakefs",
+    "lab_dir",
+    "require",
+    "strict_mode",
+    "tmpfs_dir",
+    "xfs_dir",
+    "xfs_noreflink_dir",
+]
+
+_KINDS: tuple[str, ...] = ("btrfs", "xfs", "xfs-noreflink", "ext4", "tmpfs")
+_REFLINK_KINDS: tuple[str, ...] = ("btrfs", "xfs")
+
+_MARKERS = (
+    "cowprobe_fs(*kinds): needs these cowprobe lab filesystems "
+    "(btrfs, xfs, xfs-noreflink, ext4, tmpfs); the lab_dir fixture runs on each",
+    "needs_reflink: needs a directory whose filesystem clones (reflink); lab_dir "
+    "narrows to btrfs/XFS, otherwise the session's temporary directory must clone",
+    "needs_fuse: needs a usable FUSE (/dev/fuse, pyfuse3) for fakefs",
+    "needs_root: needs to run as root",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -28,15 +76,123 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fail (instead of skip) tests whose filesystem prerequisites are missing; "
         "on by default when CI=true",
     )
+    group.addoption(
+        "--cowprobe-tmp-fs",
+        choices=_KINDS,
+        default=None,
+        metavar="KIND",
+        help="put the session's temporary directories (tmp_path's basetemp and TMPDIR) on "
+        f"this lab filesystem ({', '.join(_KINDS)}); needs root",
+    )
 
 
 _STRICT: bool = False
 
 
+class _Session:
+    """Per-run state: the per-kind labs built so far and the tmp-fs redirect."""
+
+    def __init__(self) -> None:
+        self.labs: dict[str, Lab] = {}
+        self.lab_errors: dict[str, str] = {}
+        self.tmp_fs: str | None = None
+        self.tmp_dir: Path | None = None
+        self.saved_env: dict[str, str | None] = {}
+        self.saved_tempdir: str | None = None
+        self.saved_strict = False
+
+    def lab_for(self, kind: str) -> Lab:
+        """A lab holding ``kind``, built on first use; one per kind, so a
+        missing mkfs.xfs never costs the btrfs tests."""
+        if kind in self.labs:
+            return self.labs[kind]
+        if kind in self.lab_errors:
+            _missing(self.lab_errors[kind])
+        from probe.lab import Lab, LabUnavailable
+
+        lab = Lab(kinds=(kind,))
+        try:
+            lab.start()
+        except LabUnavailable as err:
+            self.lab_errors[kind] = f"cannot build a {kind} lab filesystem: {err}"
+            _missing(self.lab_errors[kind])
+        self.labs[kind] = lab
+        return lab
+
+    def close(self) -> None:
+        errors = []
+        for lab in self.labs.values():
+            try:
+                lab.close()
+            except Exception as err:  # report every lab's teardown, not just the first
+                errors.append(str(err))
+        self.labs.clear()
+        if errors:
+            raise RuntimeError("cowprobe lab teardown: " + "; ".join(errors))
+
+
+_SESSION_KEY = pytest.StashKey[_Session]()
+
+
+def _session(config: pytest.Config) -> _Session:
+    return config.stash.setdefault(_SESSION_KEY, _Session())
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     global _STRICT
+    state = _session(config)
+    # An in-process inner session (pytester) must not leave its mode behind.
+    state.saved_strict = _STRICT
     opt = config.getoption("--cowprobe-strict")
     _STRICT = bool(opt) if opt is not None else os.environ.get("CI", "").lower() == "true"
+    for line in _MARKERS:
+        config.addinivalue_line("markers", line)
+    kind = config.getoption("--cowprobe-tmp-fs")
+    if kind:
+        _redirect_tmp(config, kind)
+
+
+def _redirect_tmp(config: pytest.Config, kind: str) -> None:
+    # tryfirst: pytest's own tmp_path plugin reads --basetemp in its
+    # pytest_configure; ours must have set it by then.
+    from probe.lab import LabUnavailable
+
+    state = _session(config)
+    try:
+        lab = state.lab_for(kind)
+    except (pytest.skip.Exception, pytest.fail.Exception) as err:
+        raise pytest.UsageError(f"--cowprobe-tmp-fs={kind}: {err.msg}") from None
+    except LabUnavailable as err:  # pragma: no cover - lab_for converts it
+        raise pytest.UsageError(f"--cowprobe-tmp-fs={kind}: {err}") from None
+    root = lab.scratch_dir(kind, "session")
+    state.tmp_fs = kind
+    state.tmp_dir = root
+    config.option.basetemp = str(root / "basetemp")
+    tmp = root / "tmp"
+    tmp.mkdir()
+    for var in ("TMPDIR", "TEMP", "TMP"):
+        state.saved_env[var] = os.environ.get(var)
+        os.environ[var] = str(tmp)
+    # tempfile caches its directory on first use; point it there directly.
+    state.saved_tempdir = tempfile.tempdir
+    tempfile.tempdir = str(tmp)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _STRICT
+    state = config.stash.get(_SESSION_KEY, None)
+    if state is None:
+        return
+    _STRICT = state.saved_strict
+    for var, value in state.saved_env.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+    if state.tmp_fs:
+        tempfile.tempdir = state.saved_tempdir
+    state.close()
 
 
 def strict_mode() -> bool:
@@ -55,24 +211,201 @@ def _missing(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+# -------------------------------------------------------------- header
+
+
+def _fs_line(path: Path) -> str:
+    from probe.conformance._mounts import mount_of
+
+    info = mount_of(path)
+    return f"{info.fstype} ({info.options})" if info else "unknown filesystem"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from probe.conformance import fuse_missing
+    from probe.lab import missing_prerequisites
+
+    lines = []
+    state = _session(config)
+    if state.tmp_dir is not None:
+        lines.append(
+            f"cowprobe: tmp_path and TMPDIR on {state.tmp_fs}: {state.tmp_dir} "
+            f"[{_fs_line(state.tmp_dir)}]"
+        )
+    ok: list[str] = []
+    missing: dict[str, str] = {}
+    for kind in _KINDS:
+        why = missing_prerequisites((kind,))
+        if why:
+            missing[kind] = "; ".join(why)
+        else:
+            ok.append(kind)
+    line = f"cowprobe: lab filesystems {', '.join(ok) or 'none'}"
+    if missing:
+        reasons = dict.fromkeys(missing.values())
+        line += f"; unavailable {', '.join(missing)} ({' / '.join(reasons)})"
+    fuse = fuse_missing()
+    line += f"; fakefs {'available' if fuse is None else 'unavailable: ' + fuse}"
+    line += f"; strict {'on' if _STRICT else 'off'}"
+    lines.append(line)
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(_SESSION_KEY, None)
+    if state is None or not state.labs:
+        return
+    used = ", ".join(
+        f"{kind} at {lab.path(kind)} [{lab[kind].fstype}: {lab[kind].options}]"
+        for kind, lab in state.labs.items()
+    )
+    terminalreporter.write_line(f"cowprobe: filesystems used: {used}")
+
+
+# -------------------------------------------------------------- markers
+
+
+def _marker_kinds(item: pytest.Item | Any) -> tuple[str, ...] | None:
+    kinds: list[str] = []
+    found = False
+    for mark in item.iter_markers("cowprobe_fs"):
+        found = True
+        for k in mark.args:
+            if k not in _KINDS:
+                raise pytest.UsageError(
+                    f"cowprobe_fs({k!r}): unknown filesystem; known: {', '.join(_KINDS)}"
+                )
+            kinds.append(k)
+    return tuple(dict.fromkeys(kinds)) if found else None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "lab_dir" not in metafunc.fixturenames:
+        return
+    kinds = _marker_kinds(metafunc.definition) or _KINDS
+    if metafunc.definition.get_closest_marker("needs_reflink"):
+        kinds = tuple(k for k in kinds if k in _REFLINK_KINDS)
+    metafunc.parametrize("lab_dir", kinds, indirect=True, ids=kinds)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("needs_root") and os.geteuid() != 0:
+        _missing(f"needs root (running as uid {os.geteuid()})")
+    if item.get_closest_marker("needs_fuse"):
+        from probe.conformance import fuse_missing
+
+        why = fuse_missing()
+        if why:
+            _missing(f"needs FUSE: {why}")
+    kinds = _marker_kinds(item)
+    if kinds and "lab_dir" not in getattr(item, "fixturenames", ()):
+        from probe.lab import missing_prerequisites
+
+        for kind in kinds:
+            lacking = missing_prerequisites((kind,))
+            if lacking:
+                _missing(f"needs {kind}: {'; '.join(lacking)}")
+    if item.get_closest_marker("needs_reflink") and "lab_dir" not in getattr(
+        item, "fixturenames", ()
+    ):
+        _require_reflink_tmp(item)
+
+
+def _require_reflink_tmp(item: pytest.Item) -> None:
+    from probe import probe_reflink
+
+    factory = item.config._tmp_path_factory  # type: ignore[attr-defined]
+    base = Path(factory.getbasetemp())
+    try:
+        res = probe_reflink(base)
+    except OSError as err:
+        _missing(f"needs reflink: cannot probe {base}: {err.strerror}")
+    if res.outcome.value != "cloned":
+        _missing(
+            f"needs reflink: the session's temporary directory {base} is on "
+            f"{_fs_line(base)}, which does not clone ({res.errno_name}); "
+            "run with --cowprobe-tmp-fs=btrfs or use the lab_dir fixture"
+        )
+
+
+# -------------------------------------------------------------- fixtures
+
+
 @pytest.fixture(scope="session")
-def cowprobe_lab() -> Iterator[object]:
+def cowprobe_lab() -> Iterator[Lab]:
     """The whole lab (btrfs, XFS reflink on/off, ext4, tmpfs), built once per session."""
     from probe.lab import Lab, LabUnavailable
 
+    lab = Lab()
     try:
-        lab = Lab()
-        lab.__enter__()
+        lab.start()
     except LabUnavailable as err:
-        _missing(str(err))
+        _missing(f"cannot build the cowprobe lab: {err}")
     try:
         yield lab
     finally:
-        lab.__exit__(None, None, None)
+        lab.close()
 
 
-def _lab_dir(lab: object, kind: str, tmp_name: str) -> Path:
-    from probe.lab import Lab
+def _scratch_name(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:40].strip("-") or "test"
 
-    assert isinstance(lab, Lab)
-    return lab.scratch_dir(kind, tmp_name)
+
+def _kind_dir(request: pytest.FixtureRequest, kind: str) -> Path:
+    lab = _session(request.config).lab_for(kind)
+    return lab.scratch_dir(kind, _scratch_name(request))
+
+
+def _dir_fixture(kind: str) -> Any:
+    def fixture(request: pytest.FixtureRequest) -> Path:
+        return _kind_dir(request, kind)
+
+    fixture.__doc__ = f"A fresh directory on the lab's {kind} filesystem."
+    fixture.__name__ = kind.replace("-", "_") + "_dir"
+    return pytest.fixture(name=fixture.__name__)(fixture)
+
+
+btrfs_dir = _dir_fixture("btrfs")
+xfs_dir = _dir_fixture("xfs")
+xfs_noreflink_dir = _dir_fixture("xfs-noreflink")
+ext4_dir = _dir_fixture("ext4")
+tmpfs_dir = _dir_fixture("tmpfs")
+
+
+@pytest.fixture
+def lab_dir(request: pytest.FixtureRequest) -> Path:
+    """A fresh directory on each lab filesystem in turn (see ``cowprobe_fs``)."""
+    kind = getattr(request, "param", None)
+    if kind is None:  # requested indirectly, without pytest_generate_tests
+        kind = "btrfs"
+    return _kind_dir(request, str(kind))
+
+
+class DirPair(NamedTuple):
+    source: Path
+    dest: Path
+
+
+@pytest.fixture
+def cross_fs_dirs(request: pytest.FixtureRequest) -> DirPair:
+    """Source on btrfs, dest on XFS: both clone, but not across (EXDEV)."""
+    return DirPair(_kind_dir(request, "btrfs"), _kind_dir(request, "xfs"))
+
+
+try:
+    # The fixture itself lives with fakefs (its owner); re-exported here so
+    # the plugin's entry point makes it visible to every project.
+    from fakefs._pytest import fakefs  # type: ignore[import-not-found, unused-ignore]
+except ModuleNotFoundError as _err:
+    # Without the fakefs extra (pyfuse3, trio) the plugin must still load
+    # for every other fixture; the fakefs fixture then says what is missing.
+    _FAKEFS_MISSING = (
+        "the fakefs pytest fixture is not available (fakefs/_pytest.py missing)"
+        if _err.name in ("fakefs._pytest", "fakefs")
+        else f"{_err.name} not installed (pip install 'cowprobe[fakefs]')"
+    )
+
+    @pytest.fixture
+    def fakefs() -> Any:
+        """Placeholder: says why fakefs cannot run here."""
+        _missing(_FAKEFS_MISSING)

@@ -9,7 +9,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Progress", "emit_json", "print_table", "progress", "rich_available", "status_style"]
+__all__ = [
+    "Progress",
+    "emit_json",
+    "markdown_table",
+    "print_table",
+    "progress",
+    "rich_available",
+    "status_style",
+]
 
 T = TypeVar("T")
 
@@ -40,6 +48,9 @@ _STYLES = {
     "error": "bold red",
     "n/a": "dim",
     "could not tell": "magenta",
+    # status_style() looks at the first word only, so "could not tell ..."
+    # cells are found under "could".
+    "could": "magenta",
     "copied": "cyan",
     "vanished": "magenta",
 }
@@ -56,13 +67,17 @@ def print_table(
     *,
     file: Any = None,
     colour_cells: bool = True,
+    width: int | None = None,
 ) -> None:
     """A table for people. Cells whose first word is a known status word get
-    its colour (rich only, and only when the terminal has colour)."""
+    its colour (rich only, and only when the terminal has colour). ``width``
+    overrides the console width (rich assumes 80 columns when the output is
+    not a terminal, which folds a wide table in a log into unreadable
+    slivers)."""
     out = file or sys.stdout
     rows = [list(r) for r in rows]
     if _HAVE_RICH:
-        console = rich.console.Console(file=out, highlight=False)
+        console = rich.console.Console(file=out, highlight=False, width=width)
         table = rich.table.Table(title=title, show_lines=False)
         for h in headers:
             table.add_column(h, overflow="fold")
@@ -85,6 +100,19 @@ def print_table(
     print("  ".join("-" * w for w in widths), file=out)
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)), file=out)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table (for CI summaries and issue comments)."""
+
+    def cell(text: str) -> str:
+        # A pipe would end the cell and a newline the row.
+        return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def emit_json(document: Any, *, file: Any = None) -> None:

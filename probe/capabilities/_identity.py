@@ -1,0 +1,161 @@
+"""What filesystem PATH is on: statfs magic, the mount table, statvfs.
+
+Two sources on purpose: the magic number is what the kernel serving the
+inode says it is (a FUSE mount is "fuse" whatever it claims), the mount
+table gives the name, device and options the admin chose (fuse.sshfs,
+reflink on XFS is not visible anywhere, ro, noexec).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import _linux
+from ._model import Identity
+
+__all__ = ["MAGIC_NAMES", "MountEntry", "find_mount", "read_identity"]
+
+MAGIC_NAMES: dict[int, str] = {
+    0x9123683E: "btrfs",
+    0x58465342: "xfs",
+    0xEF53: "ext2/ext3/ext4",
+    0x01021994: "tmpfs",
+    0x858458F6: "ramfs",
+    0x65735546: "fuse",
+    0x794C7630: "overlayfs",
+    0x6969: "nfs",
+    0xFF534D42: "cifs",
+    0xFE534D42: "smb2",
+    0x2FC12FC1: "zfs",
+    0xF2F52010: "f2fs",
+    0xCA451A4E: "bcachefs",
+    0x4D44: "vfat/msdos",
+    0x2011BAB0: "exfat",
+    0x5346544E: "ntfs",
+    0x7366746E: "ntfs3",
+    0xF15F: "ecryptfs",
+    0x73717368: "squashfs",
+    0xE0F5E1E2: "erofs",
+    0x00C36400: "ceph",
+    0x01021997: "9p",
+    0x3434: "nilfs2",
+    0x3153464A: "jfs",
+    0x52654973: "reiserfs",
+    0x01161970: "gfs2",
+    0x7461636F: "ocfs2",
+    0x482B: "hfsplus",
+    0x9FA0: "proc",
+    0x62656572: "sysfs",
+}
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mount_id: int
+    device: str  # "major:minor"
+    root: str
+    mount_point: str
+    options: tuple[str, ...]
+    fstype: str
+    source: str
+    super_options: tuple[str, ...]
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    out = []
+    i = 0
+    while i < len(field):
+        code = field[i + 1:i + 4]
+        if field[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    entries = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        try:
+            sep = fields.index("-", 6)
+        except ValueError:
+            continue
+        entries.append(MountEntry(
+            mount_id=int(fields[0]),
+            device=fields[2],
+            root=_unescape(fields[3]),
+            mount_point=_unescape(fields[4]),
+            options=tuple(fields[5].split(",")),
+            fstype=fields[sep + 1],
+            source=_unescape(fields[sep + 2]),
+            super_options=tuple(fields[sep + 3].split(",")) if len(fields) > sep + 3 else (),
+        ))
+    return entries
+
+
+def _within(path: str, mount_point: str) -> bool:
+    return mount_point in ("/", path) or path.startswith(mount_point + "/")
+
+
+def find_mount(real_path: str, st_dev: int, entries: list[MountEntry]) -> MountEntry | None:
+    """The mount serving ``real_path``: the deepest mount point above it --
+    the last such one in the table wins, because a later mount over the same
+    point hides the earlier. The device must match where it can: btrfs
+    subvolumes and overlay show their own anonymous devices, so a path-only
+    match is the fallback."""
+    dev = f"{os.major(st_dev)}:{os.minor(st_dev)}"
+    best: MountEntry | None = None
+    best_dev: MountEntry | None = None
+    for e in entries:
+        if not _within(real_path, e.mount_point):
+            continue
+        if best is None or len(e.mount_point) >= len(best.mount_point):
+            best = e
+        if e.device == dev and (best_dev is None
+                                or len(e.mount_point) >= len(best_dev.mount_point)):
+            best_dev = e
+    if best_dev is not None and best is not None and best_dev.mount_point == best.mount_point:
+        return best_dev
+    return best
+
+
+def _mount_table() -> list[MountEntry]:
+    try:
+        return parse_mountinfo(Path("/proc/self/mountinfo").read_text(errors="replace"))
+    except OSError:
+        return []
+
+
+def read_identity(dir_fd: int, real_path: str) -> Identity:
+    st = os.fstat(dir_fd)
+    vfs = os.fstatvfs(dir_fd)
+    try:
+        magic: int | None = _linux.fstatfs_type(dir_fd)
+    except (OSError, AttributeError):
+        magic = None
+    mount = find_mount(real_path, st.st_dev, _mount_table())
+    options = mount.options if mount else ()
+    read_only = bool(vfs.f_flag & os.ST_RDONLY) or "ro" in options
+    return Identity(
+        fstype=mount.fstype if mount else (MAGIC_NAMES.get(magic) if magic is not None else None),
+        magic=magic,
+        magic_name=MAGIC_NAMES.get(magic) if magic is not None else None,
+        mount_point=mount.mount_point if mount else None,
+        mount_options=options,
+        super_options=mount.super_options if mount else (),
+        source=mount.source if mount else None,
+        device=f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}",
+        block_size=vfs.f_bsize,
+        fragment_size=vfs.f_frsize,
+        total_bytes=vfs.f_blocks * vfs.f_frsize,
+        free_bytes=vfs.f_bfree * vfs.f_frsize,
+        available_bytes=vfs.f_bavail * vfs.f_frsize,
+        name_max=vfs.f_namemax or None,
+        read_only=read_only,
+    )

@@ -1,0 +1,378 @@
+"""Running the probes: a private directory under PATH, one subdirectory
+per probe, and removal of all of it whatever happens.
+
+The guarantees, and why:
+
+* Writes happen only inside ``PATH/.cowprobe-probe-<random>.d`` (mode 0700,
+  created exclusively), reached through directory descriptors with
+  O_NOFOLLOW, so no symlink under PATH can lead a probe out of it.
+* The directory is removed in a ``finally``: on success, on a probe that
+  raises (which costs that one answer, "could not tell", not the report),
+  and on KeyboardInterrupt, which is re-raised once the files are gone.
+  Removal walks descriptors and never follows a symlink, so a link planted
+  inside cannot make the cleanup delete anything outside.
+* A read-only or unwritable PATH still gets its identity, and every
+  capability answers "could not tell" with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from .._paths import PathArg, as_path
+from . import _attrs, _clone, _links, _misc, _names, _rename, _space
+from ._context import ProbeContext, ProbeSpec, Trial, describe_errno
+from ._identity import read_identity
+from ._model import Capability, CapabilityReport, Identity, PairReport, ProbePathError, Status
+
+__all__ = [
+    "CAPABILITY_NAMES",
+    "PRIVATE_PREFIX",
+    "Hook",
+    "capability_specs",
+    "probe_capabilities",
+    "probe_pair",
+    "resolve_names",
+    "unavailable_report",
+    "validate_directory",
+]
+
+#: Called just before each probe runs, inside the guarded region, with the
+#: capability name and the probe's context: a test seam for "a probe
+#: crashes" (raise from it) and for watching the private directory.
+Hook = Callable[[str, ProbeContext], None]
+
+_SPECS: tuple[ProbeSpec, ...] = (
+    _clone.PROBES + _links.PROBES + _attrs.PROBES + _space.PROBES + _names.PROBES
+    + _rename.PROBES + _misc.PROBES
+)
+CAPABILITY_NAMES: tuple[str, ...] = tuple(s.name for s in _SPECS)
+PRIVATE_PREFIX = ".cowprobe-probe-"
+
+_PAIR_FNS: dict[str, Callable[[ProbeContext, ProbeContext, Trial], Capability]] = {
+    "reflink": _clone.reflink,
+    "copy_file_range": _clone.copy_file_range,
+    "copy_shares_blocks": _clone.copy_shares_blocks,
+}
+_PAIR_SPECS = tuple((name, title, _PAIR_FNS[name]) for name, title in _clone.PAIR_PROBES)
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def capability_specs() -> tuple[ProbeSpec, ...]:
+    return _SPECS
+
+
+def resolve_names(names: Iterable[str]) -> tuple[str, ...]:
+    """Capability names (or aliases, any case, '-' or '_') to canonical names.
+
+    Raises ValueError naming every unknown one and listing the valid names.
+    """
+    table: dict[str, str] = {}
+    for spec in _SPECS:
+        for key in (spec.name, *spec.aliases):
+            table[key.lower().replace("-", "_")] = spec.name
+    out: list[str] = []
+    unknown: list[str] = []
+    for raw in names:
+        key = raw.strip().lower().replace("-", "_")
+        if not key:
+            continue
+        if key in table:
+            if table[key] not in out:
+                out.append(table[key])
+        else:
+            unknown.append(raw)
+    if unknown:
+        raise ValueError(f"unknown capability name(s): {', '.join(unknown)}; "
+                         f"known: {', '.join(CAPABILITY_NAMES)}")
+    return tuple(out)
+
+
+def validate_directory(path: PathArg) -> str:
+    """``path`` as a str if it is an openable directory; else ProbePathError
+    saying why (missing, not a directory, no permission). Lets a caller
+    check every argument before anything is written anywhere."""
+    p, fd, _real = _open_dir(path)
+    os.close(fd)
+    return p
+
+
+def _open_dir(path: PathArg) -> tuple[str, int, str]:
+    """(path, O_DIRECTORY fd, real path), or ProbePathError saying why not."""
+    p = as_path(path, "path")
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ProbePathError(f"{p}: no such directory") from None
+    except NotADirectoryError:
+        raise ProbePathError(f"{p}: a component of the path is not a directory") from None
+    except OSError as err:
+        raise ProbePathError(f"{p}: cannot stat: {describe_errno(err.errno)}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ProbePathError(f"{p}: not a directory")
+    try:
+        fd = os.open(p, _DIR_FLAGS)
+    except OSError as err:
+        raise ProbePathError(f"{p}: cannot open: {describe_errno(err.errno)}") from None
+    return p, fd, os.path.realpath(p)
+
+
+def _remove_tree(parent_fd: int, name: str, errors: list[str]) -> None:
+    """Remove ``name`` under ``parent_fd``, never following a symlink."""
+    try:
+        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return
+        if err.errno in (errno.ENOTDIR, errno.ELOOP):
+            # A file or a symlink: unlink the entry itself, not its target.
+            try:
+                os.unlink(name, dir_fd=parent_fd)
+            except FileNotFoundError:
+                pass
+            except OSError as err2:
+                errors.append(f"unlink {name}: {describe_errno(err2.errno)}")
+            return
+        errors.append(f"open {name}: {describe_errno(err.errno)}")
+        return
+    try:
+        with os.scandir(fd) as it:
+            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for child, is_dir in children:
+            if is_dir:
+                _remove_tree(fd, child, errors)
+            else:
+                try:
+                    os.unlink(child, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+                except OSError as err:
+                    errors.append(f"unlink {child}: {describe_errno(err.errno)}")
+    except OSError as err:
+        errors.append(f"list {name}: {describe_errno(err.errno)}")
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        errors.append(f"rmdir {name}: {describe_errno(err.errno)}")
+
+
+class _PrivateDir:
+    """``PATH/.cowprobe-probe-<random>.d`` and the per-probe subdirectories."""
+
+    def __init__(self, parent_fd: int, parent_path: str) -> None:
+        self.parent_fd = parent_fd
+        self.token = secrets.token_hex(6)
+        self.name = f"{PRIVATE_PREFIX}{self.token}.d"
+        self.path = os.path.join(parent_path, self.name)
+        os.mkdir(self.name, 0o700, dir_fd=parent_fd)
+        try:
+            self.fd = os.open(self.name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.name, dir_fd=parent_fd)
+            raise
+
+    def context(self, stem: str) -> ProbeContext:
+        os.mkdir(stem, 0o700, dir_fd=self.fd)
+        fd = os.open(stem, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self.fd)
+        return ProbeContext(fd, os.path.join(self.path, stem), self.token)
+
+    def release(self, ctx: ProbeContext) -> None:
+        ctx.close_all()
+        os.close(ctx.dir_fd)
+        # Best effort now, so one probe's files never meet the next probe's;
+        # whatever stays is retried by ``remove``.
+        _remove_tree(self.fd, os.path.basename(ctx.path), [])
+
+    def remove(self) -> str | None:
+        """Remove everything; None, or what could not be removed."""
+        os.close(self.fd)
+        errors: list[str] = []
+        _remove_tree(self.parent_fd, self.name, errors)
+        if errors:
+            return f"{self.path} could not be fully removed: {'; '.join(errors[:3])}"
+        return None
+
+
+def _finish(spec_name: str, title: str, group: str, cap: Capability, t0: float) -> Capability:
+    return replace(cap, name=spec_name, title=title, group=group,
+                   seconds=time.perf_counter() - t0)
+
+
+def _guarded(run: Callable[[Trial], Capability]) -> Capability:
+    trial = Trial()
+    try:
+        return run(trial)
+    except OSError as err:
+        where = f" on {err.filename}" if err.filename else ""
+        return trial.could_not_tell(
+            f"the probe's own file operations failed: {describe_errno(err.errno)}{where}",
+            err.errno)
+    except Exception as err:
+        # A bug (or an injected fault) in one probe costs that one answer,
+        # never the report, and never the cleanup.
+        return trial.could_not_tell(f"the probe crashed: {type(err).__name__}: {err}")
+
+
+def _run_one(spec: ProbeSpec, tmp: _PrivateDir, hook: Hook | None) -> Capability:
+    t0 = time.perf_counter()
+
+    def run(trial: Trial) -> Capability:
+        ctx = tmp.context(spec.name)
+        try:
+            if hook is not None:
+                hook(spec.name, ctx)
+            return spec.fn(ctx, trial)
+        finally:
+            tmp.release(ctx)
+
+    return _finish(spec.name, spec.title, spec.group, _guarded(run), t0)
+
+
+def _blanket(specs: Iterable[tuple[str, str, str]], reason: str, code: int | None,
+             ) -> tuple[Capability, ...]:
+    return tuple(Capability(name=n, title=title, group=g, status=Status.COULD_NOT_TELL,
+                            errno=code, reason=reason) for n, title, g in specs)
+
+
+def _limitation(identity: Identity) -> tuple[str, int] | None:
+    if identity.read_only:
+        return ("read-only filesystem: nothing can be created here to try anything",
+                errno.EROFS)
+    return None
+
+
+def _create_private(fd: int, path: str) -> tuple[_PrivateDir | None, tuple[str, int] | None]:
+    try:
+        return _PrivateDir(fd, path), None
+    except OSError as err:
+        code = err.errno or errno.EIO
+        if code == errno.EROFS:
+            return None, ("read-only filesystem: nothing can be created here to try anything",
+                          code)
+        return None, (f"cannot create a probe directory in {path}: {describe_errno(code)}", code)
+
+
+def unavailable_report(path: str, reason: str, *, label: str | None = None,
+                       only: Iterable[str] | None = None) -> CapabilityReport:
+    """A report column for something that could not be probed at all (a
+    mount that could not be made): every capability "could not tell",
+    with ``reason``. Never raises for the path."""
+    wanted = set(resolve_names(only)) if only is not None else None
+    specs = ((s.name, s.title, s.group) for s in _SPECS if wanted is None or s.name in wanted)
+    return CapabilityReport(path, path, None, _blanket(specs, reason, None), limitation=reason,
+                            label=label)
+
+
+def probe_capabilities(path: PathArg, *, only: Iterable[str] | None = None,
+                       hook: Hook | None = None, label: str | None = None) -> CapabilityReport:
+    """Measure what the filesystem under directory ``path`` really does.
+
+    ``only`` limits the run to some capabilities (names or aliases). Raises
+    ``ProbePathError`` if ``path`` is missing or not a directory, and
+    ``ValueError`` for an unknown capability name; everything else is an
+    answer in the report.
+    """
+    t0 = time.perf_counter()
+    wanted = set(resolve_names(only)) if only is not None else None
+    specs = [s for s in _SPECS if wanted is None or s.name in wanted]
+    p, fd, real = _open_dir(path)
+    try:
+        identity = read_identity(fd, real)
+        limit = _limitation(identity)
+        tmp: _PrivateDir | None = None
+        if limit is None:
+            tmp, limit = _create_private(fd, p)
+        if tmp is None:
+            assert limit is not None
+            caps = _blanket(((s.name, s.title, s.group) for s in specs), *limit)
+            return CapabilityReport(p, real, identity, caps, limitation=limit[0],
+                                    seconds=time.perf_counter() - t0, label=label)
+        leftover: str | None = None
+        try:
+            caps = tuple(_run_one(spec, tmp, hook) for spec in specs)
+        finally:
+            leftover = tmp.remove()
+        return CapabilityReport(p, real, identity, caps, leftover=leftover,
+                                seconds=time.perf_counter() - t0, label=label)
+    finally:
+        os.close(fd)
+
+
+def probe_pair(source_dir: PathArg, dest_dir: PathArg, *, hook: Hook | None = None,
+               label: str | None = None) -> PairReport:
+    """Reflink and copy_file_range from a file in ``source_dir`` to a new
+    file in ``dest_dir``: EXDEV (and sharing) is a property of the pair."""
+    t0 = time.perf_counter()
+    a, a_fd, a_real = _open_dir(source_dir)
+    try:
+        b, b_fd, b_real = _open_dir(dest_dir)
+    except BaseException:
+        os.close(a_fd)
+        raise
+    specs = [(n, title, "pair") for n, title, _fn in _PAIR_SPECS]
+    try:
+        same = os.fstat(a_fd).st_dev == os.fstat(b_fd).st_dev
+        limit = _limitation(read_identity(a_fd, a_real)) or _limitation(read_identity(b_fd, b_real))
+        if limit is not None:
+            return PairReport(a, b, same, _blanket(specs, *limit), limitation=limit[0],
+                              seconds=time.perf_counter() - t0, label=label)
+        src, limit = _create_private(a_fd, a)
+        if src is None:
+            assert limit is not None
+            return PairReport(a, b, same, _blanket(specs, *limit), limitation=limit[0],
+                              seconds=time.perf_counter() - t0, label=label)
+        leftovers: list[str] = []
+        try:
+            dst, limit = _create_private(b_fd, b)
+            if dst is None:
+                assert limit is not None
+                return PairReport(a, b, same, _blanket(specs, *limit), limitation=limit[0],
+                                  seconds=time.perf_counter() - t0, label=label)
+            try:
+                caps = tuple(_run_pair_one(n, title, fn, src, dst, hook=hook)
+                             for n, title, fn in _PAIR_SPECS)
+            finally:
+                if (gone := dst.remove()) is not None:
+                    leftovers.append(gone)
+        finally:
+            if (gone := src.remove()) is not None:
+                leftovers.append(gone)
+        return PairReport(a, b, same, caps, leftover="; ".join(leftovers) or None,
+                          seconds=time.perf_counter() - t0, label=label)
+    finally:
+        os.close(a_fd)
+        os.close(b_fd)
+
+
+def _run_pair_one(name: str, title: str,
+                  fn: Callable[[ProbeContext, ProbeContext, Trial], Capability],
+                  src: _PrivateDir, dst: _PrivateDir, *, hook: Hook | None) -> Capability:
+    t0 = time.perf_counter()
+
+    def run(trial: Trial) -> Capability:
+        s_ctx = src.context(name)
+        try:
+            d_ctx = dst.context(name)
+            try:
+                if hook is not None:
+                    hook(name, s_ctx)
+                return fn(s_ctx, d_ctx, trial)
+            finally:
+                dst.release(d_ctx)
+        finally:
+            src.release(s_ctx)
+
+    return _finish(name, title, "pair", _guarded(run), t0)

@@ -1,0 +1,260 @@
+"""`cowprobe report`: what each directory's filesystem really does.
+
+Every capability is measured by trying it in a private temporary directory
+under PATH (removed afterwards, also on Ctrl-C), never looked up in a table:
+
+  yes                 it worked, and the result was checked
+  no (ERRNO)          the kernel refused, with this errno
+  no (checked)        the call "succeeded" but the result was wrong
+                      (a zero-length copy, a chmod that changed nothing, ...)
+  could not tell      the probe could not ask (read-only, EPERM, EIO, ...)
+
+  cowprobe report .                           one column for this directory
+  cowprobe report /cache /work --pair /cache /work
+  cowprobe report --lab                       build btrfs, XFS (reflink on and
+                                              off), ext4, tmpfs and a FUSE
+                                              mount, and report on all of them
+
+Formats: table (the terminal; colour where it has it), json (validated by the
+JSON Schema shipped as probe/report.schema.json), markdown (a pull-request
+comment).
+
+Exit codes: 0 the report was produced; 1 the lab could not be built or probe
+files could not be removed; 2 bad usage (a PATH missing or not a directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from probe.capabilities import (
+    CapabilityReport,
+    PairReport,
+    ProbePathError,
+    Status,
+    probe_capabilities,
+    probe_pair,
+    resolve_names,
+    unavailable_report,
+    validate_directory,
+)
+from probe.report import matrix, pair_matrix, render_markdown, to_document
+
+from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ._render import emit_json, print_table, progress
+
+__all__ = ["lab_reports", "register"]
+
+FAKEFS_LABEL = "fakefs (FUSE)"
+
+#: (label, source kind, dest kind or "bind:<kind>") for the lab's pair probes:
+#: a bind mount (two mounts, one filesystem: clones work on kernels >= 5.18),
+#: two CoW filesystems (EXDEV), and two without reflink.
+_LAB_PAIRS = (
+    ("btrfs → btrfs (bind mount)", "btrfs", "bind:btrfs"),
+    ("btrfs → xfs", "btrfs", "xfs"),
+    ("ext4 → tmpfs", "ext4", "tmpfs"),
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="measure what each directory's filesystem can do (reflinks, links, xattrs, ...)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="directories to probe")
+    p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="also probe reflink and copy_file_range from A to B (repeatable)")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    p.add_argument("--lab", action="store_true",
+                   help="build the real-filesystem lab (and a fakefs mount) and report on it")
+    p.add_argument("--only", metavar="CAPS",
+                   help="comma-separated capabilities to probe (default: all)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="table format: also print each answer's reason and evidence")
+    p.set_defaults(func=run)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, `timeout`) unwinds like Ctrl-C, so the
+    probe directory and the lab are removed instead of left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _err(message: str) -> None:
+    print(f"cowprobe report: {message}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.paths and not args.pair and not args.lab:
+        _err("nothing to report on: give PATH..., --pair A B or --lab")
+        return EXIT_USAGE
+    try:
+        only = resolve_names(args.only.split(",")) if args.only else None
+    except ValueError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    with _sigterm_as_interrupt():
+        try:
+            reports, pairs = _collect(args, only)
+        except ProbePathError as err:
+            _err(str(err))
+            return EXIT_USAGE
+        except _LabFailed as err:
+            _err(str(err))
+            return EXIT_FAILED
+    _emit(args, reports, pairs)
+    everything: list[CapabilityReport | PairReport] = [*reports, *pairs]
+    leftovers = [r.leftover for r in everything if r.leftover]
+    for left in leftovers:
+        _err(f"warning: {left}")
+    return EXIT_FAILED if leftovers else EXIT_OK
+
+
+class _LabFailed(Exception):
+    pass
+
+
+def _collect(args: argparse.Namespace, only: Sequence[str] | None,
+             ) -> tuple[list[CapabilityReport], list[PairReport]]:
+    # Every PATH is checked before anything is written anywhere, so a typo
+    # in the third argument does not leave a half-made report.
+    for p in [*args.paths, *(x for pair in args.pair for x in pair)]:
+        validate_directory(p)
+    reports: list[CapabilityReport] = []
+    pairs: list[PairReport] = []
+    total = len(args.paths) + len(args.pair)
+    with progress("probing", total) as bar:
+        for path in args.paths:
+            reports.append(probe_capabilities(path, only=only, label=path))
+            bar.advance(label=path)
+        for a, b in args.pair:
+            pairs.append(probe_pair(a, b, label=f"{a} → {b}"))
+            bar.advance(label=f"{a} → {b}")
+    if args.lab:
+        lab_reps, lab_pairs = lab_reports(only)
+        reports += lab_reps
+        pairs += lab_pairs
+    return reports, pairs
+
+
+def lab_reports(only: Sequence[str] | None = None, *,
+                advance: Callable[[str], None] | None = None,
+                ) -> tuple[list[CapabilityReport], list[PairReport]]:
+    """Build the lab, probe every filesystem in it plus a fakefs mount and
+    the lab's directory pairs, tear it all down, return the reports."""
+    from probe.lab import KINDS, Lab, LabError
+
+    reports: list[CapabilityReport] = []
+    pairs: list[PairReport] = []
+    try:
+        lab = Lab(kinds=KINDS)
+        lab.start()
+    except LabError as err:
+        raise _LabFailed(f"the lab could not be built: {err}") from None
+    # closing(), not `with lab`: entering a Lab starts it, and it is started.
+    with contextlib.closing(lab), progress("probing the lab",
+                                           len(KINDS) + 1 + len(_LAB_PAIRS)) as bar:
+        for kind in lab.kinds:
+            reports.append(probe_capabilities(lab.scratch_dir(kind, "report"), only=only,
+                                              label=kind))
+            bar.advance(label=kind)
+        reports.append(_fakefs_report(lab, only))
+        bar.advance(label=FAKEFS_LABEL)
+        for label, a_kind, b_spec in _LAB_PAIRS:
+            if a_kind not in lab or b_spec.removeprefix("bind:") not in lab:
+                continue
+            a = lab.scratch_dir(a_kind, "pair")
+            b = (lab.bind_mount(b_spec[5:]) if b_spec.startswith("bind:")
+                 else lab.scratch_dir(b_spec, "pair"))
+            pairs.append(probe_pair(a, b, label=label))
+            bar.advance(label=label)
+    return reports, pairs
+
+
+def _fakefs_report(lab: Any, only: Sequence[str] | None) -> CapabilityReport:
+    """A fakefs (FUSE passthrough) mount over a lab scratch directory; a
+    could-not-tell column naming the reason if it cannot be mounted."""
+    try:
+        # Through import_module: fakefs is optional here, and its handle API
+        # is reached by name so this column degrades instead of the import.
+        mount = importlib.import_module("fakefs").mount
+    except Exception as err:  # ImportError, or a fakefs without mount()
+        return unavailable_report("(not mounted)", f"fakefs is not available: {err}",
+                                  label=FAKEFS_LABEL, only=only)
+    backing: Path = lab.scratch_dir("btrfs" if "btrfs" in lab else lab.kinds[0], "fakefs-data")
+    mountpoint: Path = lab.scratch_dir("tmpfs" if "tmpfs" in lab else lab.kinds[0], "fakefs-mnt")
+    try:
+        with mount(backing, mountpoint):
+            return probe_capabilities(mountpoint, only=only, label=FAKEFS_LABEL)
+    except ProbePathError as err:
+        return unavailable_report(str(mountpoint), f"fakefs mount unusable: {err}",
+                                  label=FAKEFS_LABEL, only=only)
+    except Exception as err:  # a mount that failed must cost a column, not the report
+        return unavailable_report(str(mountpoint), f"fakefs could not be mounted: "
+                                  f"{type(err).__name__}: {err}", label=FAKEFS_LABEL, only=only)
+
+
+_LEGEND = ("yes = tried and verified · no (ERRNO) = refused by the kernel · "
+           "no (checked) = succeeded but the result was wrong · could not tell = see --verbose")
+
+
+def _emit(args: argparse.Namespace, reports: list[CapabilityReport],
+          pairs: list[PairReport]) -> None:
+    if args.format == "json":
+        emit_json(to_document(reports, pairs))
+        return
+    if args.format == "markdown":
+        sys.stdout.write(render_markdown(reports, pairs))
+        return
+    # A terminal folds the table to its own width; a log or a pipe gets
+    # the table's natural width instead of rich's assumed 80 columns.
+    width = None if sys.stdout.isatty() else 400
+    if reports:
+        headers, rows = matrix(reports)
+        print_table("cowprobe report", headers, rows, width=width)
+    if pairs:
+        headers, rows = pair_matrix(pairs)
+        print_table("between directories", headers, rows, width=width)
+    print(_LEGEND)
+    everything: list[CapabilityReport | PairReport] = [*reports, *pairs]
+    for rep in everything:
+        if rep.limitation:
+            print(f"{rep.label}: {rep.limitation}")
+    if args.verbose:
+        _print_details(everything)
+
+
+def _print_details(reps: Sequence[CapabilityReport | PairReport]) -> None:
+    for rep in reps:
+        print(f"\n{rep.label} ({rep.seconds * 1000:.0f} ms)")
+        for cap in rep.capabilities:
+            mark = {"supported": "+", "unsupported": "-"}.get(cap.status.value, "?")
+            why = f": {cap.reason}" if cap.reason else ""
+            print(f"  {mark} {cap.title} [{cap.status.value}]{why}")
+            if cap.status is not Status.SUPPORTED or cap.evidence:
+                for line in cap.evidence:
+                    print(f"      {line}")

@@ -1,0 +1,83 @@
+"""Batch scenarios: run ``probe.materialize`` over a set of jobs and judge
+the per-job results against the batch post-conditions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._scenarios import Check, Variant
+from ._site import Site
+
+__all__ = ["BatchOutcome", "run_batch"]
+
+
+@dataclass
+class BatchOutcome:
+    #: per job: "cloned" / "copied" / "vanished" / "failed"
+    kinds: list[str]
+    #: per job: did the materializer attempt a reflink for it
+    attempted: list[bool | None]
+    error: str | None = None
+    raw: list[Any] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.error:
+            return f"ERROR ({self.error})"
+        counts: dict[str, int] = {}
+        for k in self.kinds:
+            counts[k] = counts.get(k, 0) + 1
+        return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+    def problems(
+        self, checks: frozenset[Check], blobs: Sequence[bytes], dests: Sequence[Path]
+    ) -> list[str]:
+        if self.error:
+            return [f"the batch raised: {self.error}"]
+        out: list[str] = []
+        rest = range(1, len(blobs))
+        if Check.REST_CLONED in checks:
+            bad = [i for i in rest if self.kinds[i] != "cloned"]
+            if bad:
+                out.append(f"jobs {bad} not CLONED ({[self.kinds[i] for i in bad]})")
+        if Check.REST_EXACT in checks:
+            first = 0 if Check.VANISHED_JOB_REPORTED not in checks else 1
+            for i in range(first, len(blobs)):
+                try:
+                    ok = dests[i].read_bytes() == blobs[i]
+                except OSError as err:
+                    out.append(f"dest {i}: {err.strerror}")
+                    continue
+                if not ok:
+                    out.append(f"dest {i} bytes differ")
+        if Check.VANISHED_JOB_REPORTED in checks:
+            if self.kinds[0] not in ("vanished", "failed"):
+                out.append(f"the vanished blob was reported {self.kinds[0]!r}")
+            if os.path.lexists(dests[0]):
+                out.append("a dest exists for the vanished blob")
+        if Check.STOPS_AFTER_FIRST_UNSUPPORTED in checks:
+            tried = [i for i, a in enumerate(self.attempted) if a]
+            if any(a is None for a in self.attempted):
+                out.append("the materializer does not say which jobs attempted a reflink")
+            elif len(tried) != 1:
+                out.append(f"reflink attempted for jobs {tried}, want only the first")
+        return out
+
+
+def run_batch(jobs: list[tuple[Path, Path]], site: Site, variant: Variant) -> BatchOutcome:
+    import probe
+
+    materialize = getattr(probe, "materialize", None)
+    if materialize is None:
+        raise RuntimeError("probe.materialize is not available")
+    try:
+        result = materialize(jobs)
+    except OSError as err:
+        return BatchOutcome([], [], error=str(err))
+    items = list(getattr(result, "results", result))
+    kinds = [str(getattr(r, "status", getattr(r, "kind", "?"))).lower() for r in items]
+    attempted = [getattr(r, "reflink_attempted", None) for r in items]
+    return BatchOutcome(kinds, attempted, raw=items)

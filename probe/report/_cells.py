@@ -1,0 +1,113 @@
+"""The report as rows and cells: shared by the terminal table and Markdown.
+
+A cell's first word is its status ("yes", "no", "could not tell"), which
+is what the terminal colours and what a reader scans for; the errno
+follows in parentheses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..capabilities import Capability, CapabilityReport, Identity, PairReport, Status
+
+__all__ = ["capability_cell", "identity_rows", "matrix", "pair_matrix", "short_size"]
+
+
+def short_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover - loop always returns
+
+
+def capability_cell(cap: Capability | None) -> str:
+    if cap is None:
+        return "n/a"
+    if cap.status is Status.SUPPORTED:
+        if isinstance(cap.value, int) and cap.name == "max_name_length":
+            return f"yes ({cap.value} bytes)"
+        return "yes"
+    tag = f" ({cap.errno_name})" if cap.errno_name else ""
+    if cap.status is Status.UNSUPPORTED:
+        # No errno: the call "succeeded" and the check caught it lying.
+        return f"no{tag}" if tag else "no (checked)"
+    return f"could not tell{tag}"
+
+
+def _ellipsize(text: str, width: int) -> str:
+    # Sources like a FUSE daemon's control-socket path would widen the
+    # whole column; the full text is in the JSON.
+    if len(text) <= width:
+        return text
+    keep = width - 1
+    return text[: keep // 2] + "…" + text[-(keep - keep // 2):]
+
+
+def _fstype(ident: Identity) -> str:
+    name = ident.fstype or "?"
+    if ident.magic_name and ident.magic_name.split("/")[-1] not in name:
+        name += f" [{ident.magic_name}]"
+    return name
+
+
+def identity_rows(reports: Sequence[CapabilityReport]) -> list[list[str]]:
+    def col(fn: object) -> list[str]:
+        assert callable(fn)
+        return [fn(r.identity) if r.identity is not None else "—" for r in reports]
+
+    def opts(i: Identity) -> str:
+        # "rw" and "relatime" are on nearly every mount; dropping them keeps
+        # the cell to what distinguishes this one.
+        shown = [o for o in i.mount_options if o not in ("rw", "relatime")]
+        return ",".join(shown) or "defaults"
+
+    return [
+        ["filesystem", *col(_fstype)],
+        ["device", *col(lambda i: f"{_ellipsize(i.source or '?', 24)} ({i.device})")],
+        ["mount options", *col(opts)],
+        ["block size", *col(lambda i: str(i.block_size))],
+        ["size", *col(lambda i: short_size(i.total_bytes))],
+        ["free", *col(lambda i: short_size(i.available_bytes))],
+        # "rw"/"ro" rather than yes/no: a status colour on "read-only: no"
+        # would paint a perfectly good mount red.
+        ["access", *col(lambda i: "ro" if i.read_only else "rw")],
+    ]
+
+
+def matrix(reports: Sequence[CapabilityReport], *,
+           with_identity: bool = True) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): one column per report, one row per capability,
+    grouped, in the probe's order."""
+    headers = ["", *(r.label or r.path for r in reports)]
+    rows: list[list[str]] = identity_rows(reports) if with_identity else []
+    order: list[tuple[str, str, str]] = []
+    for r in reports:
+        for c in r.capabilities:
+            if (c.name, c.title, c.group) not in order:
+                order.append((c.name, c.title, c.group))
+    group = None
+    for name, title, grp in order:
+        if grp != group:
+            rows.append([f"[{grp}]", *("" for _ in reports)])
+            group = grp
+        rows.append([title, *(capability_cell(r.get(name)) for r in reports)])
+    return headers, rows
+
+
+def pair_matrix(pairs: Sequence[PairReport]) -> tuple[list[str], list[list[str]]]:
+    titles: list[tuple[str, str]] = []
+    for p in pairs:
+        for c in p.capabilities:
+            if (c.name, c.title) not in titles:
+                titles.append((c.name, c.title))
+    headers = ["from → to", "filesystems", *(t for _n, t in titles)]
+    rows = []
+    for p in pairs:
+        caps = {c.name: c for c in p.capabilities}
+        rows.append([p.label or f"{p.source} → {p.dest}",
+                     "same" if p.same_filesystem else "different",
+                     *(capability_cell(caps.get(n)) for n, _t in titles)])
+    return headers, rows

@@ -1,0 +1,114 @@
+"""The JSON form of a report, and the JSON Schema it follows.
+
+The schema ships with the package (``probe/report.schema.json``) so a
+consumer can validate what it parses; ``SCHEMA_VERSION`` is raised whenever
+a field is renamed or removed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from ..capabilities import Capability, CapabilityReport, Identity, PairReport
+
+__all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "load_schema", "to_document"]
+
+SCHEMA_NAME = "cowprobe-report"
+SCHEMA_VERSION = 1
+
+
+@cache
+def _schema_text() -> str:
+    return resources.files("probe").joinpath("report.schema.json").read_text(encoding="utf-8")
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``to_document``'s output."""
+    schema: dict[str, Any] = json.loads(_schema_text())
+    return schema
+
+
+def _capability(cap: Capability) -> dict[str, Any]:
+    return {
+        "title": cap.title,
+        "group": cap.group,
+        "status": cap.status.value,
+        "errno": cap.errno,
+        "errno_name": cap.errno_name,
+        "reason": cap.reason,
+        "evidence": list(cap.evidence),
+        "seconds": round(cap.seconds, 6),
+        "value": cap.value,
+    }
+
+
+def _identity(ident: Identity | None) -> dict[str, Any] | None:
+    if ident is None:
+        return None
+    return {
+        "fstype": ident.fstype,
+        "magic": f"{ident.magic:#x}" if ident.magic is not None else None,
+        "magic_name": ident.magic_name,
+        "mount_point": ident.mount_point,
+        "mount_options": list(ident.mount_options),
+        "super_options": list(ident.super_options),
+        "source": ident.source,
+        "device": ident.device,
+        "block_size": ident.block_size,
+        "fragment_size": ident.fragment_size,
+        "total_bytes": ident.total_bytes,
+        "free_bytes": ident.free_bytes,
+        "available_bytes": ident.available_bytes,
+        "name_max": ident.name_max,
+        "read_only": ident.read_only,
+    }
+
+
+def _filesystem(rep: CapabilityReport) -> dict[str, Any]:
+    return {
+        "label": rep.label or rep.path,
+        "path": rep.path,
+        "real_path": rep.real_path,
+        "identity": _identity(rep.identity),
+        "limitation": rep.limitation,
+        "leftover": rep.leftover,
+        "seconds": round(rep.seconds, 6),
+        "capabilities": {c.name: _capability(c) for c in rep.capabilities},
+    }
+
+
+def _pair(rep: PairReport) -> dict[str, Any]:
+    return {
+        "label": rep.label or f"{rep.source} -> {rep.dest}",
+        "source": rep.source,
+        "dest": rep.dest,
+        "same_filesystem": rep.same_filesystem,
+        "limitation": rep.limitation,
+        "leftover": rep.leftover,
+        "seconds": round(rep.seconds, 6),
+        "capabilities": {c.name: _capability(c) for c in rep.capabilities},
+    }
+
+
+def to_document(reports: Sequence[CapabilityReport],
+                pairs: Sequence[PairReport] = ()) -> dict[str, Any]:
+    from .. import __version__
+
+    uname = os.uname()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "schema": SCHEMA_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "cowprobe_version": __version__,
+        "generated_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "host": {"system": platform.system(), "kernel": uname.release, "machine": uname.machine},
+        "filesystems": [_filesystem(r) for r in reports],
+        "pairs": [_pair(p) for p in pairs],
+    }
