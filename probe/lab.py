@@ -53,6 +53,7 @@ __all__ = [
     "LabError",
     "LabFs",
     "LabUnavailable",
+    "arm_autoclear",
     "cleanup_stale",
     "missing_prerequisites",
 ]
@@ -200,7 +201,10 @@ _MS_BIND = 0x1000
 _MNT_DETACH = 0x2
 
 _LOOP_CLR_FD = 0x4C01
+_LOOP_SET_STATUS64 = 0x4C04
 _LOOP_GET_STATUS64 = 0x4C05
+_LO_FLAGS_AUTOCLEAR = 4
+_LO_FLAGS_FIELD = 8
 # struct loop_info64: lo_device, lo_inode, lo_rdevice, lo_offset,
 # lo_sizelimit (u64); lo_number, lo_encrypt_type, lo_encrypt_key_size,
 # lo_flags (u32); lo_file_name[64], lo_crypt_name[64], lo_encrypt_key[32];
@@ -299,6 +303,27 @@ def _loops_backed_under(root: str) -> list[str]:
         if backing is not None and _under(backing, root):
             found.append(f"/dev/{entry.name}")
     return found
+
+
+def arm_autoclear(device: str) -> None:
+    """Let the kernel detach ``device`` by itself once nothing holds it.
+
+    A SIGKILL (``docker kill``, the OOM killer, a CI runner pulled away) gives
+    no chance to tear down. With autoclear set on a *mounted* loop the device
+    frees itself when its filesystem is unmounted -- by us, by the next
+    ``cleanup_stale()``, or by the kernel when a container's mount namespace
+    dies. Set only after the mount: on a loop nobody holds, autoclear would
+    detach it at once.
+    """
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        buf = bytearray(_LOOP_INFO64.size)
+        fcntl.ioctl(fd, _LOOP_GET_STATUS64, buf)
+        fields = list(_LOOP_INFO64.unpack(buf))
+        fields[_LO_FLAGS_FIELD] |= _LO_FLAGS_AUTOCLEAR
+        fcntl.ioctl(fd, _LOOP_SET_STATUS64, _LOOP_INFO64.pack(*fields))
+    finally:
+        os.close(fd)
 
 
 def _detach_loop(device: str, root: str, image_ino: int | None) -> str | None:
@@ -678,6 +703,7 @@ class Lab:
             )
         device = self._attach(image)
         self._mount(device, mountpoint, spec.fstype, 0, spec.mount_data)
+        arm_autoclear(device)
         return LabFs(
             kind,
             mountpoint,

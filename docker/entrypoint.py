@@ -1,0 +1,532 @@
+#!/opt/cowprobe/bin/python
+"""Entrypoint of the cowprobe lab image (installed as ``cowprobe-entrypoint``).
+
+Two modes:
+
+* no command: the default checks -- ``cowprobe conformance`` and the lab
+  support report -- each building its own lab, writing JUnit / Markdown into
+  ``$OUT`` (default ``/out``) when that directory exists;
+* a command: loopback filesystems for ``$FS`` (``btrfs``, ``xfs``, ``ext4``,
+  a comma list, or ``all``; default ``all``) are made and mounted, the command
+  runs with ``TMPDIR`` on the first of them and ``COWPROBE_LAB_<KIND>`` naming
+  each mountpoint, and everything is torn down when it ends.
+
+Whatever happens -- the command fails, ``docker stop`` sends SIGTERM, Ctrl-C
+-- every mount is unmounted and every loop device this container attached is
+detached before the container exits. Loop devices belong to the host kernel:
+one leaked here stays attached on the host.
+
+Exit status: the command's (128+N if a signal N ended it); 3 when the
+container lacks what the lab needs (the message names the capability or
+device and the ``docker run`` flag that grants it); 1 when teardown failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from probe.lab import Lab, LabError, LabUnavailable, cleanup_stale, missing_prerequisites
+
+_PROG = "cowprobe-entrypoint"
+EXIT_MISSING = 3
+
+#: FS values a user may give, mapped to lab kinds ("all" is the three the
+#: image exists for; the default checks build the whole lab themselves).
+_USER_KINDS = ("btrfs", "xfs", "ext4")
+
+_CAP_MKNOD = 27
+_CAP_SYS_ADMIN = 21
+_LOOP_MAJOR = 7
+_LOOP_CONTROL = (10, 237)  # misc device, fixed minor (Documentation/admin-guide/devices.txt)
+_LOOP_CTL_GET_FREE = 0x4C82
+# Nodes made beyond the highest loop device that exists now: `losetup
+# --find` may get a brand-new index from the kernel (LOOP_CTL_GET_FREE adds
+# one when none is free), and other containers or host processes may take
+# the next few meanwhile. A node for a device that does not exist yet is
+# harmless (ENXIO on open).
+_LOOP_HEADROOM = 32
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _say(msg: str) -> None:
+    print(f"{_PROG}: {msg}", file=sys.stderr, flush=True)
+
+
+class Missing(Exception):
+    """The container lacks something the lab needs; the message says what."""
+
+
+# ------------------------------------------------------------ preflight
+
+
+def _cap_effective() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def _has_cap(bit: int) -> bool:
+    return bool(_cap_effective() >> bit & 1)
+
+
+def _mknod(path: Path, kind: int, major: int, minor: int) -> None:
+    # FileExistsError: the runtime (or a parallel step) made it first; the
+    # node is what counts, not who made it.
+    with contextlib.suppress(FileExistsError):
+        os.mknod(path, kind | 0o660, os.makedev(major, minor))
+
+
+def _loop_minor_shift() -> int:
+    # With max_part > 0 every loop device reserves minors for partitions:
+    # loopN is minor N << shift, not N.
+    try:
+        max_part = int(Path("/sys/module/loop/parameters/max_part").read_text())
+    except (OSError, ValueError):
+        max_part = 0
+    return max_part.bit_length() if max_part > 0 else 0
+
+
+def _existing_loops() -> dict[int, tuple[int, int]]:
+    """Index -> (major, minor) of every loop device the kernel has now."""
+    found: dict[int, tuple[int, int]] = {}
+    for entry in Path("/sys/class/block").glob("loop*"):
+        suffix = entry.name[4:]
+        if not suffix.isdigit():
+            continue  # loop0p1 and the like
+        try:
+            major, minor = (int(x) for x in (entry / "dev").read_text().split(":"))
+        except (OSError, ValueError):
+            continue
+        found[int(suffix)] = (major, minor)
+    return found
+
+
+def _dev_is_devtmpfs() -> bool:
+    fstype = ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) > 4 and fields[4] == "/dev" and right:
+            fstype = right.split()[0]  # the last mount on /dev is the visible one
+    return fstype == "devtmpfs"
+
+
+def ensure_loop_nodes() -> list[str]:
+    """Make /dev/loop-control and /dev/loopN nodes the container lacks.
+
+    A container's /dev is its own tmpfs with only the devices passed in,
+    while the loop devices are the host kernel's: `losetup --find` gets an
+    index from /dev/loop-control and then opens /dev/loopN, which fails with
+    ENOENT unless the node exists here. Returns the nodes made.
+    """
+    made: list[str] = []
+    if _dev_is_devtmpfs():
+        # On a host (the entrypoint also runs there, e.g. under sudo in CI)
+        # the kernel makes every node itself; nodes we made would linger.
+        return made
+    control = Path("/dev/loop-control")
+    if not control.exists():
+        if not _has_cap(_CAP_MKNOD):
+            raise Missing(
+                "no /dev/loop-control and no CAP_MKNOD to create it: "
+                "pass --device /dev/loop-control"
+            )
+        try:
+            _mknod(control, stat.S_IFCHR, *_LOOP_CONTROL)
+        except OSError as err:
+            raise Missing(
+                f"no /dev/loop-control and mknod failed ({err.strerror}): "
+                "pass --device /dev/loop-control"
+            ) from err
+        made.append(str(control))
+    try:
+        fd = os.open(control, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno == errno.EPERM:
+            raise Missing(
+                "/dev/loop-control is not allowed by the container's device cgroup: "
+                "pass --device /dev/loop-control"
+            ) from err
+        if err.errno in (errno.ENXIO, errno.ENODEV):
+            raise Missing("the host kernel has no loop driver (modprobe loop on the host)") from err
+        raise Missing(f"cannot open /dev/loop-control: {err.strerror}") from err
+    try:
+        # Asking for the first free index makes the kernel create it if
+        # needed, so the nodes made below cover it.
+        free = fcntl.ioctl(fd, _LOOP_CTL_GET_FREE)
+    except OSError as err:
+        raise Missing(f"LOOP_CTL_GET_FREE on /dev/loop-control: {err.strerror}") from err
+    finally:
+        os.close(fd)
+    loops = _existing_loops()
+    shift = _loop_minor_shift()
+    top = max([free, *loops]) + _LOOP_HEADROOM
+    for index in range(top + 1):
+        node = Path(f"/dev/loop{index}")
+        if node.exists():
+            continue
+        if not _has_cap(_CAP_MKNOD):
+            raise Missing(
+                f"no {node} and no CAP_MKNOD to create it: keep the default "
+                "capabilities (do not --cap-drop MKNOD) or pass the loop devices with --device"
+            )
+        major, minor = loops.get(index, (_LOOP_MAJOR, index << shift))
+        _mknod(node, stat.S_IFBLK, major, minor)
+        made.append(str(node))
+    # Opening a node we made is where the device cgroup says no (EPERM);
+    # ENXIO just means that index has no device (yet).
+    probe = Path(f"/dev/loop{free}")
+    try:
+        os.close(os.open(probe, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as err:
+        if err.errno == errno.EPERM:
+            raise Missing(
+                "loop devices are not allowed by the container's device cgroup: "
+                "pass --device-cgroup-rule 'b 7:* rmw'"
+            ) from err
+        if err.errno not in (errno.ENXIO, errno.ENOENT):
+            raise Missing(f"cannot open {probe}: {err.strerror}") from err
+    return made
+
+
+def preflight(kinds: Sequence[str], *, need_fuse: bool) -> None:
+    """Raise Missing naming everything the lab lacks here."""
+    problems: list[str] = []
+    if os.geteuid() != 0:
+        problems.append(f"not root (uid {os.geteuid()}): do not pass --user")
+    if not _has_cap(_CAP_SYS_ADMIN):
+        problems.append(
+            "missing capability CAP_SYS_ADMIN (mount(2) needs it): pass --cap-add SYS_ADMIN"
+        )
+    if problems:
+        raise Missing("; ".join(problems))
+    ensure_loop_nodes()
+    missing = missing_prerequisites(kinds)
+    if missing:
+        raise Missing("; ".join(missing))
+    if need_fuse and not _fuse_ok():
+        # Not fatal: conformance reports the simulated column as not
+        # applicable with this reason, and the real filesystems still run.
+        _say(
+            "no usable /dev/fuse: the simulated (fakefs) checks cannot run; pass --device /dev/fuse"
+        )
+
+
+def _fuse_ok() -> bool:
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
+    except OSError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------- signals
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold the stop signals pending for the whole run.
+
+    Nothing is killed half-way: a SIGTERM during the lab build or teardown
+    waits until we are ready for it, and while a command runs we collect
+    signals with sigwait and pass them on, then tear down in order. SIGCHLD
+    is held too so the child's exit is just another event to wait for.
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {*_STOP_SIGNALS, signal.SIGCHLD})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _pending_stop() -> signal.Signals | None:
+    pending = signal.sigpending()
+    for sig in _STOP_SIGNALS:
+        if sig in pending:
+            return sig
+    return None
+
+
+def _child_setup() -> None:
+    # The mask survives exec: unblocked here or the command could never be
+    # stopped. Default dispositions too, in case ours were changed.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for sig in (*_STOP_SIGNALS, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _status_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def run_child(
+    argv: Sequence[str], env: dict[str, str], *, tee: Path | None = None
+) -> tuple[int, signal.Signals | None]:
+    """Run ``argv``; pass stop signals on; reap everything. (exit code, stop signal).
+
+    With ``tee``, the command's stdout is also written to that file (the
+    Markdown report lands in /out and on the console alike).
+    """
+    stopped_by = _pending_stop()
+    if stopped_by is not None:
+        return 128 + stopped_by, stopped_by
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            # Only the signal mask and dispositions are touched, no locks are
+            # taken, so the fork-with-threads hazard does not apply.
+            preexec_fn=_child_setup,  # noqa: PLW1509
+            stdout=subprocess.PIPE if tee is not None else None,
+        )
+    except OSError as err:
+        _say(f"cannot run {argv[0]}: {err.strerror}")
+        return (127 if err.errno == errno.ENOENT else 126), None
+    pump: threading.Thread | None = None
+    if tee is not None and proc.stdout is not None:
+        pump = threading.Thread(target=_tee, args=(proc.stdout, tee), daemon=True)
+        pump.start()
+    wanted = {*_STOP_SIGNALS, signal.SIGCHLD}
+    try:
+        while True:
+            info = signal.sigwaitinfo(wanted)
+            sig = signal.Signals(info.si_signo)
+            if sig == signal.SIGCHLD:
+                code = _reap(proc.pid)
+                if code is not None:
+                    proc.returncode = code  # keep Popen from reaping again
+                    return code, stopped_by
+                continue
+            stopped_by = stopped_by or sig
+            # On a terminal, Ctrl-C already reached the command (same process
+            # group); passing SIGINT on again would interrupt its own cleanup.
+            if sig == signal.SIGINT and sys.stdin.isatty():
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+    finally:
+        if pump is not None:
+            # The pipe hits EOF once the command and anything it left
+            # holding stdout are gone; do not hang on a grandchild keeping it.
+            pump.join(timeout=30)
+
+
+def _tee(pipe: IO[bytes], path: Path) -> None:
+    with pipe, path.open("wb") as fh:
+        # os.read returns what is there: the console sees each line as it
+        # comes instead of in 64 KiB blocks.
+        for chunk in iter(lambda: os.read(pipe.fileno(), 65536), b""):
+            fh.write(chunk)
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+
+
+def _reap(pid: int) -> int | None:
+    """Reap every exited child (as PID 1 we inherit orphans); ``pid``'s code."""
+    code: int | None = None
+    while True:
+        try:
+            done, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return code
+        if done == 0:
+            return code
+        if done == pid:
+            code = _status_code(status)
+
+
+# ------------------------------------------------------------- modes
+
+
+def parse_fs(value: str) -> tuple[str, ...]:
+    words = [w.strip().lower() for w in value.replace(" ", ",").split(",") if w.strip()]
+    if not words or words == ["all"]:
+        return _USER_KINDS
+    bad = [w for w in words if w not in _USER_KINDS]
+    if bad:
+        raise ValueError(f"FS={value!r}: unknown {bad}; use btrfs, xfs, ext4 or all")
+    return tuple(dict.fromkeys(words))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One default check: a cowprobe subcommand, run if this build has it.
+
+    ``argv(out)`` is the command line; with an /out directory, ``tee`` names
+    the file (in /out) that also receives the command's stdout.
+    """
+
+    title: str
+    subcommand: str
+    argv: Callable[[Path | None], list[str]]
+    tee: str | None = None
+
+
+def _conformance_argv(out: Path | None) -> list[str]:
+    argv = ["cowprobe", "conformance", "--no-progress"]
+    if out is not None:
+        argv += ["--junit", str(out / "conformance.xml"), "--markdown"]
+    return argv
+
+
+def _report_argv(out: Path | None) -> list[str]:
+    argv = ["cowprobe", "report", "--lab"]
+    if out is not None:
+        argv += ["--format", "markdown"]
+    return argv
+
+
+def _matrix_argv(out: Path | None) -> list[str]:
+    return ["cowprobe", "lab", "matrix"]
+
+
+#: The default checks, in order. A step whose subcommand this build lacks is
+#: skipped with a note; ``FALLBACK_STEPS`` run only when every main step is missing.
+DEFAULT_STEPS: tuple[Step, ...] = (
+    Step(
+        "conformance: every outcome path on real and simulated filesystems",
+        "conformance",
+        _conformance_argv,
+        tee="conformance.md",
+    ),
+    Step("lab support report", "report", _report_argv, tee="report.md"),
+)
+FALLBACK_STEPS: tuple[Step, ...] = (
+    Step("reflink outcome matrix over the lab", "lab", _matrix_argv),
+)
+
+
+def _available_subcommands() -> set[str]:
+    from probe.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:  # argparse has no public accessor for subparsers
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict):
+            return set(choices)
+    return set()
+
+
+def default_mode(out: Path | None) -> int:
+    try:
+        preflight(("btrfs", "xfs", "xfs-noreflink", "ext4", "tmpfs"), need_fuse=True)
+    except Missing as err:
+        _say(f"cannot run the lab: {err}")
+        return EXIT_MISSING
+    have = _available_subcommands()
+    steps = [s for s in DEFAULT_STEPS if s.subcommand in have]
+    for s in DEFAULT_STEPS:
+        if s.subcommand not in have:
+            _say(f"skipping {s.title}: this build has no `cowprobe {s.subcommand}`")
+    if not steps:
+        steps = [s for s in FALLBACK_STEPS if s.subcommand in have]
+    if not steps:
+        _say("no default check is available in this build")
+        return 1
+    worst = 0
+    for step in steps:
+        argv = step.argv(out)
+        _say(f"== {step.title}: {' '.join(argv)}")
+        tee = out / step.tee if out is not None and step.tee else None
+        code, stopped = run_child(argv, dict(os.environ), tee=tee)
+        # Each step owns its lab; if it was killed before tearing it down,
+        # its owner is dead now and the reaper removes what it left.
+        _reap_stale()
+        _say(f"== {step.subcommand}: exit {code}")
+        worst = worst or code
+        if stopped is not None:
+            _say(f"stopped by {stopped.name}")
+            return code
+    return worst
+
+
+def _reap_stale() -> None:
+    try:
+        reaped = cleanup_stale()
+    except OSError as err:
+        _say(f"stale-lab cleanup failed: {err}")
+        return
+    for root in reaped:
+        _say(f"removed a lab left by a killed step: {root}")
+
+
+def command_mode(argv: Sequence[str], kinds: Sequence[str]) -> int:
+    try:
+        preflight(kinds, need_fuse=False)
+    except Missing as err:
+        _say(f"cannot make {', '.join(kinds)}: {err}")
+        return EXIT_MISSING
+    stop = _pending_stop()
+    if stop is not None:
+        _say(f"stopped by {stop.name} before the lab was built")
+        return 128 + stop
+    try:
+        lab = Lab(kinds)
+        lab.start()
+    except LabUnavailable as err:
+        _say(f"cannot make {', '.join(kinds)}: {err}")
+        return EXIT_MISSING
+    except LabError as err:
+        _say(f"lab build failed: {err}")
+        return 1
+    code = 1
+    try:
+        env = dict(os.environ)
+        for fs in lab:
+            # The lab sets autoclear on each loop once mounted, so even a
+            # `docker kill` (no teardown runs) frees them on the host.
+            env[f"COWPROBE_LAB_{fs.kind.upper().replace('-', '_')}"] = str(fs.mountpoint)
+            _say(f"{fs.kind} on {fs.device} mounted at {fs.mountpoint} ({fs.options})")
+        tmp = lab.scratch_dir(kinds[0], "tmp")
+        env["TMPDIR"] = str(tmp)
+        _say(f"TMPDIR={tmp} ({kinds[0]}); running: {' '.join(argv)}")
+        code, stopped = run_child(argv, env)
+        if stopped is not None:
+            _say(f"stopped by {stopped.name}; tearing down")
+    finally:
+        try:
+            lab.close()
+        except LabError as err:
+            _say(f"teardown incomplete: {err}")
+            code = code or 1
+        else:
+            _say(f"lab torn down: {', '.join(kinds)} unmounted, loop devices detached")
+    return code
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        kinds = parse_fs(os.environ.get("FS", "all"))
+    except ValueError as err:
+        _say(str(err))
+        return 2
+    out_env = os.environ.get("OUT", "/out")
+    out = Path(out_env) if out_env and Path(out_env).is_dir() else None
+    with signals_held():
+        if not argv:
+            return default_mode(out)
+        return command_mode(argv, kinds)
+
+
+if __name__ == "__main__":
+    if shutil.which("losetup") is None:
+        _say("losetup is missing from the image (util-linux)")
+        sys.exit(EXIT_MISSING)
+    sys.exit(main(sys.argv[1:]))
