@@ -1,0 +1,173 @@
+"""The ``fakefs`` command line, run as a real program."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import fakefs
+from fakefs._mounts import find_mount, unmount
+
+
+def _cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fakefs.cli", *args], capture_output=True,
+                          text=True, check=check, timeout=120)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    from fakefs._pytest import fakefs_prerequisites
+    from probe.pytest_plugin import require
+
+    for reason in fakefs_prerequisites():
+        require(False, reason)
+    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
+    backing.mkdir()
+    mnt.mkdir()
+    (backing / "f").write_text("file\n")
+    try:
+        yield backing, mnt
+    finally:
+        info = find_mount(mnt)
+        if info is not None and info.control is not None:
+            unmount(mnt, info.mount_id)
+
+
+def _wait_exit(pid: int) -> None:
+    """Block until ``pid`` (not our child) has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        assert select.select([fd], [], [], 30)[0], f"daemon {pid} did not exit"
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--fault", "opne:f:EIO"], "unknown operation 'opne'"),
+        (["--fault", "open:f:EWHAT"], "unknown action 'EWHAT'"),
+        (["--fault", "open:f"], "malformed rule"),
+        (["--fault", "open:f:ENOSYS"], "ENOSYS is refused for open"),
+    ],
+)
+@pytest.mark.parametrize("command", ["mount", "run"])
+def test_bad_rules_exit_2_with_one_line(dirs: tuple[Path, Path], extra: list[str],
+                                        message: str, command: str) -> None:
+    backing, mnt = dirs
+    tail = ["--", "true"] if command == "run" else []
+    res = _cli(command, str(backing), str(mnt), *extra, *tail)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1
+    assert res.stderr.startswith("fakefs: error: ") and message in res.stderr
+    assert find_mount(mnt) is None
+
+
+def test_bad_paths_exit_2_with_one_line(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    backing, mnt = dirs
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    cases = [
+        ((str(tmp_path / "nope"), str(mnt)), "backing directory"),
+        ((str(backing / "f"), str(mnt)), "is not a directory"),
+        ((str(backing), str(tmp_path / "absent")), "does not exist"),
+        ((str(backing), str(full)), "is not empty"),
+    ]
+    for args, message in cases:
+        res = _cli("mount", *args, "--background")
+        assert res.returncode == 2, res
+        assert res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+    assert find_mount(mnt) is None and find_mount(full) is None
+
+
+def test_already_mounted_exit_2(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    backing, mnt = dirs
+    with fakefs.mount(backing, mnt) as fs:
+        res = _cli("mount", str(backing), str(mnt), "--background")
+        assert res.returncode == 2
+        assert "already mounted" in res.stderr and res.stderr.count("\n") == 1
+        assert fs.ping()["pid"] == fs.pid  # the first mount is untouched
+    assert find_mount(mnt) is None
+
+
+def test_background_mount_control_and_unmount(dirs: tuple[Path, Path]) -> None:
+    backing, mnt = dirs
+    res = _cli("mount", str(backing), str(mnt), "--background", "--fault", "open:blobs/*:EXDEV",
+               check=True)
+    info = json.loads(res.stdout)
+    assert info["mountpoint"] == str(mnt)
+    assert (mnt / "f").read_text() == "file\n"
+
+    listed = [json.loads(line) for line in _cli("fault", "list", str(mnt), check=True)
+              .stdout.splitlines()]
+    assert [e["rule"] for e in listed] == ["open:blobs/*:EXDEV"]
+    added = json.loads(_cli("fault", "add", str(mnt), "read:f:EIO", check=True).stdout)
+    cat = subprocess.run(["cat", str(mnt / "f")], capture_output=True, text=True, check=False)
+    assert cat.returncode == 1 and "Input/output error" in cat.stderr
+    counters = json.loads(_cli("counters", str(mnt), check=True).stdout)
+    assert counters["injected"] == 1 and counters["rules"][str(added["id"])] == 1
+    trace = [json.loads(line) for line in _cli("trace", str(mnt), "--clear", check=True)
+             .stdout.splitlines()]
+    assert any(r["op"] == "read" and r["result"] == "EIO" for r in trace)
+    assert _cli("trace", str(mnt), check=True).stdout.count('"op": "read"') == 0
+    _cli("fault", "remove", str(mnt), str(added["id"]), check=True)
+    assert (mnt / "f").read_text() == "file\n"
+    _cli("fault", "clear", str(mnt), check=True)
+    assert _cli("fault", "list", str(mnt), check=True).stdout == ""
+    bad = _cli("fault", "add", str(mnt), "read:f:ENOSYS")
+    assert bad.returncode == 2 and "refused" in bad.stderr
+
+    _cli("unmount", str(mnt), check=True)
+    assert find_mount(mnt) is None
+    _wait_exit(info["pid"])
+    assert not os.path.exists(info["control"])
+    again = _cli("unmount", str(mnt))
+    assert again.returncode == 2 and "not a fakefs mount" in again.stderr
+
+
+def test_run_reports_counters_and_the_command_status(dirs: tuple[Path, Path]) -> None:
+    backing, mnt = dirs
+    res = _cli("run", str(backing), str(mnt), "--fault", "open:f:EIO", "--", "cat",
+               str(mnt / "f"))
+    assert res.returncode == 1
+    assert "Input/output error" in res.stderr
+    counters = json.loads(res.stderr.strip().splitlines()[-1])
+    assert counters["injected"] == 1
+    assert find_mount(mnt) is None
+
+    ok = _cli("run", str(backing), str(mnt), "--", "sh", "-c",
+              'cat "$FAKEFS_MOUNTPOINT/f"; exit 7')
+    assert ok.returncode == 7
+    assert ok.stdout == "file\n"
+    assert find_mount(mnt) is None
+
+
+def test_foreground_mount_serves_until_unmounted(dirs: tuple[Path, Path]) -> None:
+    backing, mnt = dirs
+    proc = subprocess.Popen([sys.executable, "-m", "fakefs.cli", "mount", str(backing),
+                             str(mnt)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        assert ready["ready"] is True
+        assert (mnt / "f").read_text() == "file\n"
+        assert _cli("unmount", str(mnt)).returncode == 0
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert find_mount(mnt) is None

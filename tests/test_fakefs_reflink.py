@@ -1,0 +1,79 @@
+"""probe.try_reflink on fakefs: the scenario matrix's simulated column."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+import fakefs
+from probe import ReflinkOutcome, reflink, try_reflink
+
+
+def _source(fs: fakefs.FakeFS, name: str = "src") -> Path:
+    (fs.backing / name).write_bytes(b"s" * 100_000)
+    return fs.mountpoint / name
+
+
+@pytest.mark.parametrize("name", ["EXDEV", "EOPNOTSUPP", "EINVAL"])
+def test_errno_on_source_open_is_unsupported(fakefs: fakefs.FakeFS, name: str) -> None:
+    src = _source(fakefs)
+    fakefs.add_fault(f"open:src:{name}")
+    dest = fakefs.mountpoint / "dest"
+    result = reflink(src, dest)
+    assert result.outcome is ReflinkOutcome.UNSUPPORTED
+    assert result.errno == getattr(errno, name)
+    assert not dest.exists()
+    assert not (fakefs.backing / "dest").exists()
+
+
+def test_kernel_answers_eopnotsupp_on_the_same_mount(fakefs: fakefs.FakeFS) -> None:
+    src = _source(fakefs)
+    dest = fakefs.mountpoint / "dest"
+    result = reflink(src, dest)
+    assert result.outcome is ReflinkOutcome.UNSUPPORTED
+    assert result.errno == errno.EOPNOTSUPP
+    assert not dest.exists()
+    # FICLONE never reached the daemon: no fault was needed for this.
+    assert fakefs.counters()["injected"] == 0
+
+
+def test_kernel_answers_exdev_from_fakefs_to_another_fs(fakefs: fakefs.FakeFS,
+                                                       tmp_path: Path) -> None:
+    src = _source(fakefs)
+    dest = tmp_path / "elsewhere"
+    assert try_reflink(src, dest) is ReflinkOutcome.UNSUPPORTED
+    assert reflink(src, dest).errno == errno.EXDEV
+    assert not dest.exists()
+
+
+def test_vanish_after_lookup_is_source_vanished(fakefs: fakefs.FakeFS) -> None:
+    src = _source(fakefs)
+    fakefs.add_fault("lookup:src:vanish")
+    dest = fakefs.mountpoint / "dest"
+    assert try_reflink(src, dest) is ReflinkOutcome.SOURCE_VANISHED
+    assert not dest.exists()
+    assert not (fakefs.backing / "dest").exists()
+    assert not (fakefs.backing / "src").exists()
+    assert fakefs.faults()[0]["hits"] == 1
+
+
+def test_enoent_on_open_while_the_file_stays_is_an_error(fakefs: fakefs.FakeFS) -> None:
+    src = _source(fakefs)
+    fakefs.add_fault("open:src:ENOENT")
+    dest = fakefs.mountpoint / "dest"
+    with pytest.raises(FileNotFoundError):
+        try_reflink(src, dest)
+    assert src.exists()
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("name", ["EIO", "EACCES"])
+def test_other_errnos_on_open_are_errors(fakefs: fakefs.FakeFS, name: str) -> None:
+    src = _source(fakefs)
+    fakefs.add_fault(f"open:src:{name}")
+    with pytest.raises(OSError) as info:
+        try_reflink(src, fakefs.mountpoint / "dest")
+    assert info.value.errno == getattr(errno, name)
+    assert not (fakefs.backing / "dest").exists()
