@@ -19,7 +19,7 @@ from typing import Literal
 
 from ._outcome import ReflinkOutcome, ReflinkResult
 from ._paths import PathArg, as_path
-from ._platform import create_dest, open_source, remove_created
+from ._platform import close_quietly, create_dest, open_source, remove_created, remove_if_same
 from ._reflink import reflink_at
 
 __all__ = [
@@ -48,9 +48,10 @@ def copy_fd(src_fd: int, dst_fd: int) -> int:
 
     In-kernel copy_file_range first (no user-space round trip, and on btrfs,
     XFS and NFS it may even share blocks), then a read/write loop for the
-    rest. A first copy_file_range answering 0 is not trusted as EOF: procfs,
+    rest. A copy_file_range answering 0 is never trusted as EOF: procfs,
     sysfs and some FUSE daemons report size 0 or no support that way, and a
-    silently empty copy is the worst possible outcome.
+    silently empty copy is the worst possible outcome. The read loop has the
+    last word, and it checks an early EOF against the source's size once.
     """
     copied = 0
     use_cfr = hasattr(os, "copy_file_range")
@@ -62,14 +63,23 @@ def copy_fd(src_fd: int, dst_fd: int) -> int:
                 raise
             break
         if n == 0:
-            if copied:
-                return copied
             break
         copied += n
+    rechecked = False
     while True:
         chunk = os.read(src_fd, _RW_CHUNK)
         if not chunk:
-            return copied
+            if rechecked or not _ends_early(src_fd):
+                return copied
+            # One more read now that fstat has refreshed the size. A FUSE
+            # daemon's short read reply *means* EOF to the kernel, which
+            # then shrinks its cached size to match: trusting that EOF
+            # turned one flaky read into a silently truncated copy. A file
+            # that really is shorter than its size (sysfs attributes say
+            # 4096) reads 0 again and is accepted as it is.
+            rechecked = True
+            continue
+        rechecked = False
         view = memoryview(chunk)
         while view:
             # write() may be short (a signal, a FUSE daemon, a nearly full
@@ -77,6 +87,11 @@ def copy_fd(src_fd: int, dst_fd: int) -> int:
             written = os.write(dst_fd, view)
             view = view[written:]
         copied += len(chunk)
+
+
+def _ends_early(fd: int) -> bool:
+    """Does the file behind ``fd`` claim more bytes than we have read?"""
+    return os.fstat(fd).st_size > os.lseek(fd, 0, os.SEEK_CUR)
 
 
 def copy_file_at(source: str, dest: str, dir_fd: int | None, mode: int | None = None) -> int:
@@ -89,18 +104,24 @@ def copy_file_at(source: str, dest: str, dir_fd: int | None, mode: int | None = 
     try:
         dst_fd = create_dest(dest, dir_fd=dir_fd)
         try:
-            try:
-                n = copy_fd(src_fd, dst_fd)
-                os.fchmod(dst_fd, stat.S_IMODE(st.st_mode) & 0o777 if mode is None else mode)
-            except BaseException as exc:
-                remove_created(dest, dst_fd, dir_fd=dir_fd)
-                if isinstance(exc, OSError) and exc.filename is None:
-                    raise OSError(exc.errno, exc.strerror, source, None, dest) from exc
-                raise
-        finally:
+            n = copy_fd(src_fd, dst_fd)
+            os.fchmod(dst_fd, stat.S_IMODE(st.st_mode) & 0o777 if mode is None else mode)
+            ours = os.fstat(dst_fd)
+        except BaseException as exc:
+            remove_created(dest, dst_fd, dir_fd=dir_fd)
+            close_quietly(dst_fd)
+            if isinstance(exc, OSError) and exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, source, None, dest) from exc
+            raise
+        try:
             os.close(dst_fd)
+        except OSError as exc:
+            # NFS and FUSE report failed write-back at close(): the bytes
+            # may not all have reached the file, so it is no copy at all.
+            remove_if_same(dest, ours, dir_fd=dir_fd)
+            raise OSError(exc.errno, exc.strerror, source, None, dest) from exc
     finally:
-        os.close(src_fd)
+        close_quietly(src_fd)
     return n
 
 
@@ -157,6 +178,7 @@ def clone_or_copy(
             if stat.S_ISDIR(old.st_mode):
                 raise IsADirectoryError(errno.EISDIR, "destination is a directory", dst)
         tmp = temp_name(name)
+        tmps = [tmp]
         try:
             attempt = None if reflink == "never" else reflink_at(src, tmp, dir_fd)
             if attempt is not None and attempt.outcome is ReflinkOutcome.CLONED:
@@ -172,6 +194,14 @@ def clone_or_copy(
                 # SOURCE_VANISHED lands here too: the copy then fails with the
                 # source's ENOENT, which is the loud error a really missing
                 # file deserves.
+                if attempt is not None:
+                    # A fresh name for the copy. The failed clone's cleanup
+                    # unlinks only a file it can prove is its own, so when
+                    # that proof fails (an fstat EIO) the name stays taken
+                    # and the copy's exclusive create would fail with an
+                    # EEXIST that says nothing about what went wrong.
+                    tmp = temp_name(name)
+                    tmps.append(tmp)
                 result = CopyResult(False, attempt, copy_file_at(src, tmp, dir_fd, mode))
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException as exc:
@@ -179,25 +209,39 @@ def clone_or_copy(
             # (read-only mount: unlink checks EROFS before it even looks the
             # name up) this unlink fails as well, and letting its error out
             # would replace the one that says what went wrong.
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
+            _discard(tmps, dir_fd)
             if isinstance(exc, OSError):
-                _blame_dest(exc, tmp, name, dst)
+                _blame_dest(exc, tmps, name, dst)
             raise
+        # The clone attempt's name, when the copy used another one.
+        _discard(tmps[:-1], dir_fd)
+    except OSError as exc:
+        # A failure before any temporary existed (the stat of an existing
+        # dest) names the dest relative to dir_fd; the caller knows it by
+        # the path they gave.
+        _blame_dest(exc, [], name, dst)
+        raise
     finally:
         os.close(dir_fd)
     return result
 
 
-def _blame_dest(err: OSError, tmp: str, name: str, dest: str) -> None:
+def _discard(names: list[str], dir_fd: int) -> None:
+    for tmp in names:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+
+
+def _blame_dest(err: OSError, tmps: list[str], name: str, dest: str) -> None:
     """Make ``err`` name the destination the caller gave, not our hidden
     temporary (``.x.cowprobe-1a2b.tmp`` means nothing to a user, and is gone
-    by the time they look)."""
-    if err.filename == tmp:
+    by the time they look) nor the bare name relative to our dir_fd."""
+    ours = {*tmps, name}
+    if err.filename in ours:
         err.filename = dest
-        if err.filename2 == name:  # os.replace(tmp, name): both are the dest
+        if err.filename2 in ours:  # os.replace(tmp, name): both are the dest
             err.filename2 = None
-    if err.filename2 == tmp:
+    if err.filename2 in ours:
         err.filename2 = dest
 
 

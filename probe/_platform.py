@@ -25,6 +25,7 @@ __all__ = [
     "Platform",
     "SpecialFileError",
     "caller_error",
+    "close_quietly",
     "create_dest",
     "current",
     "is_caller_error",
@@ -32,6 +33,7 @@ __all__ = [
     "macos",
     "open_source",
     "remove_created",
+    "remove_if_same",
     "unsupported_platform",
 ]
 
@@ -80,7 +82,13 @@ def open_source(source: str) -> tuple[int, os.stat_result]:
     """
     fd = os.open(source, _SOURCE_FLAGS)
     try:
-        st = os.fstat(fd)
+        try:
+            st = os.fstat(fd)
+        except OSError as err:
+            # fstat names no file; an EIO that does not say which one is
+            # no help in a batch of thousands.
+            err.filename = source
+            raise
         if not stat.S_ISREG(st.st_mode):
             raise not_regular(source, st.st_mode)
     except BaseException:
@@ -124,12 +132,31 @@ def remove_created(dest: str, fd: int, *, dir_fd: int | None = None) -> None:
     """
     try:
         ours = os.fstat(fd)
+    except OSError:
+        return
+    remove_if_same(dest, ours, dir_fd=dir_fd)
+
+
+def remove_if_same(dest: str, ours: os.stat_result, *, dir_fd: int | None = None) -> None:
+    """``remove_created`` for a file whose descriptor is already closed."""
+    try:
         there = os.stat(dest, dir_fd=dir_fd, follow_symlinks=False)
     except OSError:
         return
     if (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(dest, dir_fd=dir_fd)
+
+
+def close_quietly(fd: int) -> None:
+    """Close ``fd`` where its close() error cannot matter.
+
+    For a read-only source (nothing of ours to lose: FUSE and NFS still send
+    FLUSH and may fail it), or while another error is already on its way out
+    and must not be replaced by this one.
+    """
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 CloneFn = Callable[[str, str, "int | None"], None]
@@ -154,19 +181,26 @@ def _linux_clone(ficlone: Callable[[int, int], None]) -> CloneFn:
             except OSError as err:
                 raise caller_error(err) from None
             try:
-                try:
-                    ficlone(dst_fd, src_fd)
-                    # FICLONE copies data only. Set the mode explicitly rather
-                    # than through open()'s argument so the umask cannot strip
-                    # an exec bit the source has.
-                    os.fchmod(dst_fd, stat.S_IMODE(st.st_mode) & 0o777)
-                except BaseException:
-                    remove_created(dest, dst_fd, dir_fd=dir_fd)
-                    raise
-            finally:
+                ficlone(dst_fd, src_fd)
+                # FICLONE copies data only. Set the mode explicitly rather
+                # than through open()'s argument so the umask cannot strip
+                # an exec bit the source has.
+                os.fchmod(dst_fd, stat.S_IMODE(st.st_mode) & 0o777)
+                ours = os.fstat(dst_fd)
+            except BaseException:
+                remove_created(dest, dst_fd, dir_fd=dir_fd)
+                # The clone's own error is the answer; a close() error on
+                # top of it (FUSE FLUSH) must not replace it.
+                close_quietly(dst_fd)
+                raise
+            try:
                 os.close(dst_fd)
+            except OSError:
+                # A failed FLUSH: no dest may be left behind by a failed call.
+                remove_if_same(dest, ours, dir_fd=dir_fd)
+                raise
         finally:
-            os.close(src_fd)
+            close_quietly(src_fd)
 
     return clone
 

@@ -1,0 +1,55 @@
+"""Torture-suite session plumbing: the counts the issue asks CI to print,
+written into the terminal summary so they show without ``-s``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ._harness import STATS, Family, family
+from ._known import KNOWN, split_known
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if not STATS.runs:
+        return
+    tr = terminalreporter
+    unknown, known = split_known(STATS.violations)
+    tr.section("fault-schedule torture")
+    tr.write_line(
+        f"schedules: {len(STATS.schedules)} distinct ({STATS.runs} runs) | "
+        f"faults injected: {STATS.injected} | violations: {len(STATS.violations)} "
+        f"({len(unknown)} new, {len(known)} known in modules under repair) | "
+        f"excused leftovers: {STATS.excused} | unfired schedules: {STATS.unfired} | "
+        f"replay time: {STATS.seconds:.1f}s"
+    )
+    for name, n in sorted(STATS.per_workload.items()):
+        tr.write_line(f"  {name}: {n} runs")
+    for v in unknown[:20]:
+        tr.write_line(f"  VIOLATION {v}")
+    for _, _, what in KNOWN:
+        n = sum(1 for v in known if what in _explain(v))
+        if n:
+            tr.write_line(f"  known ({n}): {what}")
+
+
+def _explain(v: str) -> str:
+    return "\n".join(what for w, rx, what in KNOWN if v.startswith(w) and rx.search(v))
+
+
+def _require_fakefs() -> None:
+    from fakefs._pytest import fakefs_prerequisites
+    from probe.pytest_plugin import require
+
+    for reason in fakefs_prerequisites():
+        require(False, reason)
+
+
+@pytest.fixture(scope="module")
+def torture_family(request: pytest.FixtureRequest) -> Iterator[Family]:
+    """One fakefs mount (and torture directory) for a whole test module."""
+    _require_fakefs()
+    with family(request.module.__name__) as fam:
+        yield fam
