@@ -69,6 +69,16 @@ def _join(parent: str, name: str) -> str:
     return name if parent == "." else f"{parent}/{name}"
 
 
+#: Flags of the caller's open that must not reach the backing open. O_DIRECT:
+#: the kernel already honoured it on its side of FUSE (the caller's I/O
+#: bypasses the page cache and arrives here as one request per call), and
+#: the request buffer pyfuse3 hands to write() is an ordinary bytes object
+#: at no particular alignment, so a backing fd opened O_DIRECT fails the
+#: pwrite with EINVAL (ext4, XFS) or succeeds when the address happens to
+#: be aligned -- an O_DIRECT answer decided by malloc, not by the rules.
+_BACKING_DROP = os.O_NOCTTY | os.O_DIRECT
+
+
 def _errno(err: OSError) -> int:
     return err.errno if err.errno else errno.EIO
 
@@ -531,7 +541,7 @@ class FakeOps(pyfuse3.Operations):
         pid = ctx.pid
         armed = await self.pre_node("open", node, pid)
         try:
-            fd = os.open(self.bpath(node.path), flags & ~os.O_NOCTTY)
+            fd = os.open(self.bpath(node.path), flags & ~_BACKING_DROP)
         except OSError as err:
             self.fail("open", node.path, pid, err, armed)
         fi = self._file_info(fd, node, pid)
@@ -547,7 +557,7 @@ class FakeOps(pyfuse3.Operations):
         pid = ctx.pid
         armed = await self.pre("create", path, pid)
         try:
-            fd = os.open(self.bpath(path), (flags | os.O_CREAT) & ~os.O_NOCTTY, mode)
+            fd = os.open(self.bpath(path), (flags | os.O_CREAT) & ~_BACKING_DROP, mode)
         except OSError as err:
             self.fail("create", path, pid, err, armed)
         try:

@@ -127,3 +127,103 @@ def test_cleanup_refused_is_reported_not_hidden(fake: tuple[Any, Path, Path]) ->
     assert left.name in rep.leftover
     shutil.rmtree(left)
     assert list(backing.iterdir()) == []
+
+
+# -- regressions from the fault-schedule torture (issue 8) ---------------------
+
+def _probe_dir_gone(mnt: Path, backing: Path) -> None:
+    assert list(mnt.iterdir()) == [] and list(backing.iterdir()) == []
+
+
+@pytest.mark.parametrize("rule", ["rmdir:.cowprobe-probe-*.d:EACCES:nth=1",
+                                  "opendir:.cowprobe-probe-*.d:EIO:nth=1"])
+def test_one_failed_cleanup_step_is_retried(fake: tuple[Any, Path, Path], rule: str) -> None:
+    """One refused step of the cleanup walk used to leave the private
+    directory behind (reported, never retried)."""
+    fs, mnt, backing = fake
+    rid: list[int] = []
+
+    def arm(name: str, ctx: ProbeContext) -> None:
+        if not rid:
+            rid.append(fs.add_fault(rule))
+
+    rep = probe_capabilities(mnt, hook=arm)
+    # The fault fired (the final cleanup really met it) and still nothing stays.
+    assert {r["id"]: r["hits"] for r in fs.faults()}[rid[0]] == 1
+    assert rep.leftover is None, rep.leftover
+    fs.clear_faults()
+    _probe_dir_gone(mnt, backing)
+
+
+def test_statfs_failing_once_costs_nothing(fake: tuple[Any, Path, Path]) -> None:
+    fs, mnt, backing = fake
+    fs.add_fault("statfs:.:EACCES:nth=1")
+    rep = probe_capabilities(mnt, only=["hardlink"])
+    assert rep.identity is not None and rep.identity.unreadable == ()
+    assert rep.identity.block_size and rep.identity.total_bytes
+    assert rep["hardlink"].status is S
+    _probe_dir_gone(mnt, backing)
+
+
+def test_statfs_refused_leaves_identity_partial_not_a_crash(
+        fake: tuple[Any, Path, Path]) -> None:
+    """statvfs refused for good: the numbers are "could not tell" (None,
+    with the errno), the identity from the mount table and stat is intact,
+    every capability is still measured, and the report still renders and
+    validates."""
+    import jsonschema
+
+    from probe.report import identity_rows, load_schema, to_document
+
+    fs, mnt, backing = fake
+    fs.add_fault("statfs:*:EACCES")
+    rep = probe_capabilities(mnt)
+    ident = rep.identity
+    assert ident is not None
+    assert (ident.block_size, ident.total_bytes, ident.available_bytes) == (None, None, None)
+    assert len(ident.unreadable) == 1 and "EACCES" in ident.unreadable[0]
+    # The magic comes from statfs too, so it is unknown; the mount table
+    # still names the filesystem.
+    assert ident.magic is None and (ident.fstype or "").startswith("fuse")
+    assert rep["hardlink"].status is S and rep["reflink"].status is U
+    rows = {r[0]: r[1] for r in identity_rows([rep])}
+    assert rows["block size"] == rows["size"] == rows["free"] == "?"
+    jsonschema.validate(to_document([rep]), load_schema())
+    fs.clear_faults()
+    _probe_dir_gone(mnt, backing)
+
+
+@pytest.fixture
+def fake_ext4(cowprobe_lab: Lab) -> Iterator[tuple[Any, Path, Path]]:
+    """fakefs over ext4, which refuses misaligned O_DIRECT I/O with EINVAL
+    (btrfs quietly falls back to buffered I/O and hides the bug)."""
+    fakefs = _fakefs()
+    backing = cowprobe_lab.scratch_dir("ext4", "fakefs-data")
+    mnt = cowprobe_lab.scratch_dir("tmpfs", "fakefs-mnt")
+    try:
+        cm = fakefs.mount(backing, mnt)
+        fs = cm.__enter__()
+    except Exception as err:
+        require(False, f"cannot mount fakefs (needs /dev/fuse and pyfuse3): {err}")
+        raise
+    try:
+        yield fs, mnt, backing
+    finally:
+        cm.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_o_direct_is_what_the_kernel_says(fake_ext4: tuple[Any, Path, Path],
+                                          targeted: bool) -> None:
+    """fakefs used to open the backing file O_DIRECT too and pwrite()
+    pyfuse3's unaligned buffer into it: EINVAL, or success by luck."""
+    fs, mnt, backing = fake_ext4
+    if targeted:
+        # A rule matching every path (but never firing) gives every handle
+        # FUSE direct_io, as the torture harness runs.
+        fs.add_fault(f"statfs:*:EIO:pid={2**22 + 1}")
+    answers = {(c.status, c.errno) for _ in range(5)
+               for c in probe_capabilities(mnt, only=["o_direct"]).capabilities}
+    assert answers == {(S, None)}
+    fs.clear_faults()
+    _probe_dir_gone(mnt, backing)

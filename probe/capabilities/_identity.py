@@ -8,11 +8,13 @@ reflink on XFS is not visible anywhere, ro, noexec).
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _linux
+from .._outcome import errno_name
 from ._model import Identity
 
 __all__ = ["MAGIC_NAMES", "MountEntry", "find_mount", "read_identity"]
@@ -132,16 +134,47 @@ def _mount_table() -> list[MountEntry]:
         return []
 
 
+def _stat_dir(dir_fd: int, real_path: str) -> os.stat_result:
+    try:
+        return os.fstat(dir_fd)
+    except OSError:
+        # One EIO/EACCES from a network or FUSE filesystem is not the
+        # directory's identity; ask again by name, and let that answer
+        # (ENOENT: the directory really is gone) stand.
+        return os.stat(real_path)
+
+
+def _statvfs(dir_fd: int, real_path: str) -> tuple[os.statvfs_result | None, str | None]:
+    """(numbers, None) or (None, why not)."""
+    try:
+        return os.fstatvfs(dir_fd), None
+    except OSError:
+        pass  # retried by name, as in _stat_dir
+    try:
+        return os.statvfs(real_path), None
+    except OSError as err:
+        code = err.errno or errno.EIO
+        return None, f"statvfs: {errno_name(code)} ({os.strerror(code)})"
+
+
 def read_identity(dir_fd: int, real_path: str) -> Identity:
-    st = os.fstat(dir_fd)
-    vfs = os.fstatvfs(dir_fd)
+    """The identity of the directory open as ``dir_fd``.
+
+    Raises OSError only when the directory cannot be stat'ed by descriptor
+    or by name (the caller turns that into ProbePathError naming the path);
+    a statvfs that fails twice leaves those fields None and says why in
+    ``unreadable``, because the capability probes do not need them.
+    """
+    st = _stat_dir(dir_fd, real_path)
+    vfs, why = _statvfs(dir_fd, real_path)
     try:
         magic: int | None = _linux.fstatfs_type(dir_fd)
     except (OSError, AttributeError):
         magic = None
     mount = find_mount(real_path, st.st_dev, _mount_table())
     options = mount.options if mount else ()
-    read_only = bool(vfs.f_flag & os.ST_RDONLY) or "ro" in options
+    read_only = (vfs is not None and bool(vfs.f_flag & os.ST_RDONLY)) or "ro" in options
+    frsize = vfs.f_frsize if vfs else 0
     return Identity(
         fstype=mount.fstype if mount else (MAGIC_NAMES.get(magic) if magic is not None else None),
         magic=magic,
@@ -151,11 +184,12 @@ def read_identity(dir_fd: int, real_path: str) -> Identity:
         super_options=mount.super_options if mount else (),
         source=mount.source if mount else None,
         device=f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}",
-        block_size=vfs.f_bsize,
-        fragment_size=vfs.f_frsize,
-        total_bytes=vfs.f_blocks * vfs.f_frsize,
-        free_bytes=vfs.f_bfree * vfs.f_frsize,
-        available_bytes=vfs.f_bavail * vfs.f_frsize,
-        name_max=vfs.f_namemax or None,
+        block_size=vfs.f_bsize if vfs else None,
+        fragment_size=vfs.f_frsize if vfs else None,
+        total_bytes=vfs.f_blocks * frsize if vfs else None,
+        free_bytes=vfs.f_bfree * frsize if vfs else None,
+        available_bytes=vfs.f_bavail * frsize if vfs else None,
+        name_max=(vfs.f_namemax or None) if vfs else None,
         read_only=read_only,
+        unreadable=(why,) if why else (),
     )

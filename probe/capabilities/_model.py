@@ -76,13 +76,18 @@ class Identity:
     super_options: tuple[str, ...]
     source: str | None
     device: str
-    block_size: int
-    fragment_size: int
-    total_bytes: int
-    free_bytes: int
-    available_bytes: int
+    #: The statvfs numbers; None when statvfs failed even on a retry (the
+    #: reason is in ``unreadable``): could not tell, never a made-up 0.
+    block_size: int | None
+    fragment_size: int | None
+    total_bytes: int | None
+    free_bytes: int | None
+    available_bytes: int | None
     name_max: int | None
     read_only: bool
+    #: What could not be read, with the errno ("statvfs: EACCES (...)");
+    #: empty when the identity is complete.
+    unreadable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,9 @@ _PAIR_FNS: dict[str, Callable[[ProbeContext, ProbeContext, Trial], Capability]] 
 _PAIR_SPECS = tuple((name, title, _PAIR_FNS[name]) for name, title in _clone.PAIR_PROBES)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+#: Removal walks of the private directory before what remains is reported
+#: as a leftover; see ``_PrivateDir.remove``.
+_REMOVE_PASSES = 3
 
 
 def capability_specs() -> tuple[ProbeSpec, ...]:
@@ -123,6 +126,18 @@ def _open_dir(path: PathArg) -> tuple[str, int, str]:
     except OSError as err:
         raise ProbePathError(f"{p}: cannot open: {describe_errno(err.errno)}") from None
     return p, fd, os.path.realpath(p)
+
+
+def _identity(p: str, fd: int, real: str) -> Identity:
+    """``read_identity``, with its one failure (the directory cannot be
+    stat'ed by descriptor nor by name) as ProbePathError naming ``p``."""
+    try:
+        return read_identity(fd, real)
+    except FileNotFoundError:
+        raise ProbePathError(f"{p}: no such directory (removed while being probed)") from None
+    except OSError as err:
+        raise ProbePathError(f"{p}: cannot stat the opened directory: "
+                             f"{describe_errno(err.errno)}") from None
 
 
 def _remove_tree(parent_fd: int, name: str, errors: list[str]) -> None:
@@ -196,14 +211,35 @@ class _PrivateDir:
         # whatever stays is retried by ``remove``.
         _remove_tree(self.fd, os.path.basename(ctx.path), [])
 
+    def _gone(self, errors: list[str]) -> bool:
+        # The walk takes ENOENT as "already removed", but a FUSE daemon (or
+        # a racing lookup) can answer ENOENT for a directory that is still
+        # there; only a fresh lookup saying so ends the retries.
+        try:
+            os.stat(self.name, dir_fd=self.parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        except OSError as err:
+            errors.append(f"check {self.name}: {describe_errno(err.errno)}")
+            return False
+        errors.append(f"{self.name} still present after removal")
+        return False
+
     def remove(self) -> str | None:
         """Remove everything; None, or what could not be removed."""
         os.close(self.fd)
         errors: list[str] = []
-        _remove_tree(self.parent_fd, self.name, errors)
-        if errors:
-            return f"{self.path} could not be fully removed: {'; '.join(errors[:3])}"
-        return None
+        # One EIO/EACCES from a flaky network or FUSE filesystem (on the
+        # open, the listing, an unlink or the rmdir) must not leave the
+        # directory behind: the walk is idempotent, so a later pass removes
+        # what the failed step left. Only what fails on every pass is a
+        # leftover, named with the last pass's errors.
+        for _ in range(_REMOVE_PASSES):
+            errors = []
+            _remove_tree(self.parent_fd, self.name, errors)
+            if not errors and self._gone(errors):
+                return None
+        return f"{self.path} could not be fully removed: {'; '.join(errors[:3])}"
 
 
 def _finish(spec_name: str, title: str, group: str, cap: Capability, t0: float) -> Capability:
@@ -290,7 +326,7 @@ def probe_capabilities(path: PathArg, *, only: Iterable[str] | None = None,
     specs = [s for s in _SPECS if wanted is None or s.name in wanted]
     p, fd, real = _open_dir(path)
     try:
-        identity = read_identity(fd, real)
+        identity = _identity(p, fd, real)
         limit = _limitation(identity)
         tmp: _PrivateDir | None = None
         if limit is None:
@@ -324,8 +360,11 @@ def probe_pair(source_dir: PathArg, dest_dir: PathArg, *, hook: Hook | None = No
         raise
     specs = [(n, title, "pair") for n, title, _fn in _PAIR_SPECS]
     try:
-        same = os.fstat(a_fd).st_dev == os.fstat(b_fd).st_dev
-        limit = _limitation(read_identity(a_fd, a_real)) or _limitation(read_identity(b_fd, b_real))
+        # Through _identity, not a bare fstat: a failing stat must become
+        # ProbePathError naming the directory, never an OSError naming none.
+        a_id, b_id = _identity(a, a_fd, a_real), _identity(b, b_fd, b_real)
+        same = a_id.device == b_id.device
+        limit = _limitation(a_id) or _limitation(b_id)
         if limit is not None:
             return PairReport(a, b, same, _blanket(specs, *limit), limitation=limit[0],
                               seconds=time.perf_counter() - t0, label=label)

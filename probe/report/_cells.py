@@ -14,7 +14,9 @@ from ..capabilities import Capability, CapabilityReport, Identity, PairReport, S
 __all__ = ["capability_cell", "identity_rows", "matrix", "pair_matrix", "short_size"]
 
 
-def short_size(n: int) -> str:
+def short_size(n: int | None) -> str:
+    if n is None:
+        return "?"  # statvfs failed: could not tell (Identity.unreadable says why)
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if size < 1024 or unit == "TiB":
@@ -68,7 +70,7 @@ def identity_rows(reports: Sequence[CapabilityReport]) -> list[list[str]]:
         ["filesystem", *col(_fstype)],
         ["device", *col(lambda i: f"{_ellipsize(i.source or '?', 24)} ({i.device})")],
         ["mount options", *col(opts)],
-        ["block size", *col(lambda i: str(i.block_size))],
+        ["block size", *col(lambda i: "?" if i.block_size is None else str(i.block_size))],
         ["size", *col(lambda i: short_size(i.total_bytes))],
         ["free", *col(lambda i: short_size(i.available_bytes))],
         # "rw"/"ro" rather than yes/no: a status colour on "read-only: no"

@@ -13,13 +13,7 @@ from ._clone import _empty
 from ._harness import Family, Outcome, leftovers
 from ._schedule import Fault
 
-__all__ = ["UNSTABLE", "CapabilityWorkload"]
-
-#: Answers that flip between fault-free runs on fakefs, so "a fault made it
-#: SUPPORTED" cannot be judged. O_DIRECT: fakefs opens the backing file with
-#: the caller's O_DIRECT and then pwrite()s pyfuse3's buffer, whose alignment
-#: is luck, so the same probe gets EINVAL or success (reported to fakefs).
-UNSTABLE = frozenset({"o_direct"})
+__all__ = ["CapabilityWorkload"]
 
 
 @dataclass
@@ -63,8 +57,6 @@ class CapabilityWorkload:
             for cap in rep.capabilities:
                 if "crashed" in (cap.reason or ""):
                     problems.append(f"{cap.name} crashed: {cap.reason}")
-                if cap.name in UNSTABLE:
-                    continue
                 if not fired:
                     self.baseline.setdefault(cap.name, cap.status)
                 elif cap.status is Status.SUPPORTED and self.baseline.get(cap.name) not in (

@@ -26,15 +26,6 @@ KNOWN: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("materialize", re.compile(r"errno EXDEV, injected \['ENOENT'\]"),
      "probe/_materialize_dirs.py: a failed lookup while publishing a staged directory "
      "surfaces as EXDEV from the rename fallback instead of the real errno"),
-    ("probe_capabilities", re.compile(r"left behind: .*\.cowprobe-probe-|stray entry .*"
-                                      r"\.cowprobe-probe-"),
-     "probe/capabilities/_probe.py _PrivateDir.remove(): one failed open/scandir/unlink/rmdir "
-     "of the private directory leaves it behind (reported in CapabilityReport.leftover), "
-     "with no second attempt"),
-    ("probe_capabilities", re.compile(r"probe raised (FileNotFoundError|PermissionError|OSError)"),
-     "probe/capabilities/_identity.py:136-137 read_identity(): an fstat/fstatvfs error on the "
-     "opened directory escapes probe_capabilities() as a bare OSError naming no path, where "
-     "the contract is ProbePathError or an answer"),
 )
 
 
