@@ -5,6 +5,8 @@ Only the standard library is needed to import this package.
 """
 
 from ._copy import CopyResult, ReflinkUnavailableError, clone_or_copy, clonefile_or_copy
+from ._materialize import materialize
+from ._materialize_report import JobResult, JobStatus, MaterializeReport, PairStats
 from ._outcome import ReflinkOutcome, ReflinkResult, errno_name
 from ._platform import SpecialFileError
 from ._reflink import reflink, try_reflink
@@ -23,7 +25,11 @@ __all__ = [
     "Capability",
     "CapabilityReport",
     "CopyResult",
+    "JobResult",
+    "JobStatus",
+    "MaterializeReport",
     "PairReport",
+    "PairStats",
     "ProbePathError",
     "ReflinkOutcome",
     "ReflinkResult",
@@ -34,6 +40,7 @@ __all__ = [
     "clonefile_or_copy",
     "errno_name",
     "filesystem_supports_reflink",
+    "materialize",
     "probe_capabilities",
     "probe_pair",
     "probe_reflink",

@@ -1,0 +1,194 @@
+"""The materializer's per-pair reflink policy: when to stop trying to clone.
+
+A batch can span several mounts, so "this filesystem cannot clone" is a fact
+about one (source filesystem, destination filesystem) pair, never about the
+batch. The rules, on top of ``probe._outcome.classify``:
+
+* UNSUPPORTED (EXDEV, EOPNOTSUPP, ENOSYS) before any success on the pair: stop
+  cloning for that pair. The first verdict is reached under the pair's lock,
+  so two threads cannot both pay a failing syscall: an ext4 pair costs
+  exactly one.
+* EINVAL is also UNSUPPORTED to ``classify``, but btrfs says it per *file*
+  (a NOCOW file against a COW one). Turning cloning off at its first EINVAL
+  would make one NOCOW file cost every remaining clone, so the pair is only
+  given up after ``EINVAL_LIMIT`` EINVALs in a row with no success at all.
+* After one success the pair demonstrably clones: any later UNSUPPORTED is
+  about that file (NOCOW, or EXDEV across two mounts of one filesystem on a
+  pre-5.18 kernel) and never switches the pair off.
+* SOURCE_VANISHED never reaches this policy: it says nothing about the
+  filesystems.
+* A transient failure (EAGAIN: ZFS block cloning while the source's last
+  transaction group is not synced) is retried briefly, then the file is
+  copied; the pair's state does not move.
+* Everything else (ENOSPC, EDQUOT, EIO, ...) is raised: a real error, never a
+  silent fallback.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._outcome import ReflinkOutcome, classify
+
+__all__ = ["EINVAL_LIMIT", "Attempt", "CloneFd", "PairPolicy", "is_transient"]
+
+#: EINVALs in a row, with no success on the pair, before cloning is given up
+#: for it. Small enough that a pair which really refuses (a kernel answering
+#: EINVAL for a filesystem without reflink) wastes a handful of syscalls,
+#: large enough that a directory starting with a few NOCOW files keeps cloning.
+EINVAL_LIMIT = 8
+
+# EAGAIN: retry a few times with a short backoff (about 7 ms in all), then copy.
+_TRANSIENT_DELAYS = (0.001, 0.002, 0.004)
+
+_UNKNOWN, _ENABLED, _DISABLED = 0, 1, 2
+
+#: ficlone(dst_fd, src_fd): raise OSError with the kernel's errno on failure
+CloneFd = Callable[[int, int], None]
+
+
+def is_transient(err: int | None) -> bool:
+    """Is this clone failure worth retrying? Only EAGAIN.
+
+    ``classify`` reads EAGAIN as an error (it is not in the unsupported set);
+    this is the one rule the batch adds on top. PROPOSED to move into
+    ``probe._outcome`` as a TRANSIENT classification.
+    """
+    return err == errno.EAGAIN
+
+
+@dataclass
+class Attempt:
+    """What one ``PairPolicy.clone`` call did."""
+
+    cloned: bool = False
+    #: clone syscalls issued, and how many of them failed
+    calls: int = 0
+    failures: int = 0
+    #: errno of the last failed clone (why the file is copied), if any
+    errno: int | None = None
+
+
+class PairPolicy:
+    """Reflink state for one (source st_dev, destination st_dev) pair."""
+
+    __slots__ = ("_lock", "_state", "disabled_errno", "einval_run")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = _UNKNOWN
+        self.einval_run = 0
+        #: the errno that switched cloning off for this pair (None: still on)
+        self.disabled_errno: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._state != _DISABLED
+
+    @property
+    def proven(self) -> bool:
+        """Has a clone on this pair ever succeeded?"""
+        return self._state == _ENABLED
+
+    def clone(
+        self, do_clone: CloneFd, dst_fd: int, src_fd: int, source_gone: Callable[[], bool]
+    ) -> Attempt:
+        """Try ``do_clone(dst_fd, src_fd)`` unless the pair is off; raise
+        real errors.
+
+        Returns an ``Attempt`` with ``cloned`` False when the caller must
+        copy instead (pair off, per-file refusal, transient failure left).
+        """
+        if self._state == _ENABLED:
+            return self._try(do_clone, dst_fd, src_fd, source_gone)
+        if self._state == _DISABLED:
+            return Attempt()
+        # No verdict yet: one attempt at a time, so the first UNSUPPORTED
+        # switches the pair off before any other thread issues a syscall.
+        with self._lock:
+            if self._state == _DISABLED:
+                return Attempt()
+            return self._try(do_clone, dst_fd, src_fd, source_gone)
+
+    def _try(
+        self, do_clone: CloneFd, dst_fd: int, src_fd: int, source_gone: Callable[[], bool]
+    ) -> Attempt:
+        att = Attempt(calls=1)
+        try:
+            do_clone(dst_fd, src_fd)
+        except OSError as err:
+            return self._failed(err, att, do_clone, dst_fd, src_fd, source_gone=source_gone)
+        att.cloned = True
+        if self._state != _ENABLED:
+            self._state = _ENABLED
+        self.einval_run = 0
+        return att
+
+    def failed(
+        self,
+        err: OSError,
+        do_clone: CloneFd,
+        dst_fd: int,
+        src_fd: int,
+        source_gone: Callable[[], bool],
+    ) -> Attempt:
+        """The rules for a clone the caller already tried itself (the fast
+        path for a proven pair, which needs neither lock nor bookkeeping)."""
+        return self._failed(
+            err, Attempt(calls=1), do_clone, dst_fd, src_fd, source_gone=source_gone
+        )
+
+    def _failed(
+        self,
+        err: OSError,
+        att: Attempt,
+        do_clone: CloneFd,
+        dst_fd: int,
+        src_fd: int,
+        *,
+        source_gone: Callable[[], bool],
+    ) -> Attempt:
+        delays = iter(_TRANSIENT_DELAYS)
+        while True:
+            att.failures += 1
+            att.errno = err.errno
+            if not is_transient(err.errno):
+                break
+            delay = next(delays, None)
+            if delay is None:
+                return att
+            time.sleep(delay)
+            att.calls += 1
+            try:
+                do_clone(dst_fd, src_fd)
+            except OSError as again:
+                err = again
+                continue
+            att.cloned = True
+            att.errno = None
+            if self._state != _ENABLED:
+                self._state = _ENABLED
+            self.einval_run = 0
+            return att
+        outcome = classify(err.errno, source_gone)
+        if outcome is None:
+            raise err
+        if outcome is ReflinkOutcome.UNSUPPORTED:
+            self._unsupported(err.errno)
+        # SOURCE_VANISHED with an open source fd: the caller's copy from that
+        # fd decides; the pair's state does not move.
+        return att
+
+    def _unsupported(self, err: int | None) -> None:
+        if self._state == _ENABLED:
+            return
+        if err == errno.EINVAL:
+            self.einval_run += 1
+            if self.einval_run < EINVAL_LIMIT:
+                return
+        self.disabled_errno = err
+        self._state = _DISABLED

@@ -1,0 +1,185 @@
+"""What a materialize batch did: per-job results, per-pair counters, totals."""
+
+from __future__ import annotations
+
+import enum
+import errno as _errno
+import os
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+__all__ = ["JobResult", "JobStatus", "MaterializeReport", "PairStats"]
+
+
+class JobStatus(enum.Enum):
+    #: dest is a reflink of the source (shares its blocks)
+    CLONED = "cloned"
+    #: dest is a byte copy (the pair cannot clone, or this file could not)
+    COPIED = "copied"
+    #: the source was gone and no copy could be made: a failure that names
+    #: the source path (never a verdict on the filesystem)
+    VANISHED = "vanished"
+    #: an error (EIO, ENOSPC, EACCES, a special file, ...); no dest was
+    #: created and an existing one is untouched
+    FAILED = "failed"
+    #: not attempted: ``stop_on_error`` stopped the batch first
+    SKIPPED = "skipped"
+
+
+class JobResult(NamedTuple):
+    """One job's outcome. (A NamedTuple: immutable like a frozen dataclass,
+    but a batch builds one per file and this is several times cheaper.)"""
+
+    source: str
+    dest: str
+    status: JobStatus
+    #: bytes in the dest (its size for a clone, bytes written for a copy)
+    bytes: int = 0
+    #: for a failure: the errno, the path it concerns (the source for a
+    #: vanished or unreadable source, the dest or its directory for a failed
+    #: create or rename), and the message
+    errno: int | None = None
+    path: str | None = None
+    error: str | None = None
+    #: for a copy: the clone errno that made it one (None when the pair was
+    #: already known not to clone, so no syscall was spent)
+    reflink_errno: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (JobStatus.CLONED, JobStatus.COPIED)
+
+    @property
+    def errno_name(self) -> str | None:
+        return None if self.errno is None else _errno.errorcode.get(self.errno, str(self.errno))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "dest": self.dest,
+            "status": self.status.value,
+            "bytes": self.bytes,
+            "errno": self.errno,
+            "errno_name": self.errno_name,
+            "path": self.path,
+            "error": self.error,
+            "reflink_errno": self.reflink_errno,
+        }
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """Reflink bookkeeping for one (source st_dev, dest st_dev) pair."""
+
+    source_dev: int
+    dest_dev: int
+    clone_calls: int
+    failed_clone_calls: int
+    cloned: int
+    copied: int
+    #: the errno that switched cloning off for the pair; None if it stayed on
+    disabled_errno: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_dev": f"{os.major(self.source_dev)}:{os.minor(self.source_dev)}",
+            "dest_dev": f"{os.major(self.dest_dev)}:{os.minor(self.dest_dev)}",
+            "clone_calls": self.clone_calls,
+            "failed_clone_calls": self.failed_clone_calls,
+            "cloned": self.cloned,
+            "copied": self.copied,
+            "reflink_disabled_by": None
+            if self.disabled_errno is None
+            else _errno.errorcode.get(self.disabled_errno, str(self.disabled_errno)),
+        }
+
+
+@dataclass(frozen=True)
+class MaterializeReport:
+    results: tuple[JobResult, ...]
+    pairs: tuple[PairStats, ...]
+    seconds: float
+    workers: int
+    #: bytes the filesystem reports shared (FIEMAP) in cloned dests; None
+    #: unless the batch was asked to measure (one FIEMAP per cloned source)
+    bytes_shared: int | None = None
+
+    def _count(self, status: JobStatus) -> int:
+        return sum(1 for r in self.results if r.status is status)
+
+    @property
+    def cloned(self) -> int:
+        return self._count(JobStatus.CLONED)
+
+    @property
+    def copied(self) -> int:
+        return self._count(JobStatus.COPIED)
+
+    @property
+    def vanished(self) -> int:
+        return self._count(JobStatus.VANISHED)
+
+    @property
+    def failed(self) -> int:
+        """Jobs that produced no dest: FAILED and VANISHED."""
+        return self._count(JobStatus.FAILED) + self.vanished
+
+    @property
+    def skipped(self) -> int:
+        return self._count(JobStatus.SKIPPED)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def files(self) -> int:
+        """Destinations written (cloned + copied)."""
+        return self.cloned + self.copied
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.results if r.ok)
+
+    @property
+    def bytes_cloned(self) -> int:
+        """Bytes in cloned dests: what the clones promise to share."""
+        return sum(r.bytes for r in self.results if r.status is JobStatus.CLONED)
+
+    @property
+    def failed_clone_calls(self) -> int:
+        return sum(p.failed_clone_calls for p in self.pairs)
+
+    @property
+    def clone_calls(self) -> int:
+        return sum(p.clone_calls for p in self.pairs)
+
+    @property
+    def failures(self) -> list[JobResult]:
+        return [r for r in self.results if r.status in (JobStatus.FAILED, JobStatus.VANISHED)]
+
+    def to_dict(self, *, jobs: bool = True) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "ok": self.ok,
+            "totals": {
+                "jobs": len(self.results),
+                "files": self.files,
+                "cloned": self.cloned,
+                "copied": self.copied,
+                "vanished": self.vanished,
+                "failed": self.failed,
+                "skipped": self.skipped,
+                "bytes": self.bytes,
+                "bytes_cloned": self.bytes_cloned,
+                "bytes_shared": self.bytes_shared,
+                "clone_calls": self.clone_calls,
+                "failed_clone_calls": self.failed_clone_calls,
+                "seconds": round(self.seconds, 6),
+                "workers": self.workers,
+            },
+            "pairs": [p.to_dict() for p in self.pairs],
+            "failures": [r.to_dict() for r in self.failures],
+        }
+        if jobs:
+            doc["jobs"] = [r.to_dict() for r in self.results]
+        return doc

@@ -1,0 +1,102 @@
+"""Mirroring a directory tree into worktrees: what ``materialize`` is given.
+
+A tree has more than regular files. What happens to each kind of entry:
+
+* regular file -> a materialize job per worktree (clone or copy);
+* symlink      -> recreated as a symlink with the same target text (never
+                  followed: a link to a directory is not copied as one, and a
+                  dangling link stays dangling), atomically replacing what is
+                  at its path;
+* directory    -> mirrored, empty ones included;
+* FIFO, socket, device -> not copied, reported as a failure. Nothing opens
+                  them, so a FIFO with no writer cannot hang the mirror.
+
+Files already in a worktree that the source does not have are left alone:
+a mirror adds and replaces, it never deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ._copy import temp_name
+from ._platform import describe_mode
+
+__all__ = ["MirrorPlan", "make_symlink", "plan_mirror"]
+
+
+@dataclass
+class MirrorPlan:
+    jobs: list[tuple[str, str]] = field(default_factory=list)
+    #: (symlink in the source, its target text, dest path)
+    symlinks: list[tuple[str, str, str]] = field(default_factory=list)
+    #: every dest directory the tree has (for the empty ones)
+    dirs: list[str] = field(default_factory=list)
+    #: (source path, what it is) for entries that are not copied
+    specials: list[tuple[str, str]] = field(default_factory=list)
+
+
+def plan_mirror(src_dir: str, dest_dirs: Sequence[str]) -> MirrorPlan:
+    """Walk ``src_dir`` (without following symlinks) into a MirrorPlan.
+
+    Each source file's jobs are adjacent, so the batch opens it once for all
+    worktrees. Raises OSError if ``src_dir`` itself cannot be read; an
+    unreadable subdirectory is reported as a special entry instead.
+    """
+    plan = MirrorPlan()
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        here = os.path.join(src_dir, rel) if rel else src_dir
+        for wt in dest_dirs:
+            plan.dirs.append(os.path.join(wt, rel) if rel else wt)
+        try:
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            if not rel:
+                raise
+            plan.specials.append((here, f"unreadable directory ({err.strerror})"))
+            continue
+        subdirs = []
+        for e in entries:
+            sub = os.path.join(rel, e.name) if rel else e.name
+            if e.is_dir(follow_symlinks=False):
+                subdirs.append(sub)
+            elif e.is_symlink():
+                target = os.readlink(e.path)
+                plan.symlinks.extend((e.path, target, os.path.join(wt, sub)) for wt in dest_dirs)
+            elif e.is_file(follow_symlinks=False):
+                plan.jobs.extend((e.path, os.path.join(wt, sub)) for wt in dest_dirs)
+            else:
+                mode = e.stat(follow_symlinks=False).st_mode
+                plan.specials.append((e.path, describe_mode(mode)))
+        stack.extend(reversed(subdirs))
+    return plan
+
+
+def make_symlink(target: str, dest: str) -> None:
+    """Make ``dest`` a symlink to ``target``: built under a temporary name and
+    renamed into place, so an existing file there is replaced whole or not at
+    all. A directory at ``dest`` is refused (IsADirectoryError), not merged."""
+    parent, name = os.path.split(dest)
+    parent = parent or "."
+    os.makedirs(parent, exist_ok=True)
+    try:
+        if stat.S_ISDIR(os.lstat(dest).st_mode):
+            raise IsADirectoryError(errno.EISDIR, "a directory is in the way of a symlink", dest)
+    except FileNotFoundError:
+        pass
+    tmp = os.path.join(parent, temp_name(name))
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

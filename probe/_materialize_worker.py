@@ -1,0 +1,276 @@
+"""The materializer's inner loop: one source, all of its destinations.
+
+Syscalls are what a batch pays for, so each source is opened (and fstat'ed)
+once for all of its worktrees and every dest is made relative to an already
+open directory: per dest, a clone costs create + FICLONE + close, plus a
+rename only where the directory already existed, plus an fchmod only where
+the umask or a default ACL would spoil the mode given to open().
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ._copy import copy_fd, temp_name
+from ._materialize_dirs import DestDir, DirCache
+from ._materialize_policy import Attempt, CloneFd, PairPolicy
+from ._materialize_report import JobResult, JobStatus
+from ._outcome import ReflinkOutcome, classify
+from ._platform import close_quietly, create_dest, open_source, remove_created
+from ._reflink import source_gone
+
+__all__ = ["Context", "Dest", "ThreadStats", "run_source"]
+
+
+class Dest(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: one is built per job, and a
+    # frozen dataclass's __init__ costs several times as much.
+    job: int
+    dest: str
+    parent: str
+    name: str
+
+
+@dataclass
+class ThreadStats:
+    #: (source dev, dest dev) -> [clone calls, failed calls, cloned, copied]
+    pairs: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    #: dest directory path -> (its DestDir, the pair's counters, the pair's
+    #: policy, the source dev they are for): one lookup per dest, not four
+    route: dict[str, tuple[DestDir, list[int], PairPolicy, int]] = field(default_factory=dict)
+    #: staged roots that received at least one finished file
+    used_roots: set[DestDir] = field(default_factory=set)
+    #: FIEMAP-shared bytes summed over cloned dests (if measuring)
+    shared: int = 0
+    #: a FIEMAP failed, so ``shared`` is not the whole truth
+    shared_unknown: bool = False
+
+
+@dataclass
+class Context:
+    dirs: DirCache
+    results: list[JobResult | None]
+    clone: CloneFd
+    mode: int | None
+    #: the process umask, or None if it could not be read (then: fchmod always)
+    umask: int | None
+    stop_on_error: bool
+    stop: threading.Event
+    measure_sharing: bool
+    on_result: Callable[[JobResult], None] | None
+    shared_bytes: Callable[[int], int]
+    _pairs: dict[tuple[int, int], PairPolicy] = field(default_factory=dict)
+    _pairs_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pair(self, key: tuple[int, int]) -> PairPolicy:
+        p = self._pairs.get(key)
+        if p is None:
+            with self._pairs_lock:
+                p = self._pairs.setdefault(key, PairPolicy())
+        return p
+
+    def policies(self) -> dict[tuple[int, int], PairPolicy]:
+        return dict(self._pairs)
+
+    def finish(self, res: JobResult, index: int) -> None:
+        self.results[index] = res
+        if self.stop_on_error and not res.ok:
+            self.stop.set()
+        if self.on_result is not None:
+            self.on_result(res)
+
+
+_CLONED = Attempt(cloned=True, calls=1)
+
+
+def _fail(source: str, d: Dest, status: JobStatus, err: OSError, path: str) -> JobResult:
+    return JobResult(
+        source, d.dest, status, errno=err.errno, path=path, error=_message(err, path)
+    )
+
+
+def _message(err: OSError, path: str) -> str:
+    text = err.strerror or str(err)
+    where = err.filename if err.filename is not None else path
+    if err.filename2 is not None:
+        return f"{text}: {where!s} -> {err.filename2!s}"
+    return f"{text}: {where!s}"
+
+
+def _open(source: str) -> tuple[int, os.stat_result]:
+    try:
+        return open_source(source)
+    except FileNotFoundError:
+        # The copy fallback for a source that vanished before its open: one
+        # more look (it may have been replaced by rename meanwhile). If this
+        # fails too, the bytes are really gone and the job says so.
+        return open_source(source)
+
+
+def run_source(ctx: Context, source: str, dests: list[Dest], stats: ThreadStats) -> None:
+    """Materialize ``source`` into each of ``dests``; results go to ``ctx``."""
+    if ctx.stop.is_set():
+        return
+    try:
+        src_fd, st = _open(source)
+    except OSError as err:
+        vanished = classify(err.errno, lambda: source_gone(source)) is (
+            ReflinkOutcome.SOURCE_VANISHED
+        )
+        status = JobStatus.VANISHED if vanished else JobStatus.FAILED
+        for d in dests:
+            if ctx.stop.is_set():
+                return
+            ctx.finish(_fail(source, d, status, err, source), d.job)
+        return
+    try:
+        _each_dest(ctx, source, (src_fd, st), dests, stats)
+    finally:
+        # Read-only: a FLUSH error from FUSE/NFS here loses nothing of ours
+        # and must not abort the batch.
+        close_quietly(src_fd)
+
+
+def _each_dest(
+    ctx: Context,
+    source: str,
+    opened: tuple[int, os.stat_result],
+    dests: list[Dest],
+    stats: ThreadStats,
+) -> None:
+    src_fd, st = opened
+    want = st.st_mode & 0o777 if ctx.mode is None else ctx.mode
+    # The umask only ever removes bits: if it removes none of ours, open()'s
+    # mode argument is already exact and the fchmod can be skipped.
+    umask_ok = ctx.umask is not None and not (want & ctx.umask) and want <= 0o777
+    size = st.st_size
+    dev = st.st_dev
+    gone = lambda: source_gone(source)  # noqa: E731 - one closure per source, not per dest
+    clone = ctx.clone
+    cloned_any = False
+    cloned_here: list[int] = []
+    for d in dests:
+        if ctx.stop.is_set():
+            return
+        hit = stats.route.get(d.parent)
+        if hit is None or hit[3] != dev:
+            try:
+                ddir = ctx.dirs.get(d.parent)
+            except OSError as err:
+                ctx.finish(_fail(source, d, JobStatus.FAILED, err, d.parent), d.job)
+                continue
+            key = (dev, ddir.dev)
+            counters = stats.pairs.get(key)
+            if counters is None:
+                counters = stats.pairs[key] = [0, 0, 0, 0]
+            hit = stats.route[d.parent] = (ddir, counters, ctx.pair(key), dev)
+        ddir, counters, policy, _dev = hit
+        name = d.name if ddir.fresh else temp_name(d.name)
+        try:
+            dst_fd = create_dest(name, want, dir_fd=ddir.fd)
+        except OSError as err:
+            ctx.finish(_fail(source, d, JobStatus.FAILED, _renamed(err, name, d), d.dest), d.job)
+            continue
+        step = "clone"
+        try:
+            if policy.proven:
+                # The common case, kept lean: one clone call, no lock, no
+                # Attempt unless it fails.
+                try:
+                    clone(dst_fd, src_fd)
+                    att = _CLONED
+                except OSError as err:
+                    att = policy.failed(err, clone, dst_fd, src_fd, gone)
+            else:
+                att = policy.clone(clone, dst_fd, src_fd, gone)
+            counters[0] += att.calls
+            counters[1] += att.failures
+            if att.cloned:
+                written = size
+            else:
+                step = "copy"
+                written = _copy(src_fd, dst_fd, size)
+            step = "finish"
+            if not umask_ok or ddir.has_default_acl:
+                os.fchmod(dst_fd, want)
+        except BaseException as exc:
+            remove_created(name, dst_fd, dir_fd=ddir.fd)
+            close_quietly(dst_fd)
+            if not isinstance(exc, OSError):
+                raise
+            failure = _renamed(exc, name, d)
+            if step != "finish" and failure.filename is None:
+                failure = OSError(failure.errno, failure.strerror, source, None, d.dest)
+            path = d.dest if step == "finish" else source
+            ctx.finish(_fail(source, d, JobStatus.FAILED, failure, path), d.job)
+            continue
+        try:
+            # Before the rename, and checked: NFS and FUSE report a failed
+            # write-back only here, and such a file must not replace a good
+            # dest (nor stay under its final name in a staged directory).
+            os.close(dst_fd)
+            if not ddir.fresh:
+                os.replace(name, d.name, src_dir_fd=ddir.fd, dst_dir_fd=ddir.fd)
+        except OSError as exc:
+            # The name is ours alone (a random temporary, or a name in a
+            # directory nobody else can reach yet), so unlink it by name.
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=ddir.fd)
+            ctx.finish(_fail(source, d, JobStatus.FAILED, _renamed(exc, name, d), d.dest), d.job)
+            continue
+        if ddir.root is not None:
+            stats.used_roots.add(ddir.root)
+        if att.cloned:
+            counters[2] += 1
+            cloned_any = True
+            cloned_here.append(d.job)
+            ctx.finish(JobResult(source, d.dest, JobStatus.CLONED, size), d.job)
+        else:
+            counters[3] += 1
+            ctx.finish(
+                JobResult(source, d.dest, JobStatus.COPIED, written, reflink_errno=att.errno),
+                d.job,
+            )
+    if cloned_any and ctx.measure_sharing:
+        # One FIEMAP of the source stands for all its clones: a clone
+        # references exactly the source's extents, so the source's shared
+        # extents are what each clone shares (btrfs inline extents, which a
+        # clone copies, show as not shared in both).
+        try:
+            stats.shared += ctx.shared_bytes(src_fd) * len(cloned_here)
+        except OSError:
+            stats.shared_unknown = True
+
+
+def _copy(src_fd: int, dst_fd: int, size: int) -> int:
+    """Copy the whole source (one fd, shared by all its dests) into ``dst_fd``.
+
+    A file copied whole by one copy_file_range at an explicit offset costs
+    one syscall where ``copy_fd`` (which reads from the current offset and
+    confirms EOF) costs three with the rewind; any surprise -- a short copy,
+    an error -- goes to ``copy_fd``, which owns the fallback and error rules.
+    """
+    if size == 0:
+        return 0
+    try:
+        n = os.copy_file_range(src_fd, dst_fd, size, 0)
+    except OSError:
+        n = 0
+    if n == size:
+        return n
+    os.lseek(src_fd, n, os.SEEK_SET)
+    return n + copy_fd(src_fd, dst_fd)
+
+
+def _renamed(err: OSError, tmp: str, d: Dest) -> OSError:
+    """``err`` naming the dest the caller gave, not our hidden temporary."""
+    if err.filename == tmp:
+        err.filename = d.dest
+        if err.filename2 == d.name:
+            err.filename2 = None
+    return err

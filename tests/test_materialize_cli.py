@@ -1,0 +1,85 @@
+"""`cowprobe materialize` on the lab: tree mirroring, symlinks, special files."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+
+
+def _tree(src: Path) -> None:
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "empty").mkdir()
+    (src / "a" / "x.sh").write_bytes(b"#!/bin/sh\necho hi\n" * 400)
+    (src / "a" / "x.sh").chmod(0o755)
+    (src / "a" / "b" / "y").write_bytes(os.urandom(10_000))
+    (src / "a" / "b" / "y").chmod(0o600)
+    (src / "link").symlink_to("a/x.sh")
+    (src / "a" / "dangling").symlink_to("/nonexistent/target")
+
+
+def test_mirrors_tree_into_worktrees(btrfs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = btrfs_dir / "src"
+    _tree(src)
+    wts = [btrfs_dir / "wt1", btrfs_dir / "wt2"]
+    code = main(["materialize", "--json", str(src), *map(str, wts)])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == EXIT_OK and doc["ok"]
+    assert doc["totals"]["cloned"] == 4 and doc["totals"]["symlinks"] == 4
+    assert doc["totals"]["bytes_shared"] >= 10_000
+    for wt in wts:
+        for rel in ("a/x.sh", "a/b/y"):
+            assert (wt / rel).read_bytes() == (src / rel).read_bytes()
+            assert stat.S_IMODE((wt / rel).stat().st_mode) == stat.S_IMODE(
+                (src / rel).stat().st_mode)
+        assert (wt / "link").is_symlink() and os.readlink(wt / "link") == "a/x.sh"
+        assert os.readlink(wt / "a" / "dangling") == "/nonexistent/target"
+        assert (wt / "empty").is_dir()
+
+
+def test_fifo_is_reported_not_hung_on(ext4_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = ext4_dir / "src"
+    _tree(src)
+    os.mkfifo(src / "a" / "pipe")
+    wt = ext4_dir / "wt"
+    code = main(["materialize", "--no-progress", str(src), str(wt)])
+    out, err = capsys.readouterr()
+    assert code == EXIT_FAILED
+    assert "a FIFO" in err and str(src / "a" / "pipe") in err
+    assert "copied" in out
+    assert not (wt / "a" / "pipe").exists()
+    assert (wt / "a" / "b" / "y").read_bytes() == (src / "a" / "b" / "y").read_bytes()
+
+
+@pytest.mark.parametrize("case", ["missing-src", "dest-inside-src", "dest-is-file", "bad-mode"])
+def test_usage_errors_change_nothing(
+    btrfs_dir: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = btrfs_dir / "src"
+    _tree(src)
+    (btrfs_dir / "file").write_bytes(b"x")
+    args = {
+        "missing-src": [str(btrfs_dir / "nope"), str(btrfs_dir / "wt")],
+        "dest-inside-src": [str(src), str(src / "wt")],
+        "dest-is-file": [str(src), str(btrfs_dir / "file")],
+        "bad-mode": ["--mode", "9z", str(src), str(btrfs_dir / "wt")],
+    }[case]
+    with pytest.raises(SystemExit) if case == "bad-mode" else _nullcontext():
+        code = main(["materialize", *args])
+        assert code == EXIT_USAGE
+    assert "materialize" in capsys.readouterr().err
+    assert sorted(p.name for p in btrfs_dir.iterdir()) == ["file", "src"]
+    assert not (src / "wt").exists()
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
