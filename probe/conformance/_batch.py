@@ -68,16 +68,18 @@ class BatchOutcome:
 
 
 def run_batch(jobs: list[tuple[Path, Path]], site: Site, variant: Variant) -> BatchOutcome:
-    import probe
+    from probe import JobStatus, materialize
 
-    materialize = getattr(probe, "materialize", None)
-    if materialize is None:
-        raise RuntimeError("probe.materialize is not available")
     try:
-        result = materialize(jobs)
+        report = materialize(jobs)
     except OSError as err:
         return BatchOutcome([], [], error=str(err))
-    items = list(getattr(result, "results", result))
-    kinds = [str(getattr(r, "status", getattr(r, "kind", "?"))).lower() for r in items]
-    attempted = [getattr(r, "reflink_attempted", None) for r in items]
+    items = list(report.results)
+    kinds = [r.status.value for r in items]
+    # A clone syscall was spent on a job when it cloned, or when its copy
+    # carries the clone's errno (None: the pair was already known not to
+    # clone, so no syscall was made).
+    attempted: list[bool | None] = [
+        r.status is JobStatus.CLONED or r.reflink_errno is not None for r in items
+    ]
     return BatchOutcome(kinds, attempted, raw=items)

@@ -363,19 +363,19 @@ SCENARIOS: tuple[Scenario, ...] = (
         checks=frozenset({_C.REST_CLONED, _C.REST_EXACT, _C.VANISHED_JOB_REPORTED}),
         real=(
             Variant("btrfs, first blob deleted", "btrfs", "btrfs", op=Op.BATCH, jobs=8,
-                    deleter=Deleter.BEFORE, requires=("materialize",)),
+                    deleter=Deleter.BEFORE),
             Variant("source-dir -> dest-dir, first blob deleted", "source-dir",
                     "dest-dir", op=Op.BATCH, jobs=8, deleter=Deleter.BEFORE,
-                    requires=("materialize", "pair-clones")),
+                    requires=("pair-clones",)),
         ),
         simulated=(
             # FUSE never clones, so the rest are copies; what this proves is
             # that the vanished blob is reported per-job and the rest complete.
             Variant("fakefs vanish, dests on btrfs", "fakefs", "btrfs", op=Op.BATCH, jobs=8,
-                    faults=(f"lookup:{_SRC}:vanish",), requires=("materialize",),
+                    faults=(f"lookup:{_SRC}:vanish",),
                     checks=frozenset({_C.REST_EXACT, _C.VANISHED_JOB_REPORTED})),
             Variant("fakefs vanish, dests in dest-dir", "fakefs", "dest-dir", op=Op.BATCH,
-                    jobs=8, faults=(f"lookup:{_SRC}:vanish",), requires=("materialize",),
+                    jobs=8, faults=(f"lookup:{_SRC}:vanish",),
                     checks=frozenset({_C.REST_EXACT, _C.VANISHED_JOB_REPORTED})),
         ),
     ),
@@ -385,16 +385,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         expect=Expect(Result.COPIED),
         checks=frozenset({_C.REST_EXACT, _C.STOPS_AFTER_FIRST_UNSUPPORTED}),
         real=(
-            Variant("btrfs -> ext4", "btrfs", "ext4", op=Op.BATCH, jobs=8,
-                    requires=("materialize",)),
+            Variant("btrfs -> ext4", "btrfs", "ext4", op=Op.BATCH, jobs=8),
             Variant("source-dir -> dest-dir", "source-dir", "dest-dir", op=Op.BATCH, jobs=8,
-                    requires=("materialize", "pair-refuses")),
+                    requires=("pair-refuses",)),
         ),
         simulated=(
-            Variant("btrfs -> fakefs", "btrfs", "fakefs", op=Op.BATCH, jobs=8,
-                    requires=("materialize",)),
-            Variant("source-dir -> fakefs", "source-dir", "fakefs", op=Op.BATCH, jobs=8,
-                    requires=("materialize",)),
+            Variant("btrfs -> fakefs", "btrfs", "fakefs", op=Op.BATCH, jobs=8),
+            Variant("source-dir -> fakefs", "source-dir", "fakefs", op=Op.BATCH, jobs=8),
         ),
     ),
 )

@@ -73,14 +73,6 @@ def fuse_missing() -> str | None:
     return None
 
 
-def _materialize_missing() -> str | None:
-    import probe
-
-    if not hasattr(probe, "materialize"):
-        return "probe.materialize (the batch materializer) is not available"
-    return None
-
-
 def _rmtree(path: Path) -> None:
     """Remove a case directory even where a scenario made it immutable or 0555."""
     if not path.exists():
@@ -162,8 +154,6 @@ class Site(ABC):
         return None
 
     def capability_missing(self, cap: str) -> str | None:
-        if cap == "materialize":
-            return _materialize_missing()
         if cap == "not-root":
             return (
                 "running as root, which bypasses permission bits (run as a normal user)"
