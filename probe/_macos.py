@@ -17,7 +17,9 @@ __all__ = ["MACOS_ERRNOS", "ClonefileatFn", "load_clonefileat", "make_clone"]
 
 #: <sys/errno.h> on Darwin. ENOTSUP (45) and EOPNOTSUPP (102) are distinct
 #: there; both mean "this volume cannot clone" (HFS+, FAT, SMB shares).
-MACOS_ERRNOS = ErrnoTable(ENOENT=2, EXDEV=18, EOPNOTSUPP=102, ENOTSUP=45, ENOSYS=78, EINVAL=22)
+MACOS_ERRNOS = ErrnoTable(
+    ENOENT=2, EXDEV=18, EOPNOTSUPP=102, ENOTSUP=45, ENOSYS=78, EINVAL=22, EAGAIN=35
+)
 
 _AT_FDCWD = -2  # Darwin's value (Linux uses -100)
 

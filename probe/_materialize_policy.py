@@ -17,9 +17,9 @@ batch. The rules, on top of ``probe._outcome.classify``:
   pre-5.18 kernel) and never switches the pair off.
 * SOURCE_VANISHED never reaches this policy: it says nothing about the
   filesystems.
-* A transient failure (EAGAIN: ZFS block cloning while the source's last
-  transaction group is not synced) is retried briefly, then the file is
-  copied; the pair's state does not move.
+* A transient failure (``probe._outcome.is_transient``: EAGAIN from ZFS
+  block cloning) is retried briefly, then the file is copied; the pair's
+  state does not move.
 * Everything else (ENOSPC, EDQUOT, EIO, ...) is raised: a real error, never a
   silent fallback.
 """
@@ -32,9 +32,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._outcome import ReflinkOutcome, classify
+from ._outcome import ReflinkOutcome, classify, is_transient
 
-__all__ = ["EINVAL_LIMIT", "Attempt", "CloneFd", "PairPolicy", "is_transient"]
+__all__ = ["EINVAL_LIMIT", "Attempt", "CloneFd", "PairPolicy"]
 
 #: EINVALs in a row, with no success on the pair, before cloning is given up
 #: for it. Small enough that a pair which really refuses (a kernel answering
@@ -49,16 +49,6 @@ _UNKNOWN, _ENABLED, _DISABLED = 0, 1, 2
 
 #: ficlone(dst_fd, src_fd): raise OSError with the kernel's errno on failure
 CloneFd = Callable[[int, int], None]
-
-
-def is_transient(err: int | None) -> bool:
-    """Is this clone failure worth retrying? Only EAGAIN.
-
-    ``classify`` reads EAGAIN as an error (it is not in the unsupported set);
-    this is the one rule the batch adds on top. PROPOSED to move into
-    ``probe._outcome`` as a TRANSIENT classification.
-    """
-    return err == errno.EAGAIN
 
 
 @dataclass

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
-import errno as _errno
 import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from ._outcome import errno_name
 
 __all__ = ["JobResult", "JobStatus", "MaterializeReport", "PairStats"]
 
@@ -51,7 +52,7 @@ class JobResult(NamedTuple):
 
     @property
     def errno_name(self) -> str | None:
-        return None if self.errno is None else _errno.errorcode.get(self.errno, str(self.errno))
+        return None if self.errno is None else errno_name(self.errno)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,7 +91,7 @@ class PairStats:
             "copied": self.copied,
             "reflink_disabled_by": None
             if self.disabled_errno is None
-            else _errno.errorcode.get(self.disabled_errno, str(self.disabled_errno)),
+            else errno_name(self.disabled_errno),
         }
 
 

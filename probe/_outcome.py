@@ -25,6 +25,7 @@ __all__ = [
     "ReflinkResult",
     "classify",
     "errno_name",
+    "is_transient",
 ]
 
 
@@ -60,6 +61,7 @@ class ErrnoTable:
     ENOTSUP: int
     ENOSYS: int
     EINVAL: int
+    EAGAIN: int
 
     @property
     def unsupported(self) -> frozenset[int]:
@@ -83,6 +85,7 @@ HOST_ERRNOS = ErrnoTable(
     ENOTSUP=_errno.ENOTSUP,
     ENOSYS=_errno.ENOSYS,
     EINVAL=_errno.EINVAL,
+    EAGAIN=_errno.EAGAIN,
 )
 
 
@@ -109,6 +112,19 @@ def errno_name(err: int) -> str:
     if err == _errno.EOPNOTSUPP:
         return "EOPNOTSUPP"
     return _errno.errorcode.get(err, str(err))
+
+
+def is_transient(err: int | None, table: ErrnoTable = HOST_ERRNOS) -> bool:
+    """Is this clone failure worth retrying after a moment? Only EAGAIN.
+
+    ZFS block cloning answers EAGAIN while the source's last transaction
+    group is not yet synced: the pair can clone, just not this instant. It is
+    neither UNSUPPORTED (that would switch a capable pair off) nor an error
+    (the copy fallback is right if retries run out). ``classify`` leaves it
+    an error; a caller that can wait -- the batch materializer -- asks here
+    first.
+    """
+    return err is not None and err == table.EAGAIN
 
 
 def classify(

@@ -19,6 +19,7 @@ from typing import Any
 from probe._materialize import materialize
 from probe._materialize_report import JobResult, MaterializeReport
 from probe._materialize_tree import MirrorPlan, make_symlink, plan_mirror
+from probe._outcome import errno_name
 from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _render
 
 __all__ = ["register"]
@@ -120,7 +121,7 @@ def _finish_tree(
     stopped = stop_on_error and not report.ok
     for src, what in plan.specials:
         out.append({"kind": "special", "source": src, "dest": None, "status": "failed",
-                    "errno": errno.errorcode[errno.EINVAL],
+                    "errno": errno_name(errno.EINVAL),
                     "error": f"not copied: {what}, not a regular file or symlink"})
     if stopped or (stop_on_error and out):
         return out
@@ -129,7 +130,8 @@ def _finish_tree(
             os.makedirs(d, exist_ok=True)
         except OSError as err:
             out.append({"kind": "directory", "source": None, "dest": d, "status": "failed",
-                        "errno": errno.errorcode.get(err.errno or 0), "error": err.strerror})
+                        "errno": errno_name(err.errno) if err.errno else None,
+                        "error": err.strerror})
             if stop_on_error:
                 return out
     for src, target, dest in plan.symlinks:
@@ -137,7 +139,8 @@ def _finish_tree(
             make_symlink(target, dest)
         except OSError as err:
             out.append({"kind": "symlink", "source": src, "dest": dest, "status": "failed",
-                        "errno": errno.errorcode.get(err.errno or 0), "error": err.strerror})
+                        "errno": errno_name(err.errno) if err.errno else None,
+                        "error": err.strerror})
             if stop_on_error:
                 return out
         else:

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from probe._outcome import errno_name
+
 from .. import _linux, _platform
 from .._copy import clonefile_or_copy
 from .._platform import Platform
@@ -73,7 +75,7 @@ class Observed:
         word = self.result.value.upper()
         if self.errno is None:
             return word
-        return f"{word} ({_errno.errorcode.get(self.errno, str(self.errno))})"
+        return f"{word} ({errno_name(self.errno)})"
 
 
 @dataclass(frozen=True)

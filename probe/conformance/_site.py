@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from probe._outcome import errno_name
+
 from .. import _linux
 from ._mounts import mount_of
 from ._scenarios import LAB_PLACES, USER_PLACES, Variant
@@ -377,7 +379,7 @@ class DirSite(Site):
     def _pair_missing(self, cap: str) -> str | None:
         pair = f"{self.source_dir} -> {self.dest_dir}"
         got = self.pair_errno()
-        said = "it clones" if got is None else f"FICLONE says {errno.errorcode.get(got, got)}"
+        said = "it clones" if got is None else f"FICLONE says {errno_name(got)}"
         if cap == "pair-clones":
             return None if got is None else f"{pair} does not clone ({said})"
         if cap == "pair-refuses":
