@@ -133,6 +133,7 @@ def test_identity(reports: dict[str, tuple[Path, CapabilityReport, int, int]], l
     st = os.stat(d)
     assert ident.device == f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
     assert ident.block_size == os.statvfs(d).f_bsize > 0
+    assert ident.available_bytes is not None and ident.total_bytes is not None
     assert 0 < ident.available_bytes <= ident.total_bytes
     assert ident.read_only is False
     assert "rw" in ident.mount_options
