@@ -106,8 +106,15 @@ def _volumes() -> set[str]:
 # ------------------------------------------------------------------ fixtures
 
 
+BASE_IMAGE = os.environ.get("DEBIAN_BASE_IMAGE", "cowprobe-debian-base:bookworm")
+
+
+def _image_exists(tag: str) -> bool:
+    return _docker("image", "inspect", tag, timeout=60).returncode == 0
+
+
 @pytest.fixture(scope="module")
-def image() -> str:
+def image() -> Iterator[str]:
     require(
         shutil.which("docker") is not None,
         "docker CLI not installed (scripts/bootstrap --docker installs it)",
@@ -125,6 +132,9 @@ def image() -> str:
         started.returncode == 0,
         f"dockerd not running and could not be started: {started.stderr.strip()}",
     )
+    # Images this run creates are removed again at the end; ones that were
+    # already here (a developer's cache) are left alone.
+    preexisting = {tag for tag in (IMAGE, BASE_IMAGE) if _image_exists(tag)}
     build = subprocess.run(
         [str(DOCKER_DIR / "build"), "--tag", IMAGE],
         capture_output=True,
@@ -138,7 +148,13 @@ def image() -> str:
         # The fallback path: the image must sit on the debootstrapped base.
         labels = _docker("image", "inspect", "-f", "{{json .Config.Labels}}", IMAGE).stdout
         assert "org.cowprobe.base" in labels and "debootstrap" in labels, labels
-    return IMAGE
+    try:
+        yield IMAGE
+    finally:
+        if os.environ.get("COWPROBE_KEEP_IMAGES") != "1":
+            for tag in (IMAGE, BASE_IMAGE):
+                if tag not in preexisting and _image_exists(tag):
+                    _docker("rmi", "--force", tag, timeout=120)
 
 
 @pytest.fixture
