@@ -90,8 +90,26 @@ class Identity:
     unreadable: tuple[str, ...] = ()
 
 
+class _ByName:
+    """Look a capability up by name: ``report["reflink"]``, ``report.get(...)``."""
+
+    capabilities: tuple[Capability, ...]
+
+    def __getitem__(self, name: str) -> Capability:
+        for cap in self.capabilities:
+            if cap.name == name:
+                return cap
+        raise KeyError(name)
+
+    def get(self, name: str) -> Capability | None:
+        try:
+            return self[name]
+        except KeyError:
+            return None
+
+
 @dataclass(frozen=True)
-class CapabilityReport:
+class CapabilityReport(_ByName):
     """Everything measured about one directory."""
 
     path: str
@@ -108,21 +126,9 @@ class CapabilityReport:
     seconds: float = 0.0
     label: str | None = None
 
-    def __getitem__(self, name: str) -> Capability:
-        for cap in self.capabilities:
-            if cap.name == name:
-                return cap
-        raise KeyError(name)
-
-    def get(self, name: str) -> Capability | None:
-        try:
-            return self[name]
-        except KeyError:
-            return None
-
 
 @dataclass(frozen=True)
-class PairReport:
+class PairReport(_ByName):
     """Capabilities of a (source directory, destination directory) pair:
     EXDEV is a property of the pair, not of either side."""
 
@@ -134,9 +140,3 @@ class PairReport:
     leftover: str | None = None
     seconds: float = 0.0
     label: str | None = None
-
-    def __getitem__(self, name: str) -> Capability:
-        for cap in self.capabilities:
-            if cap.name == name:
-                return cap
-        raise KeyError(name)
