@@ -29,6 +29,7 @@ __all__ = [
     "clonefile_or_copy",
     "copy_fd",
     "copy_file_at",
+    "discard",
     "temp_name",
 ]
 
@@ -209,12 +210,12 @@ def clone_or_copy(
             # (read-only mount: unlink checks EROFS before it even looks the
             # name up) this unlink fails as well, and letting its error out
             # would replace the one that says what went wrong.
-            _discard(tmps, dir_fd)
+            discard(tmps, dir_fd)
             if isinstance(exc, OSError):
                 _blame_dest(exc, tmps, name, dst)
             raise
         # The clone attempt's name, when the copy used another one.
-        _discard(tmps[:-1], dir_fd)
+        discard(tmps[:-1], dir_fd)
     except OSError as exc:
         # A failure before any temporary existed (the stat of an existing
         # dest) names the dest relative to dir_fd; the caller knows it by
@@ -226,7 +227,13 @@ def clone_or_copy(
     return result
 
 
-def _discard(names: list[str], dir_fd: int) -> None:
+def discard(names: list[str], dir_fd: int) -> None:
+    """Unlink our own temporaries, best effort.
+
+    Each name is random and was created exclusively by us, so unlinking by
+    name is safe; failures are ignored because this runs while another error
+    (the one that says what went wrong) is already on its way out.
+    """
     for tmp in names:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)

@@ -49,6 +49,12 @@ class DestDir:
     root: DestDir | None = None
     #: directories made under this staged root, in creation order
     created: list[DestDir] = field(default_factory=list)
+    #: for a staged root: the error that said the directory was missing (a
+    #: FUSE daemon can say ENOENT for a directory that exists)
+    missing: OSError | None = None
+    #: in a fresh directory: final names of failed jobs' files that could
+    #: not be unlinked when the job failed; the publish must not show them
+    debris: list[str] = field(default_factory=list)
 
 
 class DirCache:
@@ -96,8 +102,8 @@ class DirCache:
     def _open_or_create(self, path: str) -> DestDir:
         try:
             fd = os.open(path, _DIR_FLAGS)
-        except FileNotFoundError:
-            pass
+        except FileNotFoundError as err:
+            missing: OSError = err
         else:
             return _describe(path, fd, fresh=False)
         parent, name = os.path.split(path.rstrip(os.sep) or os.sep)
@@ -107,22 +113,24 @@ class DirCache:
         if pdir.fresh:
             assert pdir.root is not None
             os.mkdir(name, dir_fd=pdir.fd)
-            d = _describe(path, os.open(name, _DIR_FLAGS, dir_fd=pdir.fd), fresh=True)
+            d = _open_made(pdir.fd, name, path)
             d.root = pdir.root
             d.made_in = (pdir, name)
             pdir.root.created.append(d)
             return d
         tmp = temp_name(name)
-        os.mkdir(tmp, dir_fd=pdir.fd)
         try:
-            fd = os.open(tmp, _DIR_FLAGS, dir_fd=pdir.fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.rmdir(tmp, dir_fd=pdir.fd)
+            os.mkdir(tmp, dir_fd=pdir.fd)
+            d = _open_made(pdir.fd, tmp, path)
+        except OSError as err:
+            # Name the directory the caller asked for, not our hidden
+            # temporary (which means nothing to them, and is gone).
+            if err.filename == tmp:
+                err.filename = path
             raise
-        d = _describe(path, fd, fresh=True)
         d.stage = (pdir, tmp, name)
         d.root = d
+        d.missing = missing
         self._roots.append(d)
         return d
 
@@ -136,7 +144,8 @@ class DirCache:
             parent, tmp, name = root.stage
             try:
                 if root in used:
-                    _place(parent.fd, tmp, name)
+                    _sweep(root)
+                    _place(parent.fd, tmp, name, root.missing)
                 else:
                     # Nothing finished under it: take back the directories
                     # this batch made rather than publish an empty skeleton.
@@ -147,6 +156,11 @@ class DirCache:
                     os.rmdir(tmp, dir_fd=parent.fd)
             except OSError as err:
                 errors[root] = err
+                # The staged tree is private (a random hidden name nobody
+                # else knows) and every entry in it is this batch's: take it
+                # all back, finished files too, since their jobs now fail.
+                # Left there it would be a hidden directory nobody removes.
+                _remove_tree(parent.fd, tmp)
         return errors
 
     def close(self) -> None:
@@ -173,7 +187,49 @@ def _describe(path: str, fd: int, *, fresh: bool) -> DestDir:
     return DestDir(path, fd, st.st_dev, fresh, acl)
 
 
-def _place(parent_fd: int, tmp: str, name: str) -> None:
+def _open_made(parent_fd: int, name: str, path: str) -> DestDir:
+    """Open and describe the directory this batch just made as ``name``;
+    if that fails, remove it again (it is empty, and nothing else knows it)."""
+    try:
+        return _describe(path, os.open(name, _DIR_FLAGS, dir_fd=parent_fd), fresh=True)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.rmdir(name, dir_fd=parent_fd)
+        raise
+
+
+def _sweep(root: DestDir) -> None:
+    """Unlink, once more, failed jobs' files in ``root``'s tree whose unlink
+    failed at the time; raises if one is still there, because publishing
+    would put a torn file under its final name."""
+    for d in (root, *root.created):
+        for name in d.debris:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=d.fd)
+        d.debris.clear()
+
+
+def _remove_tree(parent_fd: int, name: str) -> None:
+    """Best-effort removal of the staged directory ``name`` and everything
+    in it. Never follows a symlink: entries are unlinked, not walked into,
+    unless they are real directories (opened O_NOFOLLOW)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+        try:
+            with os.scandir(fd) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            for entry, is_dir in entries:
+                if is_dir:
+                    _remove_tree(fd, entry)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry, dir_fd=fd)
+        finally:
+            os.close(fd)
+        os.rmdir(name, dir_fd=parent_fd)
+
+
+def _place(parent_fd: int, tmp: str, name: str, missing: OSError | None = None) -> None:
     """Rename the staged directory ``tmp`` to ``name``, merging into a
     directory of that name that appeared meanwhile (never replacing one:
     plain rename(2) would silently swap out an empty directory someone else
@@ -190,6 +246,19 @@ def _place(parent_fd: int, tmp: str, name: str) -> None:
     try:
         target = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         try:
+            if missing is not None and os.fstat(target).st_dev != os.fstat(staged).st_dev:
+                # Not a directory that appeared meanwhile: a mount point the
+                # lookup said was missing (a FUSE root whose GETATTR failed
+                # with ENOENT), so the staged tree was built on the parent
+                # filesystem. No rename can cross into it (EXDEV, after part
+                # of the merge), and the error that explains it is the
+                # lookup's, so that is the one reported.
+                raise OSError(
+                    missing.errno,
+                    f"{missing.strerror} (said of a directory that exists, "
+                    "as a mount point)",
+                    missing.filename,
+                )
             _merge(staged, target)
         finally:
             os.close(target)

@@ -9,19 +9,19 @@ the umask or a default ACL would spoil the mode given to open().
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ._copy import copy_fd, temp_name
+from ._copy import discard, copy_fd, temp_name
 from ._materialize_dirs import DestDir, DirCache
 from ._materialize_policy import Attempt, CloneFd, PairPolicy
 from ._materialize_report import JobResult, JobStatus
 from ._outcome import ReflinkOutcome, classify
-from ._platform import close_quietly, create_dest, open_source, remove_created
+from ._platform import close_quietly, create_dest, open_source
 from ._reflink import source_gone
 
 __all__ = ["Context", "Dest", "ThreadStats", "run_source"]
@@ -174,6 +174,12 @@ def _each_dest(
         try:
             dst_fd = create_dest(name, want, dir_fd=ddir.fd)
         except OSError as err:
+            if err.errno != errno.EEXIST:
+                # open(O_CREAT|O_EXCL) can fail after the file was made: on
+                # FUSE the kernel sends CREATE, then a GETATTR whose error
+                # fails the open. Not for EEXIST: then the file there is
+                # not one we made.
+                _drop(ddir, name)
             ctx.finish(_fail(source, d, JobStatus.FAILED, _renamed(err, name, d), d.dest), d.job)
             continue
         step = "clone"
@@ -199,7 +205,7 @@ def _each_dest(
             if not umask_ok or ddir.has_default_acl:
                 os.fchmod(dst_fd, want)
         except BaseException as exc:
-            remove_created(name, dst_fd, dir_fd=ddir.fd)
+            _drop(ddir, name)
             close_quietly(dst_fd)
             if not isinstance(exc, OSError):
                 raise
@@ -217,10 +223,7 @@ def _each_dest(
             if not ddir.fresh:
                 os.replace(name, d.name, src_dir_fd=ddir.fd, dst_dir_fd=ddir.fd)
         except OSError as exc:
-            # The name is ours alone (a random temporary, or a name in a
-            # directory nobody else can reach yet), so unlink it by name.
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=ddir.fd)
+            _drop(ddir, name)
             ctx.finish(_fail(source, d, JobStatus.FAILED, _renamed(exc, name, d), d.dest), d.job)
             continue
         if ddir.root is not None:
@@ -245,6 +248,30 @@ def _each_dest(
             stats.shared += ctx.shared_bytes(src_fd) * len(cloned_here)
         except OSError:
             stats.shared_unknown = True
+
+
+def _drop(ddir: DestDir, name: str) -> None:
+    """Unlink a failed job's file by name.
+
+    By name, not through ``remove_created``'s identity check: that check
+    needs an fstat and a stat, and on a flaky filesystem (the very one that
+    just failed the job) either can fail, which made it skip the unlink and
+    strand the file. The check guards a name someone else may have renamed
+    onto; this one is ours alone -- a random temporary, or a name in a
+    staged directory that nobody else can reach until the publish.
+    """
+    if not ddir.fresh:
+        discard([name], ddir.fd)
+        return
+    try:
+        os.unlink(name, dir_fd=ddir.fd)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        # Under its final name in a staged directory: left there, the
+        # publish would show a torn file. The publish tries again, and
+        # keeps the directory back if it still cannot.
+        ddir.debris.append(name)
 
 
 def _copy(src_fd: int, dst_fd: int, size: int) -> int:

@@ -12,6 +12,8 @@ import errno
 import os
 from pathlib import Path
 
+import pytest
+
 import fakefs as fakefs_mod
 from probe._materialize import materialize
 from probe._materialize_report import JobStatus
@@ -106,3 +108,168 @@ def test_enospc_on_write_during_copy_leaves_no_partial_file(
     assert _leftovers(existing) == []
     # The directory made for the failed job is taken back, not left hidden.
     assert sorted(p.name for p in fakefs.backing.iterdir()) == ["old"]
+
+
+# --- failure paths found by the fault-schedule torture (tests/torture) ----
+
+
+def _cowprobe_entries(root: Path) -> list[str]:
+    """Every temporary or staged name below ``root``, at any depth."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if ".cowprobe-" in p.name)
+
+
+def _local_source(fakefs: fakefs_mod.FakeFS, name: str, size: int) -> Path:
+    # Beside the mount, not on it: only the dest side is under test here.
+    src = fakefs.backing.parent / "src" / name
+    src.parent.mkdir(exist_ok=True)
+    src.write_bytes(os.urandom(size))
+    return src
+
+
+def test_temporary_is_removed_when_the_create_fails_after_making_it(
+    fakefs: fakefs_mod.FakeFS,
+) -> None:
+    # FUSE's open(O_CREAT) is a CREATE followed by a GETATTR; failing the
+    # GETATTR fails the open, but the file exists. remove_created() could
+    # not have removed it (no descriptor), so the job must unlink it by name.
+    src = _local_source(fakefs, "a", 70_001)
+    (fakefs.backing / "wt").mkdir()
+    fakefs.add_fault("getattr:wt/.a.cowprobe-*.tmp:EIO:nth=1")
+    (res,) = materialize([(str(src), str(fakefs.mountpoint / "wt" / "a"))], workers=1).results
+    assert res.status is JobStatus.FAILED and res.errno == errno.EIO, res
+    assert res.path == str(fakefs.mountpoint / "wt" / "a")
+    assert fakefs.counters()["injected"] == 1
+    assert sorted(os.listdir(fakefs.backing / "wt")) == []
+
+
+def test_failed_job_in_a_staged_directory_is_not_published(fakefs: fakefs_mod.FakeFS) -> None:
+    # In a staged directory the dest is made under its final name; a job
+    # failing after its create must take the file back, or the publish
+    # renames a torn file into place beside its finished siblings.
+    a = _local_source(fakefs, "a", 70_001)
+    b = _local_source(fakefs, "b", 13)
+    fakefs.add_fault("getattr:.new.cowprobe-*.tmp/a:EIO:nth=1")
+    report = materialize(
+        [(str(a), str(fakefs.mountpoint / "new" / "a")),
+         (str(b), str(fakefs.mountpoint / "new" / "b"))],
+        workers=1,
+    )
+    ra, rb = report.results
+    assert ra.status is JobStatus.FAILED and ra.errno == errno.EIO, ra
+    assert rb.status is JobStatus.COPIED, rb
+    assert sorted(os.listdir(fakefs.backing / "new")) == ["b"]
+    assert (fakefs.backing / "new" / "b").read_bytes() == b.read_bytes()
+    assert _cowprobe_entries(fakefs.backing) == []
+
+
+def test_failed_fstat_of_a_new_staged_directory_removes_it(
+    fakefs: fakefs_mod.FakeFS,
+) -> None:
+    # The second GETATTR of the staged root is the fstat that describes it,
+    # after the directory was made and opened.
+    a = _local_source(fakefs, "a", 100)
+    fakefs.add_fault("getattr:.new.cowprobe-*.tmp:EIO:nth=2")
+    (res,) = materialize([(str(a), str(fakefs.mountpoint / "new" / "a"))], workers=1).results
+    assert res.status is JobStatus.FAILED and res.errno == errno.EIO, res
+    assert fakefs.counters()["injected"] == 1
+    assert os.listdir(fakefs.backing) == []
+
+
+@pytest.mark.parametrize("errname", ["EIO", "ENOSPC", "EACCES"])
+def test_publish_failure_fails_the_jobs_and_removes_the_staged_tree(
+    fakefs: fakefs_mod.FakeFS, errname: str
+) -> None:
+    a = _local_source(fakefs, "a", 70_001)
+    b = _local_source(fakefs, "b", 13)
+    fakefs.add_fault(f"rename:.new.cowprobe-*.tmp:{errname}")
+    report = materialize(
+        [(str(a), str(fakefs.mountpoint / "new" / "a")),
+         (str(b), str(fakefs.mountpoint / "new" / "x" / "b"))],
+        workers=1,
+    )
+    for r in report.results:
+        assert r.status is JobStatus.FAILED and r.errno == getattr(errno, errname), r
+        assert r.path is not None and r.path.startswith(str(fakefs.mountpoint / "new"))
+    # Finished files and all: the staged tree is private, so it goes, rather
+    # than stay as a hidden directory that nothing will ever remove.
+    assert os.listdir(fakefs.backing) == []
+
+
+# nth=2: the GETATTR of the root in the open of the root itself (the first
+# is in the open of the missing dir), so the batch stages the mount point and
+# the publish then meets it, on another filesystem: the merge branch. No
+# nth: every GETATTR of the root fails, the publish's open of it too.
+@pytest.mark.parametrize("trigger", [":nth=2", ""])
+def test_enoent_for_the_mount_root_reports_enoent_and_leaves_nothing_outside(
+    fakefs: fakefs_mod.FakeFS, trigger: str
+) -> None:
+    # A FUSE root whose GETATTR says ENOENT looks missing, so the batch
+    # stages it -- in the directory holding the mount point, another
+    # filesystem. The publish must then report the lookup's ENOENT (not
+    # the EXDEV of a merge across the mount) and take the staged tree back.
+    a = _local_source(fakefs, "a", 70_001)
+    outside = fakefs.mountpoint.parent
+    before = sorted(os.listdir(outside))
+    fakefs.add_fault(f"getattr:.:ENOENT{trigger}")
+    (res,) = materialize([(str(a), str(fakefs.mountpoint / "new" / "a"))], workers=1).results
+    fakefs.clear_faults()
+    assert res.status is JobStatus.FAILED and res.errno == errno.ENOENT, res
+    assert res.path is not None and res.path.startswith(str(fakefs.mountpoint))
+    assert ".cowprobe-" not in (res.error or ""), res.error
+    assert sorted(os.listdir(outside)) == before
+    assert os.listdir(fakefs.backing) == []
+
+
+def test_failed_staging_names_the_callers_directory(fakefs: fakefs_mod.FakeFS) -> None:
+    a = _local_source(fakefs, "a", 10)
+    fakefs.add_fault("mkdir:.new.cowprobe-*.tmp:EIO")
+    (res,) = materialize([(str(a), str(fakefs.mountpoint / "new" / "a"))], workers=1).results
+    assert res.status is JobStatus.FAILED and res.errno == errno.EIO, res
+    assert res.error is not None and str(fakefs.mountpoint / "new") in res.error, res.error
+    assert ".cowprobe-" not in res.error
+    assert os.listdir(fakefs.backing) == []
+
+
+def test_failed_unlink_in_a_staged_directory_is_retried_before_the_publish(
+    fakefs: fakefs_mod.FakeFS,
+) -> None:
+    a = _local_source(fakefs, "a", 70_001)
+    b = _local_source(fakefs, "b", 13)
+    fakefs.add_fault("write:.new.cowprobe-*.tmp/a:EIO:nth=1")
+    fakefs.add_fault("unlink:.new.cowprobe-*.tmp/a:EIO:nth=1")
+    ra, rb = materialize(
+        [(str(a), str(fakefs.mountpoint / "new" / "a")),
+         (str(b), str(fakefs.mountpoint / "new" / "b"))],
+        workers=1,
+    ).results
+    assert ra.status is JobStatus.FAILED and ra.errno == errno.EIO, ra
+    assert rb.status is JobStatus.COPIED, rb
+    assert fakefs.counters()["injected"] == 2
+    assert sorted(os.listdir(fakefs.backing / "new")) == ["b"]
+    assert _cowprobe_entries(fakefs.backing) == []
+
+
+def test_torn_file_that_cannot_be_unlinked_keeps_its_directory_unpublished(
+    fakefs: fakefs_mod.FakeFS,
+) -> None:
+    # The partial "a" cannot be removed at all: publishing the directory
+    # would show it under its final name, so nothing is published and the
+    # finished "b" fails too, with the errno that stopped it.
+    a = _local_source(fakefs, "a", 70_001)
+    b = _local_source(fakefs, "b", 13)
+    fakefs.add_fault("write:.new.cowprobe-*.tmp/a:EIO:nth=1")
+    fakefs.add_fault("unlink:.new.cowprobe-*.tmp/a:EACCES")
+    ra, rb = materialize(
+        [(str(a), str(fakefs.mountpoint / "new" / "a")),
+         (str(b), str(fakefs.mountpoint / "new" / "b"))],
+        workers=1,
+    ).results
+    fakefs.clear_faults()
+    assert ra.status is JobStatus.FAILED and ra.errno == errno.EIO, ra
+    assert rb.status is JobStatus.FAILED and rb.errno == errno.EACCES, rb
+    assert rb.path == str(fakefs.mountpoint / "new")
+    assert not (fakefs.backing / "new").exists()
+    # Only the staged directory with the file no unlink could remove (the
+    # rest of it was taken back) stays hidden.
+    left = _cowprobe_entries(fakefs.backing)
+    assert len(left) == 1 and sorted(os.listdir(fakefs.backing / left[0])) == ["a"]

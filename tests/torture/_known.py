@@ -12,21 +12,7 @@ from collections.abc import Sequence
 
 __all__ = ["KNOWN", "split_known"]
 
-KNOWN: tuple[tuple[str, re.Pattern[str], str], ...] = (
-    ("materialize", re.compile(r"\[flush:[^]]*\]: materialize raised"),
-     "probe/_materialize_worker.py: close() of the dest after its rename raises out of "
-     "materialize() (FUSE/NFS report failed write-back at close) instead of failing the job"),
-    ("materialize", re.compile(r"left a dest behind|left behind: .*/\.w[12]\.cowprobe-"),
-     "probe/_materialize_worker.py: in a staged (fresh) directory the dest is written under "
-     "its final name, and a failure after the create leaves the partial file, which the "
-     "publish then renames into place (or the staged dir stays)"),
-    ("materialize", re.compile(r"left behind: .*/w1/\.[^/]*\.cowprobe-"),
-     "probe/_materialize_worker.py: the temporary is removed with remove_created(), which "
-     "skips the unlink when its fstat/stat fails, and nothing removes it by name afterwards"),
-    ("materialize", re.compile(r"errno EXDEV, injected \['ENOENT'\]"),
-     "probe/_materialize_dirs.py: a failed lookup while publishing a staged directory "
-     "surfaces as EXDEV from the rename fallback instead of the real errno"),
-)
+KNOWN: tuple[tuple[str, re.Pattern[str], str], ...] = ()
 
 
 def split_known(problems: Sequence[str]) -> tuple[list[str], list[str]]:
