@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ._copy import discard, copy_fd, temp_name
+from ._copy import copy_fd, discard, temp_name
 from ._materialize_dirs import DestDir, DirCache
 from ._materialize_policy import Attempt, CloneFd, PairPolicy
 from ._materialize_report import JobResult, JobStatus
