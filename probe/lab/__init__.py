@@ -1,0 +1,46 @@
+"""The real-filesystem lab: loopback btrfs, XFS (reflink on and off) and ext4,
+plus a tmpfs, each a real kernel mount, built under one directory the lab owns.
+
+Why a lab and not fixtures that mock the kernel: the answers cowprobe
+classifies (EXDEV, EOPNOTSUPP, EINVAL for NOCOW, shared extents) come from the
+filesystems themselves and change between kernels. Asking them is the only
+test that means anything.
+
+Shape on disk (one lab)::
+
+    /tmp/cowprobe-lab-<pid>-<random>/
+        owner.json    pid + process start time + boot id of the owner
+        lock          flock'ed (shared) by the owner while it lives
+        images/       sparse image files, one per loop-backed filesystem
+        mnt/<kind>    the mountpoints
+        bind/...      bind mounts handed out by bind_mount()/readonly_bind()
+
+Several engineers run labs on one machine at the same time, so the lab only
+ever unmounts what lies under its own root and only detaches loop devices it
+can prove are backed by its own images. Leftovers of a lab whose owner died
+(SIGKILL, OOM, a CI runner pulled away) are reaped by ``cleanup_stale()``,
+which every new lab runs first; a lab whose owner is alive is never touched.
+
+Layout: ``_specs`` (kinds, mkfs specs, prerequisites), ``_mounts`` (mount(2),
+umount2(2), mountinfo), ``_loops`` (loop devices), ``_teardown`` (unmount,
+detach, delete a lab root), ``_owner`` (owner record, liveness, stale-lab
+reaping), ``_errors``, ``_lab`` (``Lab``, ``LabFs``). Standard library only.
+"""
+
+from ._errors import LabError, LabUnavailable
+from ._lab import Lab, LabFs
+from ._loops import arm_autoclear
+from ._owner import DEFAULT_BASE as DEFAULT_BASE
+from ._owner import cleanup_stale
+from ._specs import KINDS, missing_prerequisites
+
+__all__ = [
+    "KINDS",
+    "Lab",
+    "LabError",
+    "LabFs",
+    "LabUnavailable",
+    "arm_autoclear",
+    "cleanup_stale",
+    "missing_prerequisites",
+]
