@@ -37,8 +37,12 @@ def _fakefs() -> Any:
 @pytest.fixture
 def fake(cowprobe_lab: Lab) -> Iterator[tuple[Any, Path, Path]]:
     """(handle, mountpoint, backing): fakefs over a btrfs scratch directory."""
+    yield from _fakefs_over(cowprobe_lab, "btrfs")
+
+
+def _fakefs_over(cowprobe_lab: Lab, kind: str) -> Iterator[tuple[Any, Path, Path]]:
     fakefs = _fakefs()
-    backing = cowprobe_lab.scratch_dir("btrfs", "fakefs-data")
+    backing = cowprobe_lab.scratch_dir(kind, "fakefs-data")
     mnt = cowprobe_lab.scratch_dir("tmpfs", "fakefs-mnt")
     try:
         cm = fakefs.mount(backing, mnt)
@@ -197,19 +201,7 @@ def test_statfs_refused_leaves_identity_partial_not_a_crash(
 def fake_ext4(cowprobe_lab: Lab) -> Iterator[tuple[Any, Path, Path]]:
     """fakefs over ext4, which refuses misaligned O_DIRECT I/O with EINVAL
     (btrfs quietly falls back to buffered I/O and hides the bug)."""
-    fakefs = _fakefs()
-    backing = cowprobe_lab.scratch_dir("ext4", "fakefs-data")
-    mnt = cowprobe_lab.scratch_dir("tmpfs", "fakefs-mnt")
-    try:
-        cm = fakefs.mount(backing, mnt)
-        fs = cm.__enter__()
-    except Exception as err:
-        require(False, f"cannot mount fakefs (needs /dev/fuse and pyfuse3): {err}")
-        raise
-    try:
-        yield fs, mnt, backing
-    finally:
-        cm.__exit__(None, None, None)
+    yield from _fakefs_over(cowprobe_lab, "ext4")
 
 
 @pytest.mark.parametrize("targeted", [False, True])

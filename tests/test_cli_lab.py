@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _kernel_view import loops_under, mounts_under
 
 from probe.cli.lab import Expect, deviation
 from probe.lab import cleanup_stale
@@ -21,17 +22,6 @@ from probe.lab import cleanup_stale
 COWPROBE = [sys.executable, "-m", "probe.cli"]
 
 
-def mounts_under(root: Path) -> list[str]:
-    out = subprocess.run(
-        ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True
-    ).stdout
-    r = str(root)
-    return [m for m in out.splitlines() if m == r or m.startswith(r + "/")]
-
-
-def loops_under(root: Path) -> list[str]:
-    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if f"({root}/" in line]
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _kernel_view import loops_under, mounts_under
 
 from probe.lab import KINDS, Lab, LabUnavailable, cleanup_stale, missing_prerequisites
 
@@ -39,17 +40,6 @@ with Lab(sys.argv[2:], base_dir=sys.argv[1]) as lab:
 """
 
 
-def mounts_under(root: Path) -> list[str]:
-    out = subprocess.run(
-        ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True
-    ).stdout
-    r = str(root)
-    return [m for m in out.splitlines() if m == r or m.startswith(r + "/")]
-
-
-def loops_under(root: Path) -> list[str]:
-    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if f"({root}/" in line]
 
 
 def assert_gone(root: Path) -> None:
