@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,7 +193,9 @@ def test_statfs_refused_leaves_identity_partial_not_a_crash(
     assert rep["hardlink"].status is S and rep["reflink"].status is U
     rows = {r[0]: r[1] for r in identity_rows([rep])}
     assert rows["block size"] == rows["size"] == rows["free"] == "?"
-    jsonschema.validate(to_document([rep]), load_schema())
+    doc = to_document([rep])
+    jsonschema.validate(doc, load_schema())
+    assert "EACCES" in json.dumps(doc), "JSON readers must see why the fields are null"
     fs.clear_faults()
     _probe_dir_gone(mnt, backing)
 

@@ -68,6 +68,9 @@ def _identity(ident: Identity | None) -> dict[str, Any] | None:
         "available_bytes": ident.available_bytes,
         "name_max": ident.name_max,
         "read_only": ident.read_only,
+        # Why any of the fields above is null ("statvfs: EACCES ..."); empty
+        # when the identity is complete.
+        "unreadable": list(ident.unreadable),
     }
 
 
