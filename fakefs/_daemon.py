@@ -19,7 +19,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     report = _Reporter(args.ready_fd)
-    from ._mounts import CONTROL_DIR_PREFIX, MountError, check_backing, check_mountpoint
+    from ._mounts import MountError, check_backing, check_mountpoint, make_control_dir
     from ._rules import RuleError, parse_rule
 
     try:
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     # sends; ours must not strip more bits.
     os.umask(0)
 
-    ctl_dir = tempfile.mkdtemp(prefix=CONTROL_DIR_PREFIX)
+    ctl_dir, _ctl_lock = make_control_dir()  # the lock lives as long as we do
     sock_path = os.path.join(ctl_dir, "control.sock")
     options = set(pyfuse3.default_options)  # default_permissions
     options |= {f"fsname=fakefs:{sock_path}", "subtype=fakefs"}

@@ -5,21 +5,27 @@ Standard library only -- the client side uses it without pyfuse3.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "CONTROL_LOCK",
     "FSTYPE",
     "MountError",
     "MountInfo",
     "check_backing",
     "check_mountpoint",
     "find_mount",
+    "make_control_dir",
+    "reap_control_dirs",
     "unmount",
 ]
 
@@ -30,6 +36,58 @@ FSTYPE = "fuse.fakefs"
 SOURCE_PREFIX = "fakefs:"
 #: the daemon's private directory for its control socket
 CONTROL_DIR_PREFIX = "fakefs-ctl-"
+
+
+#: held (flock, exclusive) by the daemon for its whole life
+CONTROL_LOCK = "lock"
+
+
+def make_control_dir() -> tuple[str, int]:
+    """A private directory for a new daemon's control socket, plus the fd of
+    the lock that marks it as alive.
+
+    A SIGKILLed daemon runs no cleanup, and its directory would stay in the
+    temp dir forever. The lock is released by the kernel when the daemon
+    dies, however it dies, so the next daemon can tell live directories from
+    dead ones without guessing from ages or pids (which get reused).
+    """
+    reap_control_dirs()
+    ctl_dir = tempfile.mkdtemp(prefix=CONTROL_DIR_PREFIX)
+    fd = os.open(os.path.join(ctl_dir, CONTROL_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return ctl_dir, fd
+
+
+def reap_control_dirs(parent: str | None = None) -> list[str]:
+    """Remove control directories whose daemon is dead (its lock is free).
+
+    A directory without a lock file is skipped: it is a daemon between its
+    mkdtemp and its flock, microseconds from being live.
+    """
+    parent = parent or tempfile.gettempdir()
+    reaped: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return reaped
+    for name in names:
+        if not name.startswith(CONTROL_DIR_PREFIX):
+            continue
+        path = os.path.join(parent, name)
+        try:
+            fd = os.open(os.path.join(path, CONTROL_LOCK), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # held: its daemon is alive
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        reaped.append(path)
+    return reaped
 
 
 class MountError(ValueError):

@@ -480,3 +480,28 @@ def test_trace_is_bounded_but_counters_are_not(tmp_path: Path) -> None:
         # RELEASE arrives asynchronously after close(); compare only what
         # the kernel forwards synchronously.
         assert trace[-1]["seq"] > 5
+
+
+def test_dead_daemons_control_dir_is_reaped_and_live_ones_kept(tmp_path: Path) -> None:
+    from fakefs._mounts import reap_control_dirs
+    from fakefs._pytest import fakefs_prerequisites
+    from probe.pytest_plugin import require
+
+    for reason in fakefs_prerequisites():
+        require(False, reason)
+    dirs = [tmp_path / n for n in ("b1", "m1", "b2", "m2")]
+    for d in dirs:
+        d.mkdir()
+    with fakefs.mount(dirs[0], dirs[1]) as dead:
+        dead_ctl = os.path.dirname(dead.control)
+        # SIGKILL runs no cleanup of the daemon's own: only its lock, which
+        # the kernel drops, says it is gone.
+        os.kill(dead.pid, signal.SIGKILL)
+        assert dead.wait_daemon(30) == -signal.SIGKILL
+        assert os.path.isdir(dead_ctl)
+        with fakefs.mount(dirs[2], dirs[3]) as live:
+            assert not os.path.exists(dead_ctl), "a new daemon reaps dead control dirs"
+            live_ctl = os.path.dirname(live.control)
+            assert live_ctl not in reap_control_dirs()
+            assert os.path.isdir(live_ctl)
+            assert live.faults() == []  # and its channel still answers

@@ -195,7 +195,7 @@ _HOLD_FAKEFS = textwrap.dedent("""
     (root / "b").mkdir(); (root / "m").mkdir()
     cm = fakefs.mount(root / "b", root / "m")  # kept: collecting it would unmount
     fs = cm.__enter__()
-    print(json.dumps({"root": str(root), "daemon": fs.pid}), flush=True)
+    print(json.dumps({"root": str(root), "daemon": fs.pid, "control": fs.control}), flush=True)
     sys.stdin.read()
 """)
 
@@ -215,6 +215,7 @@ def _spawn(code: str, *args: str) -> tuple[subprocess.Popen[str], dict[str, obje
 
 
 def test_sigkilled_fakefs_daemon_and_holder_are_reaped_by_the_next_run(tmp_path: Path) -> None:
+    from fakefs._mounts import reap_control_dirs
     from fakefs._pytest import fakefs_prerequisites
 
     for reason in fakefs_prerequisites():
@@ -238,6 +239,11 @@ def test_sigkilled_fakefs_daemon_and_holder_are_reaped_by_the_next_run(tmp_path:
         assert reap_stale(base) == [root]
         assert mounts_under(root) == []
         assert not root.exists()
+        # The daemon's control directory lives outside the tree; fakefs
+        # itself reaps it (every new daemon does this first).
+        ctl_dir = os.path.dirname(str(info["control"]))
+        assert ctl_dir in reap_control_dirs()
+        assert not os.path.exists(ctl_dir)
     finally:
         if proc.poll() is None:
             proc.kill()
