@@ -66,7 +66,7 @@ class Attempt:
 class PairPolicy:
     """Reflink state for one (source st_dev, destination st_dev) pair."""
 
-    __slots__ = ("_lock", "_state", "disabled_errno", "einval_run")
+    __slots__ = ("_lock", "_state", "disabled_errno", "einval_run", "proven")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -74,15 +74,14 @@ class PairPolicy:
         self.einval_run = 0
         #: the errno that switched cloning off for this pair (None: still on)
         self.disabled_errno: int | None = None
+        #: has a clone on this pair ever succeeded? (A plain attribute, not a
+        #: property over ``_state``: the worker reads it once per dest. It
+        #: only ever goes False -> True, together with ``_state``.)
+        self.proven = False
 
     @property
     def enabled(self) -> bool:
         return self._state != _DISABLED
-
-    @property
-    def proven(self) -> bool:
-        """Has a clone on this pair ever succeeded?"""
-        return self._state == _ENABLED
 
     def clone(
         self, do_clone: CloneFd, dst_fd: int, src_fd: int, source_gone: Callable[[], bool]
@@ -115,6 +114,7 @@ class PairPolicy:
         att.cloned = True
         if self._state != _ENABLED:
             self._state = _ENABLED
+            self.proven = True
         self.einval_run = 0
         return att
 
@@ -162,6 +162,7 @@ class PairPolicy:
             att.errno = None
             if self._state != _ENABLED:
                 self._state = _ENABLED
+                self.proven = True
             self.einval_run = 0
             return att
         outcome = classify(err.errno, source_gone)

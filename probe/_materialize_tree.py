@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import operator
 import os
 import stat
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from ._copy import temp_name
 from ._platform import describe_mode
 
 __all__ = ["MirrorPlan", "make_symlink", "plan_mirror"]
+
+_BY_NAME = operator.attrgetter("name")
 
 
 @dataclass
@@ -53,26 +56,35 @@ def plan_mirror(src_dir: str, dest_dirs: Sequence[str]) -> MirrorPlan:
     while stack:
         rel = stack.pop()
         here = os.path.join(src_dir, rel) if rel else src_dir
-        for wt in dest_dirs:
-            plan.dirs.append(os.path.join(wt, rel) if rel else wt)
+        # The dest directories, each with its separator: every file's dest
+        # below is one concatenation (os.path.join per file per worktree was
+        # a measurable part of a 10 000-file mirror).
+        outs = [os.path.join(wt, rel) if rel else wt for wt in dest_dirs]
+        plan.dirs.extend(outs)
+        outs = [o + "/" if o and not o.endswith("/") else o for o in outs]
         try:
             with os.scandir(here) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=_BY_NAME)
         except OSError as err:
             if not rel:
                 raise
             plan.specials.append((here, f"unreadable directory ({err.strerror})"))
             continue
         subdirs = []
+        jobs = plan.jobs
         for e in entries:
-            sub = os.path.join(rel, e.name) if rel else e.name
-            if e.is_dir(follow_symlinks=False):
-                subdirs.append(sub)
+            name = e.name
+            # Regular files first: nearly every entry is one. With
+            # follow_symlinks=False the three tests are exclusive, so the
+            # order changes nothing else.
+            if e.is_file(follow_symlinks=False):
+                path = e.path
+                jobs.extend([(path, o + name) for o in outs])
+            elif e.is_dir(follow_symlinks=False):
+                subdirs.append(os.path.join(rel, name) if rel else name)
             elif e.is_symlink():
                 target = os.readlink(e.path)
-                plan.symlinks.extend((e.path, target, os.path.join(wt, sub)) for wt in dest_dirs)
-            elif e.is_file(follow_symlinks=False):
-                plan.jobs.extend((e.path, os.path.join(wt, sub)) for wt in dest_dirs)
+                plan.symlinks.extend((e.path, target, o + name) for o in outs)
             else:
                 mode = e.stat(follow_symlinks=False).st_mode
                 plan.specials.append((e.path, describe_mode(mode)))

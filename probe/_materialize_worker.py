@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
 
 from ._copy import copy_fd, discard, temp_name
@@ -24,7 +25,7 @@ from ._outcome import ReflinkOutcome, classify
 from ._platform import close_quietly, create_dest, open_source
 from ._reflink import source_gone
 
-__all__ = ["Context", "Dest", "ThreadStats", "run_source"]
+__all__ = ["Context", "Dest", "ThreadStats", "run_source", "run_unit"]
 
 
 class Dest(NamedTuple):
@@ -114,140 +115,175 @@ def _open(source: str) -> tuple[int, os.stat_result]:
 
 def run_source(ctx: Context, source: str, dests: list[Dest], stats: ThreadStats) -> None:
     """Materialize ``source`` into each of ``dests``; results go to ``ctx``."""
-    if ctx.stop.is_set():
-        return
-    try:
-        src_fd, st = _open(source)
-    except OSError as err:
-        vanished = classify(err.errno, lambda: source_gone(source)) is (
-            ReflinkOutcome.SOURCE_VANISHED
-        )
-        status = JobStatus.VANISHED if vanished else JobStatus.FAILED
-        for d in dests:
-            if ctx.stop.is_set():
-                return
-            ctx.finish(_fail(source, d, status, err, source), d.job)
-        return
-    try:
-        _each_dest(ctx, source, (src_fd, st), dests, stats)
-    finally:
-        # Read-only: a FLUSH error from FUSE/NFS here loses nothing of ours
-        # and must not abort the batch.
-        close_quietly(src_fd)
+    run_unit(ctx, [(source, dests)], stats)
 
 
-def _each_dest(
-    ctx: Context,
-    source: str,
-    opened: tuple[int, os.stat_result],
-    dests: list[Dest],
-    stats: ThreadStats,
-) -> None:
-    src_fd, st = opened
-    want = st.st_mode & 0o777 if ctx.mode is None else ctx.mode
-    # The umask only ever removes bits: if it removes none of ours, open()'s
-    # mode argument is already exact and the fchmod can be skipped.
-    umask_ok = ctx.umask is not None and not (want & ctx.umask) and want <= 0o777
-    size = st.st_size
-    dev = st.st_dev
-    gone = lambda: source_gone(source)  # noqa: E731 - one closure per source, not per dest
-    clone = ctx.clone
-    cloned_any = False
-    cloned_here: list[int] = []
+def _source_failed(ctx: Context, source: str, dests: list[Dest], err: OSError) -> None:
+    vanished = classify(err.errno, lambda: source_gone(source)) is (
+        ReflinkOutcome.SOURCE_VANISHED
+    )
+    status = JobStatus.VANISHED if vanished else JobStatus.FAILED
     for d in dests:
         if ctx.stop.is_set():
             return
-        hit = stats.route.get(d.parent)
-        if hit is None or hit[3] != dev:
-            try:
-                ddir = ctx.dirs.get(d.parent)
-            except OSError as err:
-                ctx.finish(_fail(source, d, JobStatus.FAILED, err, d.parent), d.job)
-                continue
-            key = (dev, ddir.dev)
-            counters = stats.pairs.get(key)
-            if counters is None:
-                counters = stats.pairs[key] = [0, 0, 0, 0]
-            hit = stats.route[d.parent] = (ddir, counters, ctx.pair(key), dev)
-        ddir, counters, policy, _dev = hit
-        name = d.name if ddir.fresh else temp_name(d.name)
+        ctx.finish(_fail(source, d, status, err, source), d.job)
+
+
+_new = tuple.__new__
+
+
+def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStats) -> None:
+    """Materialize each source of ``unit`` into each of its dests.
+
+    One function for the whole unit, not one call per source: the loops
+    below run once per file, and with one worktree a source has one dest,
+    so per-source set-up (bound methods, the batch's constants) cost as much
+    as the dest itself. What does not change per file is looked up once per
+    unit; what does not change per dest, once per source.
+    """
+    clone = ctx.clone
+    stopped = ctx.stop.is_set
+    route = stats.route
+    results = ctx.results
+    # Context.finish's extra work applies only to failures (stop_on_error)
+    # and to callers with a callback; without a callback a success is one
+    # list store.
+    on_result = ctx.on_result
+    used_roots = stats.used_roots
+    close = os.close
+    mode = ctx.mode
+    umask = ctx.umask
+    for source, dests in unit:
+        if stopped():
+            return
         try:
-            dst_fd = create_dest(name, want, dir_fd=ddir.fd)
+            src_fd, st = _open(source)
         except OSError as err:
-            if err.errno != errno.EEXIST:
-                # open(O_CREAT|O_EXCL) can fail after the file was made: on
-                # FUSE the kernel sends CREATE, then a GETATTR whose error
-                # fails the open. Not for EEXIST: then the file there is
-                # not one we made.
-                _drop(ddir, name)
-            ctx.finish(_fail(source, d, JobStatus.FAILED, _renamed(err, name, d), d.dest), d.job)
+            _source_failed(ctx, source, dests, err)
             continue
-        step = "clone"
         try:
-            if policy.proven:
-                # The common case, kept lean: one clone call, no lock, no
-                # Attempt unless it fails.
+            want = st.st_mode & 0o777 if mode is None else mode
+            # The umask only ever removes bits: if it removes none of ours,
+            # open()'s mode argument is already exact and the fchmod can be
+            # skipped.
+            umask_ok = umask is not None and not (want & umask) and want <= 0o777
+            size = st.st_size
+            dev = st.st_dev
+            # partial, not a lambda: made once per source, and it must bind
+            # this iteration's source.
+            gone = partial(source_gone, source)
+            cloned_count = 0
+            for d in dests:
+                if stopped():
+                    return
+                parent = d[2]
+                hit = route.get(parent)
+                if hit is None or hit[3] != dev:
+                    try:
+                        ddir = ctx.dirs.get(parent)
+                    except OSError as err:
+                        ctx.finish(_fail(source, d, JobStatus.FAILED, err, parent), d.job)
+                        continue
+                    key = (dev, ddir.dev)
+                    counters = stats.pairs.get(key)
+                    if counters is None:
+                        counters = stats.pairs[key] = [0, 0, 0, 0]
+                    hit = route[parent] = (ddir, counters, ctx.pair(key), dev)
+                ddir, counters, policy, _dev = hit
+                fresh = ddir.fresh
+                name = d.name if fresh else temp_name(d.name)
                 try:
-                    clone(dst_fd, src_fd)
-                    att = _CLONED
+                    dst_fd = create_dest(name, want, dir_fd=ddir.fd)
                 except OSError as err:
-                    att = policy.failed(err, clone, dst_fd, src_fd, gone)
-            else:
-                att = policy.clone(clone, dst_fd, src_fd, gone)
-            counters[0] += att.calls
-            counters[1] += att.failures
-            if att.cloned:
-                written = size
-            else:
-                step = "copy"
-                written = _copy(src_fd, dst_fd, size)
-            step = "finish"
-            if not umask_ok or ddir.has_default_acl:
-                os.fchmod(dst_fd, want)
-        except BaseException as exc:
-            _drop(ddir, name)
-            close_quietly(dst_fd)
-            if not isinstance(exc, OSError):
-                raise
-            failure = _renamed(exc, name, d)
-            if step != "finish" and failure.filename is None:
-                failure = OSError(failure.errno, failure.strerror, source, None, d.dest)
-            path = d.dest if step == "finish" else source
-            ctx.finish(_fail(source, d, JobStatus.FAILED, failure, path), d.job)
-            continue
-        try:
-            # Before the rename, and checked: NFS and FUSE report a failed
-            # write-back only here, and such a file must not replace a good
-            # dest (nor stay under its final name in a staged directory).
-            os.close(dst_fd)
-            if not ddir.fresh:
-                os.replace(name, d.name, src_dir_fd=ddir.fd, dst_dir_fd=ddir.fd)
-        except OSError as exc:
-            _drop(ddir, name)
-            ctx.finish(_fail(source, d, JobStatus.FAILED, _renamed(exc, name, d), d.dest), d.job)
-            continue
-        if ddir.root is not None:
-            stats.used_roots.add(ddir.root)
-        if att.cloned:
-            counters[2] += 1
-            cloned_any = True
-            cloned_here.append(d.job)
-            ctx.finish(JobResult(source, d.dest, JobStatus.CLONED, size), d.job)
-        else:
-            counters[3] += 1
-            ctx.finish(
-                JobResult(source, d.dest, JobStatus.COPIED, written, reflink_errno=att.errno),
-                d.job,
-            )
-    if cloned_any and ctx.measure_sharing:
-        # One FIEMAP of the source stands for all its clones: a clone
-        # references exactly the source's extents, so the source's shared
-        # extents are what each clone shares (btrfs inline extents, which a
-        # clone copies, show as not shared in both).
-        try:
-            stats.shared += ctx.shared_bytes(src_fd) * len(cloned_here)
-        except OSError:
-            stats.shared_unknown = True
+                    if err.errno != errno.EEXIST:
+                        # open(O_CREAT|O_EXCL) can fail after the file was made: on
+                        # FUSE the kernel sends CREATE, then a GETATTR whose error
+                        # fails the open. Not for EEXIST: then the file there is
+                        # not one we made.
+                        _drop(ddir, name)
+                    failure = _renamed(err, name, d)
+                    ctx.finish(_fail(source, d, JobStatus.FAILED, failure, d.dest), d.job)
+                    continue
+                step = "clone"
+                try:
+                    if policy.proven:
+                        # The common case, kept lean: one clone call, no lock, no
+                        # Attempt unless it fails.
+                        try:
+                            clone(dst_fd, src_fd)
+                            att = _CLONED
+                        except OSError as err:
+                            att = policy.failed(err, clone, dst_fd, src_fd, gone)
+                    else:
+                        att = policy.clone(clone, dst_fd, src_fd, gone)
+                    counters[0] += att.calls
+                    if att.failures:
+                        counters[1] += att.failures
+                    if att.cloned:
+                        written = size
+                    else:
+                        step = "copy"
+                        written = _copy(src_fd, dst_fd, size)
+                    step = "finish"
+                    if not umask_ok or ddir.has_default_acl:
+                        os.fchmod(dst_fd, want)
+                except BaseException as exc:
+                    _drop(ddir, name)
+                    close_quietly(dst_fd)
+                    if not isinstance(exc, OSError):
+                        raise
+                    failure = _renamed(exc, name, d)
+                    if step != "finish" and failure.filename is None:
+                        failure = OSError(failure.errno, failure.strerror, source, None, d.dest)
+                    path = d.dest if step == "finish" else source
+                    ctx.finish(_fail(source, d, JobStatus.FAILED, failure, path), d.job)
+                    continue
+                try:
+                    # Before the rename, and checked: NFS and FUSE report a failed
+                    # write-back only here, and such a file must not replace a good
+                    # dest (nor stay under its final name in a staged directory).
+                    close(dst_fd)
+                    if not fresh:
+                        os.replace(name, d.name, src_dir_fd=ddir.fd, dst_dir_fd=ddir.fd)
+                except OSError as exc:
+                    _drop(ddir, name)
+                    failure = _renamed(exc, name, d)
+                    ctx.finish(_fail(source, d, JobStatus.FAILED, failure, d.dest), d.job)
+                    continue
+                root = ddir.root
+                if root is not None:
+                    used_roots.add(root)
+                # tuple.__new__, not JobResult(...): the NamedTuple's __new__ is one
+                # more Python frame per dest for the same object.
+                if att.cloned:
+                    counters[2] += 1
+                    cloned_count += 1
+                    res = _new(JobResult, (source, d[1], _CLONED_STATUS, size,
+                                           None, None, None, None))
+                else:
+                    counters[3] += 1
+                    res = _new(JobResult, (source, d[1], _COPIED_STATUS, written, None, None, None,
+                                           att.errno))
+                results[d[0]] = res
+                if on_result is not None:
+                    on_result(res)
+            if cloned_count and ctx.measure_sharing:
+                # One FIEMAP of the source stands for all its clones: a clone
+                # references exactly the source's extents, so the source's shared
+                # extents are what each clone shares (btrfs inline extents, which a
+                # clone copies, show as not shared in both).
+                try:
+                    stats.shared += ctx.shared_bytes(src_fd) * cloned_count
+                except OSError:
+                    stats.shared_unknown = True
+        finally:
+            # Read-only: a FLUSH error from FUSE/NFS here loses nothing of
+            # ours and must not abort the batch.
+            close_quietly(src_fd)
+
+
+_CLONED_STATUS = JobStatus.CLONED
+_COPIED_STATUS = JobStatus.COPIED
 
 
 def _drop(ddir: DestDir, name: str) -> None:
