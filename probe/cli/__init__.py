@@ -36,13 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cowprobe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"probe.cli.{name}")
-        except ModuleNotFoundError as err:  # a subcommand still being written
-            if err.name != f"probe.cli.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"probe.cli.{name}").register(sub)
     return parser
 
 
