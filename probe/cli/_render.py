@@ -154,10 +154,3 @@ def progress(
                 bar.update(task, advance=n, label=label or "")
 
         yield _Bar()
-
-
-def iterate(items: Sequence[T], description: str) -> Iterator[T]:
-    with progress(description, len(items)) as bar:
-        for item in items:
-            yield item
-            bar.advance(label=str(item))

@@ -26,7 +26,7 @@ relative to the fakefs mount root, filled in by the runner.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "LAB_PLACES",
@@ -157,7 +157,6 @@ class Scenario:
     real: tuple[Variant, ...] | NotHere
     simulated: tuple[Variant, ...] | NotHere
     notes: str = ""
-    tags: tuple[str, ...] = field(default=())
 
     def column(self, column: Column) -> tuple[Variant, ...] | NotHere:
         return self.real if column is Column.REAL else self.simulated
