@@ -29,7 +29,7 @@ def _boot_id() -> str:
         return ""
 
 
-def _start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int) -> int | None:
     """The start time of live process ``pid`` (clock ticks after boot);
     None if there is no such process or only its zombie is left."""
     try:
@@ -49,23 +49,23 @@ def _owner_alive(root: Path, name_pid: int) -> bool:
         owner = json.loads((root / _OWNER).read_text())
         pid, ticks, boot = int(owner["pid"]), int(owner["start_ticks"]), str(owner["boot_id"])
     except FileNotFoundError:
-        return _start_ticks(name_pid) is not None
+        return start_ticks(name_pid) is not None
     except (OSError, ValueError, KeyError, TypeError):
         # Unreadable or torn: all we know is the pid in the name. Treat a
         # live pid as the owner; mistaking a dead lab for live only delays
         # its cleanup, the reverse would destroy someone's running tests.
-        return _start_ticks(name_pid) is not None
+        return start_ticks(name_pid) is not None
     if boot != _boot_id():
         return False
     # pid AND start time: a recycled pid belongs to a different process.
-    return _start_ticks(pid) == ticks
+    return start_ticks(pid) == ticks
 
 
 def write_owner(root: Path) -> None:
     pid = os.getpid()
     doc = {
         "pid": pid,
-        "start_ticks": _start_ticks(pid),
+        "start_ticks": start_ticks(pid),
         "boot_id": _boot_id(),
         "created": time.time(),
     }

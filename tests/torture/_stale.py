@@ -19,21 +19,16 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+# One liveness rule for every "is the owner still alive" question: pid plus
+# start time, and a zombie counts as dead (PID 1 may never reap it).
+from probe.lab._owner import start_ticks
+
 __all__ = ["PREFIX", "fakefs_mounts_under", "new_base", "reap_stale"]
 
 PREFIX = "cowprobe-torture-"
 _NAME = re.compile(rf"^{re.escape(PREFIX)}(\d+)-\w+$")
 _OWNER = "owner"
 _OCTAL = re.compile(r"\\([0-7]{3})")
-
-
-def _start_ticks(pid: int) -> int | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may contain spaces and ")"; fields resume after the last ")".
-    return int(text.rsplit(")", 1)[1].split()[19])
 
 
 def _owner_alive(root: Path, name_pid: int) -> bool:
@@ -43,9 +38,9 @@ def _owner_alive(root: Path, name_pid: int) -> bool:
     except (OSError, ValueError):
         # Not written yet (the instant after mkdtemp) or unreadable: trust
         # the pid in the name, so a live owner is never reaped.
-        return _start_ticks(name_pid) is not None
+        return start_ticks(name_pid) is not None
     # Same pid but another start time: a recycled pid, the owner is dead.
-    return _start_ticks(pid) == ticks
+    return start_ticks(pid) == ticks
 
 
 def _mounts() -> list[tuple[str, str]]:
@@ -107,7 +102,7 @@ def new_base(parent: Path | None = None) -> Path:
     parent = Path(tempfile.gettempdir()) if parent is None else parent
     reap_stale(parent)
     root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent))
-    ticks = _start_ticks(os.getpid())
+    ticks = start_ticks(os.getpid())
     with contextlib.suppress(OSError):
         (root / _OWNER).write_text(f"{os.getpid()} {ticks}\n")
     return root
