@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import os
 import struct
@@ -246,8 +247,6 @@ def statx(fd: int, mask: int = STATX_BTIME) -> Statx:
     """statx(2) on the open ``fd`` (AT_EMPTY_PATH); ENOSYS before glibc 2.28."""
     fn = getattr(_libc(), "statx", None)
     if fn is None:
-        import errno
-
         raise OSError(errno.ENOSYS, "statx is not in this C library")
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
     fn.restype = ctypes.c_int

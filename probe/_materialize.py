@@ -21,6 +21,7 @@ out of each other's directory locks.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -295,8 +296,6 @@ def _clone_fn() -> CloneFd:
         return _linux.ficlone
 
     def unsupported(dst_fd: int, src_fd: int) -> None:
-        import errno
-
         raise OSError(errno.ENOTSUP, "the batch materializer clones on Linux only")
 
     return unsupported

@@ -300,7 +300,8 @@ def _rename_noreplace(src: str, dst: str, src_fd: int, dst_fd: int | None = None
         _linux.renameat2(src, dst, _linux.RENAME_NOREPLACE, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
     except OSError as err:
         # EINVAL: this filesystem (some FUSE daemons) has no RENAME_NOREPLACE;
-        # check-then-rename is racy but is the best it allows.
+        # ENOSYS: the kernel has no renameat2. Check-then-rename is racy but
+        # is the best either allows.
         if err.errno not in (errno.EINVAL, errno.ENOSYS):
             raise
         try:

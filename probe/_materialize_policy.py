@@ -111,7 +111,11 @@ class PairPolicy:
             do_clone(dst_fd, src_fd)
         except OSError as err:
             return self._failed(err, att, do_clone, dst_fd, src_fd, source_gone=source_gone)
+        return self._succeeded(att)
+
+    def _succeeded(self, att: Attempt) -> Attempt:
         att.cloned = True
+        att.errno = None
         if self._state != _ENABLED:
             self._state = _ENABLED
             self.proven = True
@@ -158,13 +162,7 @@ class PairPolicy:
             except OSError as again:
                 err = again
                 continue
-            att.cloned = True
-            att.errno = None
-            if self._state != _ENABLED:
-                self._state = _ENABLED
-                self.proven = True
-            self.einval_run = 0
-            return att
+            return self._succeeded(att)
         outcome = classify(err.errno, source_gone)
         if outcome is None:
             raise err

@@ -25,7 +25,7 @@ from ._outcome import ReflinkOutcome, classify
 from ._platform import close_quietly, create_dest, open_source
 from ._reflink import source_gone
 
-__all__ = ["Context", "Dest", "ThreadStats", "run_source", "run_unit"]
+__all__ = ["Context", "Dest", "ThreadStats", "run_unit"]
 
 
 class Dest(NamedTuple):
@@ -111,11 +111,6 @@ def _open(source: str) -> tuple[int, os.stat_result]:
         # more look (it may have been replaced by rename meanwhile). If this
         # fails too, the bytes are really gone and the job says so.
         return open_source(source)
-
-
-def run_source(ctx: Context, source: str, dests: list[Dest], stats: ThreadStats) -> None:
-    """Materialize ``source`` into each of ``dests``; results go to ``ctx``."""
-    run_unit(ctx, [(source, dests)], stats)
 
 
 def _source_failed(ctx: Context, source: str, dests: list[Dest], err: OSError) -> None:

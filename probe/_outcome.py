@@ -18,6 +18,7 @@ import enum
 import errno as _errno
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 __all__ = [
     "ErrnoTable",
@@ -63,7 +64,9 @@ class ErrnoTable:
     EINVAL: int
     EAGAIN: int
 
-    @property
+    # Cached: classify() asks once per failed clone, and a batch of NOCOW
+    # files fails one clone per file.
+    @cached_property
     def unsupported(self) -> frozenset[int]:
         # EXDEV: the two paths are on different filesystems (and, before
         #   Linux 5.18, on two mounts of the same one).

@@ -4,8 +4,11 @@ bookkeeping, so a leak the lab does not know about still shows."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
+
+from probe._linux import get_inode_flags, set_inode_flags
 
 
 def mounts_under(root: Path) -> list[str]:
@@ -19,3 +22,20 @@ def mounts_under(root: Path) -> list[str]:
 def loops_under(root: Path) -> list[str]:
     out = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if f"({root}/" in line]
+
+
+def dir_flags(path: Path, add: int = 0, remove: int = 0) -> int:
+    """A directory's inode flags (chattr), after adding/removing some.
+
+    New files inherit FS_NOCOW_FL from their directory; FS_IMMUTABLE_FL
+    makes the kernel refuse every change in it (EPERM, even for root).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = get_inode_flags(fd)
+        if add or remove:
+            flags = (flags | add) & ~remove
+            set_inode_flags(fd, flags)
+        return flags
+    finally:
+        os.close(fd)

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _kernel_view import dir_flags
 
 from probe import SpecialFileError, clonefile_or_copy
-from probe._linux import FS_IMMUTABLE_FL, FS_NOCOW_FL, get_inode_flags, set_inode_flags
+from probe._linux import FS_IMMUTABLE_FL, FS_NOCOW_FL, get_inode_flags
 from probe.lab import KINDS, Lab
 
 SIZE = 256 * 1024
@@ -34,14 +35,6 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> Path:
     finally:
         os.close(fd)
     return path
-
-
-def set_dir_flags(path: Path, add: int = 0, remove: int = 0) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        set_inode_flags(fd, (get_inode_flags(fd) | add) & ~remove)
-    finally:
-        os.close(fd)
 
 
 def mode_of(path: Path) -> int:
@@ -149,9 +142,16 @@ def test_across_filesystems_copies(lab: Lab, src_kind: str, dst_kind: str) -> No
 def test_into_a_nocow_directory_copies(lab: Lab) -> None:
     src = write_file(lab.scratch_dir("btrfs", "cloc") / "src", os.urandom(SIZE))
     nocow = lab.scratch_dir("btrfs", "cloc-nocow")
-    set_dir_flags(nocow, add=FS_NOCOW_FL)
+    dir_flags(nocow, add=FS_NOCOW_FL)
     assert clonefile_or_copy(src, nocow / "dst") is False
     assert (nocow / "dst").read_bytes() == src.read_bytes()
+    # Copied for the reason under test: the dest really is NOCOW (the
+    # temporary it was built as inherited the directory's +C).
+    fd = os.open(nocow / "dst", os.O_RDONLY)
+    try:
+        assert get_inode_flags(fd) & FS_NOCOW_FL
+    finally:
+        os.close(fd)
 
 
 # -------------------------------------------------- failures keep the dest
@@ -254,11 +254,11 @@ def test_readonly_destination_is_erofs_and_keeps_dest(lab: Lab) -> None:
 def immutable_dir(lab: Lab) -> Iterator[Path]:
     d = lab.scratch_dir("btrfs", "cloc-immutable")
     write_file(d / "dst", b"old bytes")
-    set_dir_flags(d, add=FS_IMMUTABLE_FL)
+    dir_flags(d, add=FS_IMMUTABLE_FL)
     try:
         yield d
     finally:
-        set_dir_flags(d, remove=FS_IMMUTABLE_FL)  # root cannot remove it otherwise
+        dir_flags(d, remove=FS_IMMUTABLE_FL)  # root cannot remove it otherwise
 
 
 def test_immutable_directory_is_eperm_and_keeps_dest(lab: Lab, immutable_dir: Path) -> None:

@@ -35,6 +35,8 @@ def test_eagain_is_retried_then_copied_and_never_disables() -> None:
     p = PairPolicy()
     att = p.clone(_failing(errno.EAGAIN, errno.EAGAIN, None), 0, 0, _never_gone)
     assert att.cloned and att.calls == 3 and att.failures == 2
+    # A clone that finally succeeded carries no errno: a copy did not happen.
+    assert att.errno is None and p.proven
     for _ in range(3):
         att = p.clone(_failing(*[errno.EAGAIN] * 4), 0, 0, _never_gone)
         assert not att.cloned and att.calls == 4 and att.errno == errno.EAGAIN

@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _kernel_view import dir_flags
 
 from probe import ReflinkOutcome, ReflinkResult, SpecialFileError, reflink, try_reflink
-from probe._linux import FS_IMMUTABLE_FL, FS_NOCOW_FL, get_inode_flags, set_inode_flags
+from probe._linux import FS_IMMUTABLE_FL, FS_NOCOW_FL, get_inode_flags
 from probe._linux import shared_bytes as _fd_shared_bytes
 from probe._outcome import HOST_ERRNOS
 from probe._platform import Platform, linux, open_source
@@ -49,18 +50,6 @@ def shared_bytes(path: Path) -> int:
     fd = os.open(path, os.O_RDONLY)
     try:
         return _fd_shared_bytes(fd)
-    finally:
-        os.close(fd)
-
-
-def dir_flags(path: Path, add: int = 0, remove: int = 0) -> int:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = get_inode_flags(fd)
-        if add or remove:
-            flags = (flags | add) & ~remove
-            set_inode_flags(fd, flags)
-        return flags
     finally:
         os.close(fd)
 

@@ -74,7 +74,6 @@ class Lab:
         self._root: Path | None = None
         self._lock_fd: int | None = None
         self._fs: dict[str, LabFs] = {}
-        self._extra: list[LabFs] = []
         self._loops: list[Loop] = []
         self._counter = 0
         self._started = False
@@ -315,10 +314,7 @@ class Lab:
         if missing:
             raise LabUnavailable("; ".join(missing))
         self._require_root()
-        fs = self._build(kind, f"{kind}-tiny-{self._next()}", size_mb)
-        with self._lock:
-            self._extra.append(fs)
-        return fs
+        return self._build(kind, f"{kind}-tiny-{self._next()}", size_mb)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._root else "not started")

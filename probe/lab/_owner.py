@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import time
 import warnings
 from pathlib import Path
@@ -85,8 +86,9 @@ def _is_lab_root(entry: Path) -> int | None:
     except OSError:
         return None
     # /tmp is world-writable: only a real directory owned by us counts, never
-    # a symlink someone planted to aim the reaper at something else.
-    if not (os.path.isdir(entry) and not entry.is_symlink() and st.st_uid == os.geteuid()):
+    # a symlink someone planted to aim the reaper at something else. The
+    # lstat alone answers that: a second lookup by path could be raced.
+    if not (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()):
         return None
     return int(m.group(1))
 
