@@ -135,7 +135,7 @@ async def _run(d: _Daemon) -> None:
     from ._control import ControlServer
 
     initialised = trio.Event()
-    d.ops._on_init = initialised.set
+    d.ops.on_init = initialised.set
     listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await listener.bind(d.info["control"])
     listener.listen(16)

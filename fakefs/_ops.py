@@ -21,6 +21,8 @@ from typing import NoReturn
 import pyfuse3
 import trio
 
+from probe._linux import renameat2
+
 from ._faults import ArmedRule, FaultTable
 from ._trace import Trace
 
@@ -96,14 +98,15 @@ class FakeOps(pyfuse3.Operations):
         table: FaultTable,
         trace: Trace,
         cache_timeout: float = 60.0,
-        on_init: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.root = os.path.abspath(backing)
         self.table = table
         self.trace = trace
         self.timeout = cache_timeout
-        self._on_init = on_init
+        #: Called once the kernel's INIT is answered. Set by the daemon from
+        #: inside trio.run, where the event it signals has to be created.
+        self.on_init: Callable[[], None] | None = None
         st = os.lstat(self.root)
         root = Node(ROOT, (st.st_dev, st.st_ino), ".", ROOT, "")
         root.lookups = 1
@@ -116,8 +119,8 @@ class FakeOps(pyfuse3.Operations):
         self._euid = os.geteuid()
 
     def init(self) -> None:
-        if self._on_init is not None:
-            self._on_init()
+        if self.on_init is not None:
+            self.on_init()
 
     # -- helpers -------------------------------------------------------------
     def bpath(self, path: str) -> str:
@@ -342,9 +345,7 @@ class FakeOps(pyfuse3.Operations):
         node = self._node(inode)
         pid = ctx.pid
         armed = await self.pre_node("setattr", node, pid)
-        target: str | int = fh if fh is not None else self.bpath(node.path)
-        if fh is None and node.fds:
-            target = next(iter(node.fds))
+        target = fh if fh is not None else self._target(node)
         try:
             if fields.update_size:
                 os.truncate(target, attr.st_size)
@@ -403,7 +404,7 @@ class FakeOps(pyfuse3.Operations):
         node.lookups += 1
         node.vanished = None
         e = self.entry(node, st)
-        self.done(op, path, ctx.pid, armed)
+        self.done(op, path, ctx.pid, armed, node)
         return e
 
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
@@ -439,7 +440,7 @@ class FakeOps(pyfuse3.Operations):
         node.path, node.parent, node.name, node.gen = path, new_parent_inode, sname, -1
         node.lookups += 1
         e = self.entry(node, st)
-        self.done("link", path, ctx.pid, armed)
+        self.done("link", path, ctx.pid, armed, node)
         return e
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -482,8 +483,6 @@ class FakeOps(pyfuse3.Operations):
         try:
             src_st = os.lstat(src)
             if flags:
-                from probe._linux import renameat2
-
                 renameat2(src, dst, flags)
             else:
                 os.rename(src, dst)
@@ -570,7 +569,7 @@ class FakeOps(pyfuse3.Operations):
         node.vanished = None
         fi = self._file_info(fd, node, pid)
         e = self.entry(node, st)
-        self.done("create", path, pid, armed)
+        self.done("create", path, pid, armed, node)
         return fi, e
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -709,7 +708,9 @@ class FakeOps(pyfuse3.Operations):
         return out
 
     # -- extended attributes ---------------------------------------------------
-    def _xtarget(self, node: Node) -> str | int:
+    def _target(self, node: Node) -> str | int:
+        # An open fd still reaches a file whose path was unlinked or renamed
+        # behind the kernel's back (a vanish rule, another process).
         for fd in node.fds:
             return fd
         return self.bpath(node.path)
@@ -718,7 +719,7 @@ class FakeOps(pyfuse3.Operations):
                        ctx: pyfuse3.RequestContext) -> None:
         node = self._node(inode)
         armed = await self.pre_node("setxattr", node, ctx.pid)
-        target = self._xtarget(node)
+        target = self._target(node)
         try:
             if isinstance(target, int):
                 os.setxattr(target, name, value)
@@ -731,7 +732,7 @@ class FakeOps(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         node = self._node(inode)
         armed = await self.pre_node("getxattr", node, ctx.pid)
-        target = self._xtarget(node)
+        target = self._target(node)
         try:
             if isinstance(target, int):
                 value = os.getxattr(target, name)
@@ -745,7 +746,7 @@ class FakeOps(pyfuse3.Operations):
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
         node = self._node(inode)
         armed = await self.pre_node("listxattr", node, ctx.pid)
-        target = self._xtarget(node)
+        target = self._target(node)
         try:
             if isinstance(target, int):
                 names = os.listxattr(target)
@@ -759,7 +760,7 @@ class FakeOps(pyfuse3.Operations):
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self._node(inode)
         armed = await self.pre_node("removexattr", node, ctx.pid)
-        target = self._xtarget(node)
+        target = self._target(node)
         try:
             if isinstance(target, int):
                 os.removexattr(target, name)

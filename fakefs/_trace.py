@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import collections
-import errno as errno_mod
 import json
 from collections.abc import Iterable
 from typing import Any
+
+from probe._outcome import errno_name
 
 __all__ = ["Trace", "to_jsonl"]
 
 #: one record: seq, op, path, pid, errno (None = success), rule id
 Record = tuple[int, str, str, int, "int | None", "int | None"]
-
-
-def _errno_name(number: int) -> str:
-    return errno_mod.errorcode.get(number, f"E{number}")
 
 
 class Trace:
@@ -53,7 +50,7 @@ class Trace:
                 "op": op,
                 "path": path,
                 "pid": pid,
-                "result": "ok" if err is None else _errno_name(err),
+                "result": "ok" if err is None else errno_name(err),
                 "errno": err,
                 "rule": rule,
             }

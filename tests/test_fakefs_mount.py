@@ -505,3 +505,13 @@ def test_dead_daemons_control_dir_is_reaped_and_live_ones_kept(tmp_path: Path) -
             assert live_ctl not in reap_control_dirs()
             assert os.path.isdir(live_ctl)
             assert live.faults() == []  # and its channel still answers
+
+
+def test_trace_names_errnos_as_rules_do(fakefs: fakefs.FakeFS) -> None:
+    # Python's errno table names 95 ENOTSUP; a trace must say EOPNOTSUPP,
+    # the name the rule was written with and the kernel uses.
+    (fakefs.backing / "x").write_text("x\n")
+    rid = fakefs.add_fault("getxattr:x:EOPNOTSUPP")
+    assert _errno_of(lambda: os.getxattr(fakefs.mountpoint / "x", "user.k")) == errno.EOPNOTSUPP
+    fired = [r["result"] for r in fakefs.trace() if r["rule"] == rid]
+    assert fired == ["EOPNOTSUPP"]

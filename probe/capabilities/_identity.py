@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _linux
-from .._outcome import errno_name
+from ._context import describe_errno
 from ._model import Identity
 
 __all__ = ["MAGIC_NAMES", "MountEntry", "find_mount", "read_identity"]
@@ -154,7 +154,7 @@ def _statvfs(dir_fd: int, real_path: str) -> tuple[os.statvfs_result | None, str
         return os.statvfs(real_path), None
     except OSError as err:
         code = err.errno or errno.EIO
-        return None, f"statvfs: {errno_name(code)} ({os.strerror(code)})"
+        return None, f"statvfs: {describe_errno(code)}"
 
 
 def read_identity(dir_fd: int, real_path: str) -> Identity:

@@ -67,6 +67,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 #: Removal walks of the private directory before what remains is reported
 #: as a leftover; see ``_PrivateDir.remove``.
 _REMOVE_PASSES = 3
+_READ_ONLY = "read-only filesystem: nothing can be created here to try anything"
 
 
 def capability_specs() -> tuple[ProbeSpec, ...]:
@@ -140,6 +141,15 @@ def _identity(p: str, fd: int, real: str) -> Identity:
                              f"{describe_errno(err.errno)}") from None
 
 
+def _unlink(name: str, dir_fd: int, errors: list[str]) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass  # already gone: what removal wanted
+    except OSError as err:
+        errors.append(f"unlink {name}: {describe_errno(err.errno)}")
+
+
 def _remove_tree(parent_fd: int, name: str, errors: list[str]) -> None:
     """Remove ``name`` under ``parent_fd``, never following a symlink."""
     try:
@@ -149,12 +159,7 @@ def _remove_tree(parent_fd: int, name: str, errors: list[str]) -> None:
             return
         if err.errno in (errno.ENOTDIR, errno.ELOOP):
             # A file or a symlink: unlink the entry itself, not its target.
-            try:
-                os.unlink(name, dir_fd=parent_fd)
-            except FileNotFoundError:
-                pass
-            except OSError as err2:
-                errors.append(f"unlink {name}: {describe_errno(err2.errno)}")
+            _unlink(name, parent_fd, errors)
             return
         errors.append(f"open {name}: {describe_errno(err.errno)}")
         return
@@ -165,12 +170,7 @@ def _remove_tree(parent_fd: int, name: str, errors: list[str]) -> None:
             if is_dir:
                 _remove_tree(fd, child, errors)
             else:
-                try:
-                    os.unlink(child, dir_fd=fd)
-                except FileNotFoundError:
-                    pass
-                except OSError as err:
-                    errors.append(f"unlink {child}: {describe_errno(err.errno)}")
+                _unlink(child, fd, errors)
     except OSError as err:
         errors.append(f"list {name}: {describe_errno(err.errno)}")
     finally:
@@ -285,8 +285,7 @@ def _blanket(specs: Iterable[tuple[str, str, str]], reason: str, code: int | Non
 
 def _limitation(identity: Identity) -> tuple[str, int] | None:
     if identity.read_only:
-        return ("read-only filesystem: nothing can be created here to try anything",
-                errno.EROFS)
+        return _READ_ONLY, errno.EROFS
     return None
 
 
@@ -296,8 +295,7 @@ def _create_private(fd: int, path: str) -> tuple[_PrivateDir | None, tuple[str, 
     except OSError as err:
         code = err.errno or errno.EIO
         if code == errno.EROFS:
-            return None, ("read-only filesystem: nothing can be created here to try anything",
-                          code)
+            return None, (_READ_ONLY, code)
         return None, (f"cannot create a probe directory in {path}: {describe_errno(code)}", code)
 
 

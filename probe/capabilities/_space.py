@@ -34,12 +34,13 @@ def fallocate(ctx: ProbeContext, t: Trial) -> Capability:
     except OSError as err:
         return t.failed(err, "fallocate")
     st = os.fstat(fd)
-    t.note(f"fstat({name}) -> size {st.st_size}, allocated {st.st_blocks * 512}")
-    if st.st_size != _PREALLOC:
-        return t.unsupported(f"fallocate succeeded but the size is {st.st_size}, not {_PREALLOC}")
-    if st.st_blocks * 512 < _PREALLOC:
+    size, allocated = st.st_size, st.st_blocks * 512
+    t.note(f"fstat({name}) -> size {size}, allocated {allocated}")
+    if size != _PREALLOC:
+        return t.unsupported(f"fallocate succeeded but the size is {size}, not {_PREALLOC}")
+    if allocated < _PREALLOC:
         return t.unsupported(
-            f"fallocate succeeded but only {st.st_blocks * 512} of {_PREALLOC} bytes are allocated"
+            f"fallocate succeeded but only {allocated} of {_PREALLOC} bytes are allocated"
         )
     return t.supported()
 

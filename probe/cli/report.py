@@ -40,7 +40,6 @@ from probe.capabilities import (
     CapabilityReport,
     PairReport,
     ProbePathError,
-    Status,
     probe_capabilities,
     probe_pair,
     resolve_names,
@@ -185,11 +184,12 @@ def lab_reports(only: Sequence[str] | None = None, *,
         reports.append(_fakefs_report(lab, only))
         bar.advance(label=FAKEFS_LABEL)
         for label, a_kind, b_spec in _LAB_PAIRS:
-            if a_kind not in lab or b_spec.removeprefix("bind:") not in lab:
+            b_kind = b_spec.removeprefix("bind:")
+            if a_kind not in lab or b_kind not in lab:
                 continue
             a = lab.scratch_dir(a_kind, "pair")
-            b = (lab.bind_mount(b_spec[5:]) if b_spec.startswith("bind:")
-                 else lab.scratch_dir(b_spec, "pair"))
+            b = (lab.bind_mount(b_kind) if b_spec.startswith("bind:")
+                 else lab.scratch_dir(b_kind, "pair"))
             pairs.append(probe_pair(a, b, label=label))
             bar.advance(label=label)
     return reports, pairs
@@ -255,6 +255,5 @@ def _print_details(reps: Sequence[CapabilityReport | PairReport]) -> None:
             mark = {"supported": "+", "unsupported": "-"}.get(cap.status.value, "?")
             why = f": {cap.reason}" if cap.reason else ""
             print(f"  {mark} {cap.title} [{cap.status.value}]{why}")
-            if cap.status is not Status.SUPPORTED or cap.evidence:
-                for line in cap.evidence:
-                    print(f"      {line}")
+            for line in cap.evidence:
+                print(f"      {line}")

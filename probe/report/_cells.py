@@ -7,7 +7,7 @@ follows in parentheses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..capabilities import Capability, CapabilityReport, Identity, PairReport, Status
 
@@ -56,8 +56,7 @@ def _fstype(ident: Identity) -> str:
 
 
 def identity_rows(reports: Sequence[CapabilityReport]) -> list[list[str]]:
-    def col(fn: object) -> list[str]:
-        assert callable(fn)
+    def col(fn: Callable[[Identity], str]) -> list[str]:
         return [fn(r.identity) if r.identity is not None else "—" for r in reports]
 
     def opts(i: Identity) -> str:
