@@ -18,7 +18,8 @@ one leaked here stays attached on the host.
 
 Exit status: the command's (128+N if a signal N ended it); 3 when the
 container lacks what the lab needs (the message names the capability or
-device and the ``docker run`` flag that grants it); 1 when teardown failed.
+device and the ``docker run`` flag that grants it); 2 for a bad ``$FS``;
+1 when the lab build or its teardown failed.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from probe.lab import Lab, LabError, LabUnavailable, cleanup_stale, missing_prerequisites
+from probe.conformance._mounts import mount_of
+from probe.lab import KINDS, Lab, LabError, LabUnavailable, cleanup_stale, missing_prerequisites
 
 _PROG = "cowprobe-entrypoint"
 EXIT_MISSING = 3
@@ -117,13 +119,8 @@ def _existing_loops() -> dict[int, tuple[int, int]]:
 
 
 def _dev_is_devtmpfs() -> bool:
-    fstype = ""
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        if len(fields) > 4 and fields[4] == "/dev" and right:
-            fstype = right.split()[0]  # the last mount on /dev is the visible one
-    return fstype == "devtmpfs"
+    info = mount_of("/dev")
+    return info is not None and info.fstype == "devtmpfs"
 
 
 def ensure_loop_nodes() -> list[str]:
@@ -367,7 +364,7 @@ def parse_fs(value: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Step:
-    """One default check: a cowprobe subcommand, run if this build has it.
+    """One default check: a cowprobe subcommand.
 
     ``argv(out)`` is the command line; with an /out directory, ``tee`` names
     the file (in /out) that also receives the command's stdout.
@@ -393,12 +390,7 @@ def _report_argv(out: Path | None) -> list[str]:
     return argv
 
 
-def _matrix_argv(out: Path | None) -> list[str]:
-    return ["cowprobe", "lab", "matrix"]
-
-
-#: The default checks, in order. A step whose subcommand this build lacks is
-#: skipped with a note; ``FALLBACK_STEPS`` run only when every main step is missing.
+#: The default checks, in order.
 DEFAULT_STEPS: tuple[Step, ...] = (
     Step(
         "conformance: every outcome path on real and simulated filesystems",
@@ -408,40 +400,16 @@ DEFAULT_STEPS: tuple[Step, ...] = (
     ),
     Step("lab support report", "report", _report_argv, tee="report.md"),
 )
-FALLBACK_STEPS: tuple[Step, ...] = (
-    Step("reflink outcome matrix over the lab", "lab", _matrix_argv),
-)
-
-
-def _available_subcommands() -> set[str]:
-    from probe.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._actions:  # argparse has no public accessor for subparsers
-        choices = getattr(action, "choices", None)
-        if isinstance(choices, dict):
-            return set(choices)
-    return set()
 
 
 def default_mode(out: Path | None) -> int:
     try:
-        preflight(("btrfs", "xfs", "xfs-noreflink", "ext4", "tmpfs"), need_fuse=True)
+        preflight(KINDS, need_fuse=True)
     except Missing as err:
         _say(f"cannot run the lab: {err}")
         return EXIT_MISSING
-    have = _available_subcommands()
-    steps = [s for s in DEFAULT_STEPS if s.subcommand in have]
-    for s in DEFAULT_STEPS:
-        if s.subcommand not in have:
-            _say(f"skipping {s.title}: this build has no `cowprobe {s.subcommand}`")
-    if not steps:
-        steps = [s for s in FALLBACK_STEPS if s.subcommand in have]
-    if not steps:
-        _say("no default check is available in this build")
-        return 1
     worst = 0
-    for step in steps:
+    for step in DEFAULT_STEPS:
         argv = step.argv(out)
         _say(f"== {step.title}: {' '.join(argv)}")
         tee = out / step.tee if out is not None and step.tee else None

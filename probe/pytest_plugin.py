@@ -32,12 +32,12 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import pytest
 
-if TYPE_CHECKING:
-    from probe.lab import Lab
+from probe.lab import KINDS as _KINDS
+from probe.lab import Lab, LabUnavailable, missing_prerequisites
 
 __all__ = [
     "DirPair",
@@ -54,7 +54,6 @@ __all__ = [
     "xfs_noreflink_dir",
 ]
 
-_KINDS: tuple[str, ...] = ("btrfs", "xfs", "xfs-noreflink", "ext4", "tmpfs")
 _REFLINK_KINDS: tuple[str, ...] = ("btrfs", "xfs")
 
 _MARKERS = (
@@ -108,8 +107,6 @@ class _Session:
             return self.labs[kind]
         if kind in self.lab_errors:
             _missing(self.lab_errors[kind])
-        from probe.lab import Lab, LabUnavailable
-
         lab = Lab(kinds=(kind,))
         try:
             lab.start()
@@ -156,15 +153,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def _redirect_tmp(config: pytest.Config, kind: str) -> None:
     # tryfirst: pytest's own tmp_path plugin reads --basetemp in its
     # pytest_configure; ours must have set it by then.
-    from probe.lab import LabUnavailable
-
     state = _session(config)
     try:
         lab = state.lab_for(kind)
     except (pytest.skip.Exception, pytest.fail.Exception) as err:
+        # lab_for turns LabUnavailable into a skip/fail naming what is missing.
         raise pytest.UsageError(f"--cowprobe-tmp-fs={kind}: {err.msg}") from None
-    except LabUnavailable as err:  # pragma: no cover - lab_for converts it
-        raise pytest.UsageError(f"--cowprobe-tmp-fs={kind}: {err}") from None
     root = lab.scratch_dir(kind, "session")
     state.tmp_fs = kind
     state.tmp_dir = root
@@ -223,7 +217,6 @@ def _fs_line(path: Path) -> str:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from probe.conformance import fuse_missing
-    from probe.lab import missing_prerequisites
 
     lines = []
     state = _session(config)
@@ -299,8 +292,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             _missing(f"needs FUSE: {why}")
     kinds = _marker_kinds(item)
     if kinds and "lab_dir" not in getattr(item, "fixturenames", ()):
-        from probe.lab import missing_prerequisites
-
         for kind in kinds:
             lacking = missing_prerequisites((kind,))
             if lacking:
@@ -312,7 +303,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def _require_reflink_tmp(item: pytest.Item) -> None:
-    from probe import probe_reflink
+    from probe import ReflinkOutcome, probe_reflink
 
     factory = item.config._tmp_path_factory  # type: ignore[attr-defined]
     base = Path(factory.getbasetemp())
@@ -320,7 +311,7 @@ def _require_reflink_tmp(item: pytest.Item) -> None:
         res = probe_reflink(base)
     except OSError as err:
         _missing(f"needs reflink: cannot probe {base}: {err.strerror}")
-    if res.outcome.value != "cloned":
+    if res.outcome is not ReflinkOutcome.CLONED:
         _missing(
             f"needs reflink: the session's temporary directory {base} is on "
             f"{_fs_line(base)}, which does not clone ({res.errno_name}); "
@@ -334,8 +325,6 @@ def _require_reflink_tmp(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def cowprobe_lab() -> Iterator[Lab]:
     """The whole lab (btrfs, XFS reflink on/off, ext4, tmpfs), built once per session."""
-    from probe.lab import Lab, LabUnavailable
-
     lab = Lab()
     try:
         lab.start()

@@ -6,7 +6,6 @@ missing, and fails under strict mode."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -114,6 +113,14 @@ def downstream(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
+def _hide_system_tools(p: pytest.Pytester, tmp_path: Path) -> None:
+    """PATH without the system tool directories: mkfs.* and losetup are
+    "not installed" for the downstream session; tmpfs needs neither."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    p._monkeypatch.setenv("PATH", str(empty))
+
+
 def _run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
     # A subprocess: the downstream session loads the plugin through its
     # pytest11 entry point exactly as a user's project would.
@@ -121,9 +128,11 @@ def _run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 def test_downstream_passes(downstream: pytest.Pytester) -> None:
+    # Without FUSE the downstream fuse tests would skip and this test would
+    # still pass: a missing prerequisite hidden from CI.
+    require(fuse_missing() is None, f"needs FUSE: {fuse_missing()}")
     res = _run(downstream)
-    fuse_skip = 2 if fuse_missing() else 0
-    res.assert_outcomes(passed=16 - fuse_skip, skipped=1 + fuse_skip)
+    res.assert_outcomes(passed=16, skipped=1)
     out = res.stdout.str()
     assert "cowprobe: lab filesystems btrfs, xfs, xfs-noreflink, ext4, tmpfs" in out
     # tmp_path is on the machine's own filesystem: the reason says so and how to fix it.
@@ -141,11 +150,7 @@ def test_tmp_fs_moves_the_whole_session(downstream: pytest.Pytester) -> None:
 
 
 def test_missing_mkfs_skips_naming_it(downstream: pytest.Pytester, tmp_path: Path) -> None:
-    # PATH without the system tool directories: mkfs.* and losetup are
-    # "not installed" for the downstream session; tmpfs needs neither.
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    downstream._monkeypatch.setenv("PATH", str(empty))
+    _hide_system_tools(downstream, tmp_path)
     res = _run(downstream, "-k", "test_btrfs_clones or test_tmpfs")
     res.assert_outcomes(passed=1, skipped=1)
     out = res.stdout.str()
@@ -157,9 +162,7 @@ def test_missing_mkfs_skips_naming_it(downstream: pytest.Pytester, tmp_path: Pat
 def test_missing_prerequisite_fails_in_strict_mode(
     downstream: pytest.Pytester, tmp_path: Path
 ) -> None:
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    downstream._monkeypatch.setenv("PATH", str(empty))
+    _hide_system_tools(downstream, tmp_path)
     res = _run(downstream, "--cowprobe-strict", "-k", "test_btrfs_clones or test_tmpfs")
     # The fixture fails in setup: an error, which is as red as a failure.
     res.assert_outcomes(passed=1, errors=1)
@@ -187,9 +190,7 @@ def test_missing_pyfuse3_skips_naming_it(downstream: pytest.Pytester) -> None:
 def test_tmp_fs_that_cannot_be_built_is_a_usage_error(
     downstream: pytest.Pytester, tmp_path: Path
 ) -> None:
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    downstream._monkeypatch.setenv("PATH", str(empty))
+    _hide_system_tools(downstream, tmp_path)
     res = _run(downstream, "--cowprobe-tmp-fs=xfs")
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     assert "--cowprobe-tmp-fs=xfs: cannot build a xfs lab filesystem" in res.stderr.str()
@@ -208,4 +209,3 @@ def test_not_root_skip_reason() -> None:
         assert not any(w.startswith("not root") for w in missing_prerequisites())
     else:  # pragma: no cover - this suite runs as root
         assert any(w.startswith("not root") for w in missing_prerequisites())
-    assert sys.executable

@@ -7,6 +7,7 @@ Exit codes shared by every subcommand:
   1  the operation failed, or a check found a deviation
   2  bad usage or bad input (nothing was changed)
   3  could not tell (a capability could not be established), where relevant
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["EXIT_COULD_NOT_TELL", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_COULD_NOT_TELL", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main", "octal_mode"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -24,6 +25,18 @@ EXIT_USAGE = 2
 EXIT_COULD_NOT_TELL = 3
 
 _SUBCOMMANDS = ("clone", "report", "check", "materialize", "conformance", "lab")
+
+
+def octal_mode(text: str) -> int:
+    """argparse ``type=`` for a ``--mode``: permission bits in octal, or a
+    usage error naming the bad value (never a mode nobody asked for)."""
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
+    if not 0 <= value <= 0o7777:
+        raise argparse.ArgumentTypeError(f"mode out of range: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

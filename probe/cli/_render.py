@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 __all__ = [
     "Progress",
@@ -15,11 +15,8 @@ __all__ = [
     "markdown_table",
     "print_table",
     "progress",
-    "rich_available",
     "status_style",
 ]
-
-T = TypeVar("T")
 
 try:  # rich is the `cli` extra; the library itself never imports it
     import rich.console
@@ -30,10 +27,6 @@ try:  # rich is the `cli` extra; the library itself never imports it
     _HAVE_RICH = True
 except ImportError:  # pragma: no cover - exercised only without the extra
     _HAVE_RICH = False
-
-
-def rich_available() -> bool:
-    return _HAVE_RICH
 
 
 _STYLES = {
@@ -47,8 +40,7 @@ _STYLES = {
     "unsupported": "yellow",
     "error": "bold red",
     "n/a": "dim",
-    "could not tell": "magenta",
-    # status_style() looks at the first word only, so "could not tell ..."
+    # status_style() looks at the first word only: "could not tell ..."
     # cells are found under "could".
     "could": "magenta",
     "copied": "cyan",

@@ -18,7 +18,7 @@ from probe._copy import ReflinkUnavailableError, clone_or_copy
 from probe._outcome import errno_name
 from probe._platform import SpecialFileError
 
-from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE, octal_mode
 from ._render import emit_json
 
 # Errors that say the *input* was wrong, as opposed to the operation failing.
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="auto",
         help="auto: clone, else copy (default); always: fail rather than copy; never: copy",
     )
-    p.add_argument("--mode", type=lambda s: int(s, 8), help="permission bits (octal) for DEST")
+    p.add_argument("--mode", type=octal_mode, help="permission bits (octal) for DEST")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=run)
 
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         doc["action"] = "none"
         return _fail(args, doc, err, EXIT_FAILED)
     except OSError as err:
-        code = EXIT_USAGE if err.errno in _USAGE_ERRNOS and err.filename == args.source else 1
+        usage = err.errno in _USAGE_ERRNOS and err.filename == args.source
+        code = EXIT_USAGE if usage else EXIT_FAILED
         return _fail(args, doc, err, code)
     doc["action"] = "cloned" if result.cloned else "copied"
     if result.attempt is not None:
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fail(args: argparse.Namespace, doc: dict[str, Any], err: Exception, code: int) -> int:
-    doc["action"] = doc.get("action", "failed")
+    doc.setdefault("action", "failed")
     doc["error"] = str(err)
     if isinstance(err, OSError) and err.errno is not None:
         doc["errno"] = errno_name(err.errno)

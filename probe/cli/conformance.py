@@ -8,9 +8,9 @@ not applicable with what is missing.
 
 Every cell is pass / fail / n/a. Not applicable never counts as a pass.
 
-Exit codes: 0 no deviation; 1 at least one deviation; 2 bad usage (nothing
-ran); 3 could not tell (the lab cannot be built here, or nothing at all
-could run).
+Exit codes: 0 no deviation; 1 at least one deviation, or the lab failed
+while running or tearing down; 2 bad usage (nothing ran); 3 could not tell
+(the lab cannot be built here, or nothing at all could run).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from probe.conformance import (
     SCENARIOS,
@@ -28,8 +27,10 @@ from probe.conformance import (
     DirSite,
     LabSite,
     Report,
+    Scenario,
     Site,
     Status,
+    plan,
     run,
     write_junit,
 )
@@ -102,19 +103,16 @@ def run_command(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_on(site: Site, scenarios: list[Any], args: argparse.Namespace,
+def _run_on(site: Site, scenarios: list[Scenario], args: argparse.Namespace,
             started: float | None = None) -> int:
+    # The reported time includes building the lab, which a user waits for too.
     t0 = started if started is not None else time.monotonic()
-    total = [0]
-
-    def on_start(n: int) -> None:
-        total[0] = n
-
-    with site, progress("conformance", None, enabled=args.progress) as bar:
+    total = len(plan(site, scenarios))
+    with site, progress("conformance", total, enabled=args.progress) as bar:
         def on_case(res: CaseResult) -> None:
             bar.advance(label=f"{res.scenario.id} / {res.label}: {res.status.value}")
 
-        report = run(site, scenarios, on_case=on_case, on_start=on_start)
+        report = run(site, scenarios, on_case=on_case)
     report.seconds = time.monotonic() - t0
     _print(report, args)
     if args.junit is not None:

@@ -164,11 +164,13 @@ class Cell:
     expect: Expect
     outcome: str
     errno: int | None
+    #: Something wrong besides the outcome (e.g. a dest left behind).
     detail: str = ""
 
     @property
-    def ok(self) -> bool:
-        return deviation(self.expect, self.outcome, self.errno) is None
+    def problem(self) -> str | None:
+        """Why this cell is not what DESIGN.md says; None when it is."""
+        return deviation(self.expect, self.outcome, self.errno) or self.detail or None
 
 
 def deviation(expect: Expect, outcome: str, err: int | None) -> str | None:
@@ -309,16 +311,15 @@ def _errno_cell(err: int | None) -> str:
 
 
 def _matrix(args: argparse.Namespace) -> int:
+    # A lab that fails to build, to bind-mount or to tear down is exit 1 with
+    # its message, as documented -- not a traceback.
     try:
-        lab = Lab(KINDS, base_dir=args.base_dir).__enter__()
+        with Lab(KINDS, base_dir=args.base_dir) as lab:
+            cells = build_matrix(lab)
     except LabError as err:
         print(f"cowprobe lab matrix: {err}", file=sys.stderr)
         return EXIT_FAILED
-    try:
-        cells = build_matrix(lab)
-    finally:
-        lab.close()
-    bad = [c for c in cells if not c.ok or c.detail]
+    bad = [c for c in cells if c.problem]
     if args.json:
         emit_json(
             {
@@ -334,8 +335,8 @@ def _matrix(args: argparse.Namespace) -> int:
                         "expected_errno": None
                         if c.expect.errno is None
                         else errno_name(c.expect.errno),
-                        "ok": c.ok and not c.detail,
-                        "problem": deviation(c.expect, c.outcome, c.errno) or c.detail or None,
+                        "ok": c.problem is None,
+                        "problem": c.problem,
                     }
                     for c in cells
                 ],
@@ -354,9 +355,7 @@ def _matrix(args: argparse.Namespace) -> int:
                     c.outcome.replace("_", " "),
                     _errno_cell(c.errno),
                     f"{c.expect.outcome.replace('_', ' ')} {_errno_cell(c.expect.errno)}",
-                    "ok"
-                    if c.ok and not c.detail
-                    else f"fail ({deviation(c.expect, c.outcome, c.errno) or c.detail})",
+                    "ok" if c.problem is None else f"fail ({c.problem})",
                 )
                 for c in cells
             ],

@@ -20,12 +20,13 @@ from probe._materialize import materialize
 from probe._materialize_report import JobResult, MaterializeReport
 from probe._materialize_tree import MirrorPlan, make_symlink, plan_mirror
 from probe._outcome import errno_name
-from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _render
+from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _render, octal_mode
+from probe.report import short_size
 
 __all__ = ["register"]
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "materialize",
         help="mirror a directory tree into one or more worktrees (reflink or copy)",
@@ -36,21 +37,11 @@ def register(sub: Any) -> None:
     p.add_argument("dest_dirs", metavar="DEST_DIR", nargs="+", help="worktrees to mirror it into")
     p.add_argument("--workers", type=int, default=None, help="worker threads (default: measured)")
     p.add_argument("--stop-on-error", action="store_true", help="stop at the first failure")
-    p.add_argument("--mode", type=_octal, default=None,
+    p.add_argument("--mode", type=octal_mode, default=None,
                    help="permission bits for every file, in octal (default: the source's)")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of tables")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-
-
-def _octal(text: str) -> int:
-    try:
-        value = int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
-    if not 0 <= value <= 0o7777:
-        raise argparse.ArgumentTypeError(f"mode out of range: {text!r}")
-    return value
 
 
 def _usage_error(args: argparse.Namespace) -> str | None:
@@ -150,14 +141,7 @@ def _finish_tree(
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover
+    return "unknown" if n is None else short_size(n)
 
 
 def _print_summary(report: MaterializeReport, extra: list[dict[str, Any]]) -> None:

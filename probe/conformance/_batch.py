@@ -4,13 +4,12 @@ the per-job results against the batch post-conditions."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ._scenarios import Check, Variant
-from ._site import Site
+from ._scenarios import Check
 
 __all__ = ["BatchOutcome", "run_batch"]
 
@@ -20,17 +19,13 @@ class BatchOutcome:
     #: per job: "cloned" / "copied" / "vanished" / "failed"
     kinds: list[str]
     #: per job: did the materializer attempt a reflink for it
-    attempted: list[bool | None]
+    attempted: list[bool]
     error: str | None = None
-    raw: list[Any] = field(default_factory=list)
 
     def describe(self) -> str:
         if self.error:
             return f"ERROR ({self.error})"
-        counts: dict[str, int] = {}
-        for k in self.kinds:
-            counts[k] = counts.get(k, 0) + 1
-        return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        return ", ".join(f"{n} {k}" for k, n in sorted(Counter(self.kinds).items()))
 
     def problems(
         self, checks: frozenset[Check], blobs: Sequence[bytes], dests: Sequence[Path]
@@ -60,14 +55,12 @@ class BatchOutcome:
                 out.append("a dest exists for the vanished blob")
         if Check.STOPS_AFTER_FIRST_UNSUPPORTED in checks:
             tried = [i for i, a in enumerate(self.attempted) if a]
-            if any(a is None for a in self.attempted):
-                out.append("the materializer does not say which jobs attempted a reflink")
-            elif len(tried) != 1:
+            if len(tried) != 1:
                 out.append(f"reflink attempted for jobs {tried}, want only the first")
         return out
 
 
-def run_batch(jobs: list[tuple[Path, Path]], site: Site, variant: Variant) -> BatchOutcome:
+def run_batch(jobs: list[tuple[Path, Path]]) -> BatchOutcome:
     from probe import JobStatus, materialize
 
     try:
@@ -79,7 +72,7 @@ def run_batch(jobs: list[tuple[Path, Path]], site: Site, variant: Variant) -> Ba
     # A clone syscall was spent on a job when it cloned, or when its copy
     # carries the clone's errno (None: the pair was already known not to
     # clone, so no syscall was made).
-    attempted: list[bool | None] = [
+    attempted = [
         r.status is JobStatus.CLONED or r.reflink_errno is not None for r in items
     ]
-    return BatchOutcome(kinds, attempted, raw=items)
+    return BatchOutcome(kinds, attempted)

@@ -20,13 +20,13 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
-
-from probe._outcome import errno_name
 
 from .. import _linux, _platform
 from .._copy import clonefile_or_copy
+from .._outcome import errno_name
 from .._platform import Platform
 from .._reflink import reflink_at
 from ._scenarios import (
@@ -121,22 +121,22 @@ class Report:
     cases: list[CaseResult]
     properties: dict[str, str]
     seconds: float
-    cells: list[CellResult] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        if not self.cells:
-            self.cells = _cells(self.cases)
+    @cached_property
+    def cells(self) -> list[CellResult]:
+        """The cases grouped per (scenario, column), in run order."""
+        return _cells(self.cases)
 
     def count(self, status: Status) -> int:
         return sum(1 for c in self.cases if c.status is status)
 
     @property
     def failed(self) -> bool:
-        return any(c.status is Status.FAIL for c in self.cases)
+        return self.count(Status.FAIL) > 0
 
     @property
     def ran(self) -> int:
-        return sum(1 for c in self.cases if c.status is not Status.NA)
+        return len(self.cases) - self.count(Status.NA)
 
 
 def _cells(cases: Sequence[CaseResult]) -> list[CellResult]:
@@ -258,6 +258,12 @@ def _listing(d: Path) -> set[str]:
         return set(os.listdir(d))
     except FileNotFoundError:
         return set()
+
+
+def _left_behind(dest_dir: Path, before: set[str]) -> str | None:
+    """A failed call must not leave a temporary (or anything) in the dest dir."""
+    extra = _listing(dest_dir) - before
+    return f"left behind in the dest directory: {sorted(extra)}" if extra else None
 
 
 class _Case:
@@ -465,9 +471,7 @@ class _Case:
         elif check is Check.NO_DEST:
             if os.path.lexists(dst) or os.path.lexists(self._truth(dst)):
                 return "a dest was left behind"
-            extra = _listing(dest_dir) - before
-            if extra:
-                return f"left behind in the dest directory: {sorted(extra)}"
+            return _left_behind(dest_dir, before)
         elif check is Check.INODE_DISTINCT:
             a, b = os.stat(src), os.stat(dst)
             if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
@@ -492,9 +496,7 @@ class _Case:
             st = os.stat(dst)
             if _read(dst) != _OLD_DEST or (st.st_dev, st.st_ino) != old:
                 return "the existing dest was changed or replaced"
-            extra = _listing(dest_dir) - before
-            if extra:
-                return f"left behind in the dest directory: {sorted(extra)}"
+            return _left_behind(dest_dir, before)
         else:
             return f"check {check.value!r} does not apply to a single call"
         return None
@@ -534,7 +536,7 @@ class _Case:
         if self.v.deleter is Deleter.BEFORE:
             os.unlink(sources[0])
         with self._faults(self._rel(sources[0], dests[0])) as rules:
-            outcome = run_batch(list(zip(sources, dests, strict=True)), self.site, self.v)
+            outcome = run_batch(list(zip(sources, dests, strict=True)))
             unfired = self._fault_hits(rules)
         problems = list(unfired) + outcome.problems(self.checks, blobs, dests)
         return problems, outcome.describe()

@@ -21,13 +21,15 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from probe._outcome import errno_name
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _linux
+from .._outcome import errno_name
 from ._mounts import mount_of
 from ._scenarios import LAB_PLACES, USER_PLACES, Variant
+
+if TYPE_CHECKING:
+    from ..lab import Lab
 
 __all__ = ["DirSite", "FaultMount", "LabSite", "Site", "Workdir", "fuse_missing"]
 
@@ -161,8 +163,6 @@ class Site(ABC):
                 "running as root, which bypasses permission bits (run as a normal user)"
                 if os.geteuid() == 0 else None
             )
-        if cap == "root":
-            return "not root" if os.geteuid() != 0 else None
         return self._pair_missing(cap)
 
     def _pair_missing(self, cap: str) -> str | None:
@@ -170,8 +170,7 @@ class Site(ABC):
 
     def workdir(self, place: str, role: str) -> Workdir:
         if place == _FAKEFS:
-            handle, mnt, backing = self.fakefs()
-            del handle
+            _, mnt, backing = self.fakefs()
             name = f"{role}-{secrets.token_hex(4)}"
             (backing / name).mkdir()
             return Workdir(mnt / name, backing=backing / name)
@@ -234,7 +233,7 @@ class LabSite(Site):
     mode = "lab"
     places = LAB_PLACES
 
-    def __init__(self, lab: Any) -> None:
+    def __init__(self, lab: Lab) -> None:
         super().__init__()
         self.lab = lab
         self._binds: dict[str, Path] = {}
@@ -243,8 +242,7 @@ class LabSite(Site):
     def _bind(self, name: str) -> Path:
         if name not in self._binds:
             bind = self.lab.bind_mount if name == "bind" else self.lab.readonly_bind
-            made = bind("btrfs")
-            self._binds[name] = Path(getattr(made, "mountpoint", made))
+            self._binds[name] = bind("btrfs")
         return self._binds[name]
 
     def _tiny_full(self) -> Path:
@@ -252,13 +250,13 @@ class LabSite(Site):
         # filesystems other scenarios use; the lab tears it down (also after
         # a SIGKILL, through its stale-lab reaper).
         if self._tiny is None:
-            self._tiny = Path(self.lab.make_tiny("tmpfs", 1).mountpoint)
+            self._tiny = self.lab.make_tiny("tmpfs", 1).mountpoint
         return self._tiny
 
     def _mount_dir(self) -> Path:
         # Under the lab's root, so the lab's reaper unmounts it should this
         # process be killed before it can.
-        d = Path(self.lab.root) / f"conformance-fakefs-{secrets.token_hex(4)}"
+        d = self.lab.root / f"conformance-fakefs-{secrets.token_hex(4)}"
         d.mkdir()
         return d
 
@@ -280,18 +278,18 @@ class LabSite(Site):
     def _workdir(self, place: str, role: str) -> Workdir:
         name = f"{role}-{secrets.token_hex(4)}"
         if place in ("btrfs-bind", "btrfs-ro"):
-            real = Path(self.lab.scratch_dir("btrfs", name))
-            rel = real.relative_to(Path(self.lab.path("btrfs")))
+            real = self.lab.scratch_dir("btrfs", name)
+            rel = real.relative_to(self.lab.path("btrfs"))
             view = self._bind("bind" if place == "btrfs-bind" else "ro") / rel
             return Workdir(view, writable=real if place == "btrfs-ro" else None)
         if place == "tiny-full":
             d = self._tiny_full() / name
             d.mkdir()
             return Workdir(d)
-        return Workdir(Path(self.lab.scratch_dir(place, name)))
+        return Workdir(self.lab.scratch_dir(place, name))
 
     def _fakefs_backing(self) -> Path:
-        return Path(self.lab.scratch_dir("btrfs", "fakefs-backing"))
+        return self.lab.scratch_dir("btrfs", "fakefs-backing")
 
 
 class DirSite(Site):
