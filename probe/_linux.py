@@ -22,6 +22,7 @@ __all__ = [
     "RENAME_EXCHANGE",
     "RENAME_NOREPLACE",
     "Extent",
+    "change_dir_flags",
     "ficlone",
     "ficlonerange",
     "fideduperange",
@@ -155,6 +156,23 @@ def get_inode_flags(fd: int) -> int:
 
 def set_inode_flags(fd: int, flags: int) -> None:
     fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("=l", flags))
+
+
+def change_dir_flags(path: str | os.PathLike[str], add: int = 0, remove: int = 0) -> int:
+    """``chattr`` on a directory: add/remove inode flags; the flags after.
+
+    Only sets them when something changes (FS_IOC_SETFLAGS on an immutable
+    inode is refused even when it would clear nothing else).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        old = get_inode_flags(fd)
+        new = (old | add) & ~remove
+        if new != old:
+            set_inode_flags(fd, new)
+        return new
+    finally:
+        os.close(fd)
 
 
 @cache

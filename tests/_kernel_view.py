@@ -4,11 +4,10 @@ bookkeeping, so a leak the lab does not know about still shows."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-from probe._linux import get_inode_flags, set_inode_flags
+from probe._linux import change_dir_flags
 
 
 def mounts_under(root: Path) -> list[str]:
@@ -30,12 +29,4 @@ def dir_flags(path: Path, add: int = 0, remove: int = 0) -> int:
     New files inherit FS_NOCOW_FL from their directory; FS_IMMUTABLE_FL
     makes the kernel refuse every change in it (EPERM, even for root).
     """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = get_inode_flags(fd)
-        if add or remove:
-            flags = (flags | add) & ~remove
-            set_inode_flags(fd, flags)
-        return flags
-    finally:
-        os.close(fd)
+    return change_dir_flags(path, add, remove)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probe._linux import FS_NOCOW_FL, get_inode_flags, set_inode_flags
+from probe._linux import FS_NOCOW_FL, change_dir_flags
 from probe._outcome import ReflinkResult, errno_name
 from probe._reflink import reflink
 from probe.lab import KINDS, Lab, LabError, cleanup_stale
@@ -211,13 +211,9 @@ def _source_on(lab: Lab, kind: str, tag: str) -> Path:
 
 def _nocow_dir(lab: Lab) -> Path:
     d = lab.scratch_dir("btrfs", "matrix-nocow")
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        # On a directory the flag is inherited by files created in it later;
-        # btrfs then refuses to clone a COW file into them (EINVAL).
-        set_inode_flags(fd, get_inode_flags(fd) | FS_NOCOW_FL)
-    finally:
-        os.close(fd)
+    # On a directory the flag is inherited by files created in it later;
+    # btrfs then refuses to clone a COW file into them (EINVAL).
+    change_dir_flags(d, add=FS_NOCOW_FL)
     return d
 
 

@@ -304,27 +304,10 @@ class _Case:
         if self.v.nocow_dest:
             # New files inherit NOCOW from their directory; the library's own
             # exclusive create then makes the NOCOW dest the scenario needs.
-            self._set_flag(target, _linux.FS_NOCOW_FL)
+            _linux.change_dir_flags(target, add=_linux.FS_NOCOW_FL)
         if self.v.readonly_mode_dest:
             os.chmod(target, 0o555)  # noqa: S103 - read-only on purpose
             stack.callback(os.chmod, target, 0o755)
-
-    @staticmethod
-    def _set_flag(path: Path, flag: int) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            _linux.set_inode_flags(fd, _linux.get_inode_flags(fd) | flag)
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def _clear_flag(path: Path, flag: int) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                _linux.set_inode_flags(fd, _linux.get_inode_flags(fd) & ~flag)
-            finally:
-                os.close(fd)
 
     @contextlib.contextmanager
     def _faults(self, rel: dict[str, str]) -> Iterator[dict[int, str]]:
@@ -395,8 +378,8 @@ class _Case:
         self._prepare_dest_dir(dst_wd, stack)
         self.site.fill(v.dest, dst_wd)
         if v.immutable_dest:
-            self._set_flag(dst_wd.setup_path, _linux.FS_IMMUTABLE_FL)
-            stack.callback(self._clear_flag, dst_wd.setup_path, _linux.FS_IMMUTABLE_FL)
+            _linux.change_dir_flags(dst_wd.setup_path, add=_linux.FS_IMMUTABLE_FL)
+            stack.callback(_clear_immutable, dst_wd.setup_path)
         src_st = os.stat(self._truth(src))
         before = _listing(self._truth(dst_wd.path))
         if v.deleter is Deleter.BEFORE:
@@ -545,3 +528,7 @@ class _Case:
 def _errno_of(expect: Expect) -> int | None:
     return None if expect.errno is None else int(getattr(_errno, expect.errno))
 
+
+def _clear_immutable(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        _linux.change_dir_flags(path, remove=_linux.FS_IMMUTABLE_FL)

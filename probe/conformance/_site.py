@@ -84,13 +84,7 @@ def _rmtree(path: Path) -> None:
     for root, dirs, _files in os.walk(path):
         for d in [root, *(os.path.join(root, x) for x in dirs)]:
             with contextlib.suppress(OSError):
-                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    flags = _linux.get_inode_flags(fd)
-                    if flags & _linux.FS_IMMUTABLE_FL:
-                        _linux.set_inode_flags(fd, flags & ~_linux.FS_IMMUTABLE_FL)
-                finally:
-                    os.close(fd)
+                _linux.change_dir_flags(d, remove=_linux.FS_IMMUTABLE_FL)
             with contextlib.suppress(OSError):
                 os.chmod(d, 0o755)  # noqa: S103 - undo a scenario's 0555 so rmtree works
     shutil.rmtree(path, ignore_errors=True)
