@@ -17,7 +17,7 @@ import pytest
 
 from ._client import FakeFS, mount
 
-__all__ = ["fakefs", "fakefs_prerequisites"]
+__all__ = ["fakefs", "fakefs_prerequisites", "require_fakefs"]
 
 
 def fakefs_prerequisites() -> list[str]:
@@ -34,14 +34,19 @@ def fakefs_prerequisites() -> list[str]:
     return missing
 
 
-@pytest.fixture
-def fakefs(tmp_path: Path) -> Iterator[FakeFS]:
-    """A mounted fakefs (no rules armed) over ``tmp_path/backing`` at
-    ``tmp_path/mnt``; unmounted after the test, also when it fails."""
+def require_fakefs() -> None:
+    """Skip (or, with CI=true, fail) naming what fakefs lacks here."""
     from probe.pytest_plugin import require
 
     for reason in fakefs_prerequisites():
         require(False, reason)
+
+
+@pytest.fixture
+def fakefs(tmp_path: Path) -> Iterator[FakeFS]:
+    """A mounted fakefs (no rules armed) over ``tmp_path/backing`` at
+    ``tmp_path/mnt``; unmounted after the test, also when it fails."""
+    require_fakefs()
     backing = tmp_path / "backing"
     mnt = tmp_path / "mnt"
     backing.mkdir()

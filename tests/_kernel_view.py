@@ -4,10 +4,12 @@ bookkeeping, so a leak the lab does not know about still shows."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
-from probe._linux import change_dir_flags
+from probe._linux import FS_IMMUTABLE_FL, change_dir_flags
 
 
 def mounts_under(root: Path) -> list[str]:
@@ -30,3 +32,14 @@ def dir_flags(path: Path, add: int = 0, remove: int = 0) -> int:
     makes the kernel refuse every change in it (EPERM, even for root).
     """
     return change_dir_flags(path, add, remove)
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[Path]:
+    """``chattr +i`` on a directory for the duration; always undone, since an
+    immutable directory cannot be removed even by root."""
+    dir_flags(path, add=FS_IMMUTABLE_FL)
+    try:
+        yield path
+    finally:
+        dir_flags(path, remove=FS_IMMUTABLE_FL)

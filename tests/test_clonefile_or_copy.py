@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _kernel_view import dir_flags
+from _kernel_view import dir_flags, immutable
 
 from probe import SpecialFileError, clonefile_or_copy
-from probe._linux import FS_IMMUTABLE_FL, FS_NOCOW_FL, get_inode_flags
+from probe._linux import FS_NOCOW_FL, get_inode_flags
 from probe.lab import KINDS, Lab
 
 SIZE = 256 * 1024
@@ -254,11 +254,8 @@ def test_readonly_destination_is_erofs_and_keeps_dest(lab: Lab) -> None:
 def immutable_dir(lab: Lab) -> Iterator[Path]:
     d = lab.scratch_dir("btrfs", "cloc-immutable")
     write_file(d / "dst", b"old bytes")
-    dir_flags(d, add=FS_IMMUTABLE_FL)
-    try:
+    with immutable(d):
         yield d
-    finally:
-        dir_flags(d, remove=FS_IMMUTABLE_FL)  # root cannot remove it otherwise
 
 
 def test_immutable_directory_is_eperm_and_keeps_dest(lab: Lab, immutable_dir: Path) -> None:

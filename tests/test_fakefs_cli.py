@@ -23,11 +23,9 @@ def _cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    from fakefs._pytest import fakefs_prerequisites
-    from probe.pytest_plugin import require
+    from fakefs._pytest import require_fakefs
 
-    for reason in fakefs_prerequisites():
-        require(False, reason)
+    require_fakefs()
     backing, mnt = tmp_path / "backing", tmp_path / "mnt"
     backing.mkdir()
     mnt.mkdir()

@@ -216,10 +216,9 @@ def _spawn(code: str, *args: str) -> tuple[subprocess.Popen[str], dict[str, obje
 
 def test_sigkilled_fakefs_daemon_and_holder_are_reaped_by_the_next_run(tmp_path: Path) -> None:
     from fakefs._mounts import reap_control_dirs
-    from fakefs._pytest import fakefs_prerequisites
+    from fakefs._pytest import require_fakefs
 
-    for reason in fakefs_prerequisites():
-        require(False, reason)
+    require_fakefs()
     base = tmp_path / "base"
     base.mkdir()
     repo = str(Path(__file__).resolve().parent)

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _kernel_view import dir_flags
+from _kernel_view import dir_flags, immutable
 
 from probe import ReflinkOutcome, ReflinkResult, SpecialFileError, reflink, try_reflink
-from probe._linux import FS_IMMUTABLE_FL, FS_NOCOW_FL, get_inode_flags
+from probe._linux import FS_NOCOW_FL, get_inode_flags
 from probe._linux import shared_bytes as _fd_shared_bytes
 from probe._outcome import HOST_ERRNOS
 from probe._platform import Platform, linux, open_source
@@ -350,12 +350,8 @@ def test_enoent_with_the_source_present_is_an_error(btrfs: Path) -> None:
 def immutable_dir(lab: Lab) -> Iterator[Path]:
     d = lab.scratch_dir("btrfs", "immutable")
     write_file(d / "old", b"old bytes")
-    dir_flags(d, add=FS_IMMUTABLE_FL)
-    try:
+    with immutable(d):
         yield d
-    finally:
-        # Always: an immutable directory cannot even be removed by root.
-        dir_flags(d, remove=FS_IMMUTABLE_FL)
 
 
 def test_immutable_dest_dir_is_an_eperm_error(btrfs: Path, immutable_dir: Path) -> None:

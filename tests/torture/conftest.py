@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from fakefs._pytest import require_fakefs
+
 from ._harness import STATS, Family, family
 from ._known import KNOWN, split_known
 
@@ -39,17 +41,9 @@ def _explain(v: str) -> str:
     return "\n".join(what for w, rx, what in KNOWN if v.startswith(w) and rx.search(v))
 
 
-def _require_fakefs() -> None:
-    from fakefs._pytest import fakefs_prerequisites
-    from probe.pytest_plugin import require
-
-    for reason in fakefs_prerequisites():
-        require(False, reason)
-
-
 @pytest.fixture(scope="module")
 def torture_family(request: pytest.FixtureRequest) -> Iterator[Family]:
     """One fakefs mount (and torture directory) for a whole test module."""
-    _require_fakefs()
+    require_fakefs()
     with family(request.module.__name__) as fam:
         yield fam
