@@ -5,8 +5,6 @@ Only the standard library is needed to import this package.
 """
 
 from ._copy import CopyResult, ReflinkUnavailableError, clone_or_copy, clonefile_or_copy
-from ._materialize import materialize
-from ._materialize_report import JobResult, JobStatus, MaterializeReport, PairStats
 from ._outcome import ReflinkOutcome, ReflinkResult, errno_name
 from ._platform import SpecialFileError
 from ._reflink import reflink, try_reflink
@@ -20,6 +18,7 @@ from .capabilities import (
     probe_capabilities,
     probe_pair,
 )
+from .materialize import JobResult, JobStatus, MaterializeReport, PairStats, materialize
 
 __all__ = [
     "Capability",

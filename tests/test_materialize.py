@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from probe import _linux
-from probe._materialize import materialize
-from probe._materialize_policy import EINVAL_LIMIT
-from probe._materialize_report import JobResult, JobStatus, MaterializeReport
+from probe.materialize import materialize
+from probe.materialize._policy import EINVAL_LIMIT
+from probe.materialize._report import JobResult, JobStatus, MaterializeReport
 
 MODES = (0o644, 0o755, 0o600, 0o640, 0o711)
 

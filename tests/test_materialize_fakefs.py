@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import fakefs as fakefs_mod
-from probe._materialize import materialize
-from probe._materialize_report import JobStatus
+from probe.materialize import materialize
+from probe.materialize._report import JobStatus
 
 
 def _leftovers(directory: Path) -> list[str]:

@@ -13,7 +13,7 @@ import errno
 
 import pytest
 
-from probe._materialize_policy import EINVAL_LIMIT, PairPolicy
+from probe.materialize._policy import EINVAL_LIMIT, PairPolicy
 
 
 def _failing(*errnos: int | None):  # type: ignore[no-untyped-def]

@@ -16,11 +16,11 @@ import os
 import sys
 from typing import Any
 
-from probe._materialize import materialize
-from probe._materialize_report import JobResult, MaterializeReport
-from probe._materialize_tree import MirrorPlan, make_symlink, plan_mirror
 from probe._outcome import errno_name
 from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _render, octal_mode
+from probe.materialize import materialize
+from probe.materialize._report import JobResult, MaterializeReport
+from probe.materialize._tree import MirrorPlan, make_symlink, plan_mirror
 from probe.report import short_size
 
 __all__ = ["register"]

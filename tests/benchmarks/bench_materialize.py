@@ -38,9 +38,9 @@ from pathlib import Path
 
 import reflink_copy
 
-from probe._materialize import materialize
-from probe._materialize_tree import plan_mirror
 from probe.lab import Lab
+from probe.materialize import materialize
+from probe.materialize._tree import plan_mirror
 
 KINDS = ("btrfs", "xfs", "ext4")
 TREES = {"small": (10_000, 4096, 100), "large": (200, 8 << 20, 50)}

@@ -26,7 +26,7 @@ def materialize_fn() -> Callable[..., Any] | None:
     fn = getattr(importlib.import_module("probe"), "materialize", None)
     if fn is None:
         try:
-            fn = importlib.import_module("probe._materialize").materialize
+            fn = importlib.import_module("probe.materialize").materialize
         except (ImportError, AttributeError):
             return None
     return cast("Callable[..., Any]", fn)

@@ -4,14 +4,14 @@ rest of the batch.
 
 The moving parts, one module each:
 
-* ``_materialize_policy`` -- per (source fs, dest fs) pair: when to stop
+* ``_policy`` -- per (source fs, dest fs) pair: when to stop
   trying to clone (UNSUPPORTED, repeated EINVAL) and when not to (a vanished
   source, one NOCOW file, EAGAIN).
-* ``_materialize_dirs`` -- destination directories opened once, missing ones
+* ``_dirs`` -- destination directories opened once, missing ones
   staged under a hidden name and renamed into place at the end.
-* ``_materialize_worker`` -- one source opened once, cloned or copied into all
+* ``_worker`` -- one source opened once, cloned or copied into all
   of its destinations.
-* ``_materialize_report`` -- the results.
+* ``_report`` -- the results.
 
 Work is split into units of consecutive sources from one source directory,
 handed to worker threads (the clone and copy syscalls release the GIL).
@@ -28,12 +28,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from . import _linux
-from ._materialize_dirs import DestDir, DirCache
-from ._materialize_policy import CloneFd
-from ._materialize_report import JobResult, JobStatus, MaterializeReport, PairStats
-from ._materialize_worker import Context, Dest, ThreadStats, run_unit
-from ._paths import PathArg, as_path
+from .. import _linux
+from .._paths import PathArg, as_path
+from ._dirs import DestDir, DirCache
+from ._policy import CloneFd
+from ._report import JobResult, JobStatus, MaterializeReport, PairStats
+from ._worker import Context, Dest, ThreadStats, run_unit
 
 __all__ = ["DEFAULT_MAX_WORKERS", "default_workers", "materialize"]
 

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._outcome import ReflinkOutcome, classify, is_transient
+from .._outcome import ReflinkOutcome, classify, is_transient
 
 __all__ = ["EINVAL_LIMIT", "Attempt", "CloneFd", "PairPolicy"]
 

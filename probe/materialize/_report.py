@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._outcome import errno_name
+from .._outcome import errno_name
 
 __all__ = ["JobResult", "JobStatus", "MaterializeReport", "PairStats"]
 

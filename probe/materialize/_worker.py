@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
-from ._copy import copy_fd, discard, temp_name
-from ._materialize_dirs import DestDir, DirCache
-from ._materialize_policy import Attempt, CloneFd, PairPolicy
-from ._materialize_report import JobResult, JobStatus
-from ._outcome import ReflinkOutcome, classify
-from ._platform import close_quietly, create_dest, open_source
-from ._reflink import source_gone
+from .._copy import copy_fd, discard, temp_name
+from .._outcome import ReflinkOutcome, classify
+from .._platform import close_quietly, create_dest, open_source
+from .._reflink import source_gone
+from ._dirs import DestDir, DirCache
+from ._policy import Attempt, CloneFd, PairPolicy
+from ._report import JobResult, JobStatus
 
 __all__ = ["Context", "Dest", "ThreadStats", "run_unit"]
 

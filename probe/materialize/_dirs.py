@@ -21,8 +21,8 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from . import _linux
-from ._copy import temp_name
+from .. import _linux
+from .._copy import temp_name
 
 __all__ = ["DestDir", "DirCache"]
 
