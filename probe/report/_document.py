@@ -105,7 +105,7 @@ def to_document(reports: Sequence[CapabilityReport],
     from .. import __version__
 
     uname = os.uname()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
