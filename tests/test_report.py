@@ -65,7 +65,7 @@ def test_schema_rejects_what_it_must(lab: Lab) -> None:
     doc = to_document([probe_capabilities(lab.scratch_dir("btrfs", "bad"), only=["reflink"])])
     validate(doc)
     mutations: list[Callable[[dict[str, Any]], object]] = [
-        lambda d: d.update(schema_version=2),
+        lambda d: d.update(schema_version=1),
         lambda d: d["filesystems"][0]["capabilities"]["reflink"].update(status="maybe"),
         lambda d: d["filesystems"][0]["capabilities"]["reflink"].pop("evidence"),
         lambda d: d["filesystems"][0]["capabilities"]["reflink"].update(

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 from ..capabilities import CapabilityReport, PairReport, Status
 from ._cells import matrix, pair_matrix
+from ._fleet import Fleet
 
-__all__ = ["render_markdown"]
+__all__ = ["render_fleet_markdown", "render_markdown"]
 
 _MARK = {"yes": "✅", "no": "❌", "could": "❔"}
 
@@ -57,7 +58,24 @@ def render_markdown(reports: Sequence[CapabilityReport], pairs: Sequence[PairRep
                 notes.append(f"- **{label}** · {cap.title}: {cap.reason}")
         if rep.leftover:
             notes.append(f"- **{label}**: ⚠️ {rep.leftover}")
-    if notes:
-        lines += ["<details><summary>Why not (one line each)</summary>", "", *notes, "",
-                  "</details>", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _details(notes))
+
+
+def _details(notes: Sequence[str]) -> list[str]:
+    if not notes:
+        return []
+    return ["<details><summary>Why not (one line each)</summary>", "", *notes, "",
+            "</details>", ""]
+
+
+def render_fleet_markdown(fleet: Fleet, *, title: str = "cowprobe support matrix") -> str:
+    """The merged matrix (``cowprobe report merge``) for a job summary."""
+    hosts = fleet.hosts()
+    lines = [f"### {title}", "",
+             f"{len(fleet.sources)} report(s) from {len(hosts)} host(s): {', '.join(hosts)}", ""]
+    for table in fleet.tables:
+        headers, rows = table.grid()
+        lines += [f"#### {table.title}", "", *_table(headers, rows, marks=True), ""]
+    notes = [f"- **{heading}**{f' · {what}' if what else ''}: {why}"
+             for heading, what, why in fleet.notes()]
+    return "\n".join(lines + _details(notes))

@@ -1,0 +1,79 @@
+"""Who probed, and inside what: the context a report's answers depend on.
+
+The same filesystem answers differently to different callers: FICLONE is
+EPERM under an idmapped mount or a seccomp filter, a user namespace's root
+is not the host's root, an older kernel says EXDEV where a newer clones.
+A support report read on another machine is only meaningful with these
+next to it. Every field is read from the kernel (procfs, uname, the
+process's own ids); a field that cannot be read is None, never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+__all__ = ["host_context", "seccomp_state", "user_namespace"]
+
+#: /proc/self/status "Seccomp:" values (kernel's SECCOMP_MODE_*).
+_SECCOMP_MODES = {"0": "disabled", "1": "strict", "2": "filter"}
+
+#: The initial user namespace maps every id to itself; any other map means
+#: the process runs in a child namespace (rootless containers, unshare -U).
+_IDENTITY_MAP = ("0", "0", "4294967295")
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def user_namespace(uid_map: str | None = None) -> dict[str, Any]:
+    """``{"inside": bool | None, "uid_map": [...]}`` from /proc/self/uid_map;
+    ``inside`` is None where there is no procfs to ask."""
+    text = _read("/proc/self/uid_map") if uid_map is None else uid_map
+    if text is None:
+        return {"inside": None, "uid_map": []}
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    identity = len(lines) == 1 and tuple(lines[0].split()) == _IDENTITY_MAP
+    return {"inside": not identity, "uid_map": lines}
+
+
+def seccomp_state(status: str | None = None) -> dict[str, Any]:
+    """``{"mode": "disabled"|"strict"|"filter"|None, "filters": int | None}``
+    from /proc/self/status (Seccomp_filters exists since Linux 5.9)."""
+    text = _read("/proc/self/status") if status is None else status
+    fields: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    filters = fields.get("Seccomp_filters")
+    return {
+        "mode": _SECCOMP_MODES.get(fields.get("Seccomp", "")),
+        "filters": int(filters) if filters is not None and filters.isdigit() else None,
+    }
+
+
+def host_context(name: str | None = None) -> dict[str, Any]:
+    """The ``host`` object of a report document (schema version 2)."""
+    uname = os.uname()
+    return {
+        # The column heading of `cowprobe report merge`; the hostname unless
+        # the caller names the machine (CI runners have random hostnames).
+        "name": name or platform.node() or uname.nodename or "?",
+        "hostname": uname.nodename,
+        "system": platform.system(),
+        "kernel": uname.release,
+        "kernel_version": uname.version,
+        "machine": uname.machine,
+        "uid": os.getuid(),
+        "euid": os.geteuid(),
+        "gid": os.getgid(),
+        "user_namespace": user_namespace(),
+        "seccomp": seccomp_state(),
+    }
