@@ -21,7 +21,13 @@ import pytest
 from probe.capabilities import probe_capabilities
 from probe.lab import Lab
 from probe.pytest_plugin import require
-from probe.report import PROBE_REPETITIONS, SCHEMA_VERSION, load_schema, render_markdown, to_document
+from probe.report import (
+    PROBE_REPETITIONS,
+    SCHEMA_VERSION,
+    load_schema,
+    render_markdown,
+    to_document,
+)
 
 COWPROBE = [sys.executable, "-m", "probe.cli"]
 
@@ -105,7 +111,8 @@ def test_host_context_in_the_initial_namespace(tmpfs_dir: Path) -> None:
     assert host["kernel"] == Path("/proc/sys/kernel/osrelease").read_text().strip()
     assert host["hostname"] == Path("/proc/sys/kernel/hostname").read_text().strip()
     assert doc["cowprobe_version"] == importlib.metadata.version("cowprobe")
-    uid_map = [" ".join(line.split()) for line in Path("/proc/self/uid_map").read_text().splitlines()]
+    uid_map = [" ".join(line.split())
+               for line in Path("/proc/self/uid_map").read_text().splitlines()]
     assert host["user_namespace"] == {"inside": False, "uid_map": uid_map}
     assert (host["uid"], host["euid"], host["gid"]) == (0, 0, 0)  # the suite runs as root
 

@@ -102,7 +102,8 @@ def test_markdown_has_every_report_as_a_column(
         for col, (_f, doc) in enumerate(reports):
             want = expected_cell(name, doc["filesystems"][0]["capabilities"][name])
             assert cells[col].split(" ", 1)[1] == want, (cap["title"], col, cells[col], want)
-    assert rows["reflink (FICLONE)"] == ["✅ yes", "❌ no (EOPNOTSUPP)", "❔ could not tell (EROFS)"]
+    assert rows["reflink (FICLONE)"] == ["✅ yes", "❌ no (EOPNOTSUPP)",
+                                         "❔ could not tell (EROFS)"]
     assert "**gamma · xfs**: read-only filesystem" in proc.stdout
 
 
