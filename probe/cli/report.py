@@ -56,28 +56,20 @@ from probe.capabilities import (
     unavailable_report,
     validate_directory,
 )
-from probe.report import (
-    Fleet,
-    ReportFileError,
-    fleet_document,
-    fleet_of,
-    matrix,
-    pair_matrix,
-    read_report,
-    render_fleet_markdown,
-    render_html,
-    render_markdown,
-    to_document,
-)
+from probe.report import matrix, pair_matrix, render_markdown, to_document
 
 from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
+    from probe.report import Fleet
+
     from ._render import Progress
 
-# _render (and with it rich, ~30 ms of start-up) is imported only where a
-# table or a progress bar is drawn: `cowprobe report PATH --format json` in
-# a CI job needs neither (issue 15: report whole-process <= 0.15 s).
+# Imported where used, not here: _render (and with it rich, ~30 ms of
+# start-up) only where a table or a progress bar is drawn, the lab only for
+# --lab, the fleet matrix and HTML only for merge and --format html.
+# `cowprobe report PATH --format json` in a CI job needs none of them
+# (issue 15: report whole-process <= 0.15 s).
 
 __all__ = ["lab_reports", "register"]
 
@@ -285,6 +277,8 @@ def _merge(args: argparse.Namespace, files: Sequence[str]) -> int:
     if not files:
         _err("merge: give the JSON reports to join (`cowprobe report PATH --format json`)")
         return EXIT_USAGE
+    from probe.report import ReportFileError, fleet_of, read_report
+
     try:
         fleet = fleet_of([(f, read_report(f)) for f in files])
     except ReportFileError as err:
@@ -295,6 +289,8 @@ def _merge(args: argparse.Namespace, files: Sequence[str]) -> int:
 
 
 def _emit_fleet(fmt: str, fleet: Fleet) -> None:
+    from probe.report import fleet_document, render_fleet_markdown, render_html
+
     if fmt == "json":
         _print_json(fleet_document(fleet))
     elif fmt == "markdown":
@@ -318,6 +314,8 @@ def _emit(args: argparse.Namespace, reports: list[CapabilityReport],
         if args.format == "json":
             _print_json(doc)
         else:
+            from probe.report import fleet_of, render_html
+
             # One machine's report is a one-host matrix.
             sys.stdout.write(render_html(fleet_of([("(this run)", doc)])))
         return

@@ -11,7 +11,6 @@ import datetime
 import json
 from collections.abc import Sequence
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from ..capabilities import PROBE_GRANULE, Capability, CapabilityReport, Identity, PairReport
@@ -46,6 +45,8 @@ def utc_now() -> str:
 
 @cache
 def _schema_text(name: str) -> str:
+    from importlib import resources  # only when a schema is asked for, not per report
+
     return resources.files("probe").joinpath(name).read_text(encoding="utf-8")
 
 

@@ -5,10 +5,13 @@ the pairs, and one line of "why" for everything that is not a plain yes
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..capabilities import CapabilityReport, PairReport, Status
 from ._cells import matrix, pair_matrix
-from ._fleet import Fleet
+
+if TYPE_CHECKING:
+    from ._fleet import Fleet
 
 __all__ = ["render_fleet_markdown", "render_markdown"]
 
