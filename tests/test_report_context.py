@@ -129,6 +129,12 @@ def test_uid_and_user_namespace(tmpfs_dir: Path) -> None:
                                       "uid_map": [" ".join(probe.stdout.split())]}
     # The answers still come from the filesystem (tmpfs has no reflink).
     assert doc["filesystems"][0]["capabilities"]["reflink"]["errno_name"] == "EOPNOTSUPP"
+    # The Markdown a person pastes says it too.
+    md = subprocess.run([*unshare, *COWPROBE, "report", str(tmpfs_dir), "--only", "reflink",
+                         "--format", "markdown"], capture_output=True, text=True, check=True)
+    context = md.stdout.splitlines()[2]
+    assert "probing uid: 1234" in context
+    assert f"user namespace: child ({' '.join(probe.stdout.split())})" in context
 
 
 @pytest.mark.parametrize("filters", [1, 2])

@@ -290,3 +290,11 @@ def test_workflow_merges_its_matrix_jobs(reports: list[tuple[Path, dict[str, Any
     assert "<table>" in (tmp_path / "support-matrix.html").read_text()
     jsonschema.validate(json.loads((tmp_path / "support-matrix.json").read_text()),
                         load_schema("matrix"))
+
+
+def test_one_report_as_html(btrfs_dir: Path) -> None:
+    proc = cowprobe("report", str(btrfs_dir), "--format", "html", "--host", "solo")
+    assert proc.returncode == 0, proc.stderr
+    assert "<th>solo<span>btrfs</span></th>" in proc.stdout
+    assert '<td class="yes">yes</td>' in proc.stdout
+

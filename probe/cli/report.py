@@ -56,7 +56,7 @@ from probe.capabilities import (
     unavailable_report,
     validate_directory,
 )
-from probe.report import matrix, pair_matrix, render_markdown, to_document
+from probe.report import context_line, matrix, pair_matrix, render_markdown, to_document
 
 from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
@@ -334,6 +334,7 @@ def _emit(args: argparse.Namespace, reports: list[CapabilityReport],
         headers, rows = pair_matrix(pairs)
         print_table("between directories", headers, rows, width=width)
     print(_LEGEND)
+    print(context_line())
     everything: list[CapabilityReport | PairReport] = [*reports, *pairs]
     for rep in everything:
         if rep.limitation:

@@ -14,7 +14,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._cells import capability_cell, identity_rows, matrix, pair_matrix, short_size
-from ._document import PROBE_REPETITIONS, SCHEMA_NAME, SCHEMA_VERSION, load_schema, to_document
+from ._document import (
+    PROBE_REPETITIONS,
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+    context_line,
+    load_schema,
+    to_document,
+)
 from ._host import host_context
 from ._markdown import render_fleet_markdown, render_markdown
 
@@ -60,6 +67,7 @@ __all__ = [
     "Fleet",
     "ReportFileError",
     "capability_cell",
+    "context_line",
     "fleet_document",
     "fleet_of",
     "host_context",

@@ -14,13 +14,15 @@ from functools import cache
 from typing import Any
 
 from ..capabilities import PROBE_GRANULE, Capability, CapabilityReport, Identity, PairReport
-from ._host import host_context
+from ._host import describe_context, host_context
 
 __all__ = [
     "PROBE_REPETITIONS",
     "SCHEMA_NAME",
     "SCHEMA_VERSION",
+    "context_line",
     "load_schema",
+    "probe_parameters",
     "to_document",
     "utc_now",
 ]
@@ -122,6 +124,19 @@ def _pair(rep: PairReport) -> dict[str, Any]:
     }
 
 
+def probe_parameters() -> dict[str, int]:
+    return {"granule_bytes": PROBE_GRANULE, "repetitions": PROBE_REPETITIONS}
+
+
+def context_line(host_name: str | None = None) -> str:
+    """This process's probing context in one line, for the table and the
+    Markdown of a report made here and now."""
+    from .. import __version__
+
+    rows = describe_context(host_context(host_name), probe_parameters(), __version__)
+    return " · ".join(f"{title}: {text}" for title, text in rows)
+
+
 def to_document(reports: Sequence[CapabilityReport], pairs: Sequence[PairReport] = (),
                 *, host_name: str | None = None) -> dict[str, Any]:
     """The report as JSON-ready data. ``host_name`` names the machine for
@@ -134,7 +149,7 @@ def to_document(reports: Sequence[CapabilityReport], pairs: Sequence[PairReport]
         "cowprobe_version": __version__,
         "generated_at": utc_now(),
         "host": host_context(host_name),
-        "probe": {"granule_bytes": PROBE_GRANULE, "repetitions": PROBE_REPETITIONS},
+        "probe": probe_parameters(),
         "filesystems": [_filesystem(r) for r in reports],
         "pairs": [_pair(p) for p in pairs],
     }

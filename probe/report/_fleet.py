@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ..capabilities import Status
-from ._cells import capability_order, options_cell, short_size, state_cell
+from ._cells import capability_order, options_cell, state_cell
 from ._document import SCHEMA_NAME, SCHEMA_VERSION, utc_now
+from ._host import describe_context
 
 __all__ = [
     "MATRIX_SCHEMA_NAME",
@@ -148,37 +149,8 @@ def read_report(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _ids(host: Mapping[str, Any]) -> str:
-    uid, euid = host["uid"], host["euid"]
-    return str(uid) if uid == euid else f"{uid} (euid {euid})"
-
-
-def _userns(host: Mapping[str, Any]) -> str:
-    ns = host["user_namespace"]
-    if ns["inside"] is None:
-        return "?"
-    # "child"/"initial", not yes/no: renderers colour a cell by its first
-    # word, and this is context, not an answer.
-    return f"child ({'; '.join(ns['uid_map'])})" if ns["inside"] else "initial"
-
-
-def _seccomp(host: Mapping[str, Any]) -> str:
-    sc = host["seccomp"]
-    mode = sc["mode"] or "?"
-    return f"{mode} ({sc['filters']})" if mode == "filter" and sc["filters"] else mode
-
-
 def _host_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
-    host, probe = doc["host"], doc["probe"]
-    return [
-        ("kernel", f"{host['system']} {host['kernel']} {host['machine']}"),
-        ("cowprobe", str(doc["cowprobe_version"])),
-        ("probing uid", _ids(host)),
-        ("user namespace", _userns(host)),
-        ("seccomp", _seccomp(host)),
-        ("probe payload", f"{short_size(probe['granule_bytes'])} granules, "
-                          f"{probe['repetitions']} try each"),
-    ]
+    return describe_context(doc["host"], doc["probe"], str(doc["cowprobe_version"]))
 
 
 def _fs_rows(fs: Mapping[str, Any]) -> list[tuple[str, str]]:

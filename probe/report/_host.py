@@ -11,10 +11,13 @@ process's own ids); a field that cannot be read is None, never guessed.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["host_context", "seccomp_state", "user_namespace"]
+from ._cells import short_size
+
+__all__ = ["describe_context", "host_context", "seccomp_state", "user_namespace"]
 
 #: /proc/self/status "Seccomp:" values (kernel's SECCOMP_MODE_*).
 _SECCOMP_MODES = {"0": "disabled", "1": "strict", "2": "filter"}
@@ -79,3 +82,38 @@ def host_context(name: str | None = None) -> dict[str, Any]:
         "user_namespace": user_namespace(),
         "seccomp": seccomp_state(),
     }
+
+
+def _ids(host: Mapping[str, Any]) -> str:
+    uid, euid = host["uid"], host["euid"]
+    return str(uid) if uid == euid else f"{uid} (euid {euid})"
+
+
+def _userns(host: Mapping[str, Any]) -> str:
+    ns = host["user_namespace"]
+    if ns["inside"] is None:
+        return "?"
+    # "child"/"initial", not yes/no: renderers colour a cell by its first
+    # word, and this is context, not an answer.
+    return f"child ({'; '.join(ns['uid_map'])})" if ns["inside"] else "initial"
+
+
+def _seccomp(host: Mapping[str, Any]) -> str:
+    sc = host["seccomp"]
+    mode = sc["mode"] or "?"
+    return f"{mode} ({sc['filters']})" if mode == "filter" and sc["filters"] else mode
+
+
+def describe_context(host: Mapping[str, Any], probe: Mapping[str, Any],
+                     version: str) -> list[tuple[str, str]]:
+    """(title, text) rows for people, from a document's ``host`` and
+    ``probe`` objects: the matrix's context rows, the report's context line."""
+    return [
+        ("kernel", f"{host['system']} {host['kernel']} {host['machine']}"),
+        ("cowprobe", version),
+        ("probing uid", _ids(host)),
+        ("user namespace", _userns(host)),
+        ("seccomp", _seccomp(host)),
+        ("probe payload", f"{short_size(probe['granule_bytes'])} granules, "
+                          f"{probe['repetitions']} try each"),
+    ]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..capabilities import CapabilityReport, PairReport, Status
 from ._cells import matrix, pair_matrix
+from ._document import context_line
 
 if TYPE_CHECKING:
     from ._fleet import Fleet
@@ -37,8 +38,11 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, marks: bool
 
 
 def render_markdown(reports: Sequence[CapabilityReport], pairs: Sequence[PairReport] = (),
-                    *, title: str = "cowprobe filesystem report") -> str:
-    lines = [f"### {title}", ""]
+                    *, title: str = "cowprobe filesystem report",
+                    context: str | None = None) -> str:
+    """``context``: the line under the title (default: this process's
+    kernel, uid, user namespace, seccomp -- the reports were made here)."""
+    lines = [f"### {title}", "", context if context is not None else context_line(), ""]
     if reports:
         headers, rows = matrix(reports)
         lines += _table(headers, rows, marks=True)
