@@ -298,3 +298,22 @@ def test_one_report_as_html(btrfs_dir: Path) -> None:
     assert "<th>solo<span>btrfs</span></th>" in proc.stdout
     assert '<td class="yes">yes</td>' in proc.stdout
 
+
+
+def test_pairs_are_their_own_table_and_table_is_the_default(
+        btrfs_dir: Path, xfs_dir: Path, tmp_path: Path) -> None:
+    proc = cowprobe("report", "--pair", str(btrfs_dir), str(xfs_dir), "--format", "json",
+                    "--host", "delta")
+    assert proc.returncode == 0, proc.stderr
+    f = tmp_path / "pair.json"
+    f.write_text(proc.stdout)
+    md = cowprobe("report", "merge", str(f), "--format", "markdown").stdout
+    assert "#### filesystems" in md  # present, empty: this report probed no single directory
+    pairs = md_table(md, "#### between directories")
+    assert pairs[0] == ["", f"delta · {btrfs_dir} → {xfs_dir}"]
+    rows = {r[0]: r[1:] for r in pairs}
+    assert rows["filesystems"] == ["different"]
+    assert rows["reflink"] == ["❌ no (EXDEV)"]
+    table = cowprobe("report", "merge", str(f))
+    assert table.returncode == 0 and "between directories" in table.stdout
+    assert "no (EXDEV)" in table.stdout
