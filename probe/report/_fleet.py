@@ -241,10 +241,10 @@ def fleet_of(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> Fleet:
             except (KeyError, TypeError, ValueError, AttributeError) as err:
                 raise ReportFileError(f"{source}: not a valid version-{SCHEMA_VERSION} report "
                                       f"({type(err).__name__}: {err})") from None
-        if cols or kind == "filesystems":
-            tables.append(Table(title, tuple(_disambiguate(cols)),
-                                tuple(capability_order(rows))))
-    return Fleet(tuple(tables), tuple(documents))
+        tables.append(Table(title, tuple(_disambiguate(cols)), tuple(capability_order(rows))))
+    # A table nobody reported into is left out (reports of --pair only have
+    # no filesystem columns); one stays, so a matrix always has a table.
+    return Fleet(tuple(t for t in tables if t.columns) or tuple(tables[:1]), tuple(documents))
 
 
 MATRIX_SCHEMA_NAME = "cowprobe-matrix"
