@@ -39,8 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from probe.conformance._mounts import mount_of
-from probe.lab import KINDS, Lab, LabError, LabUnavailable, cleanup_stale, missing_prerequisites
+from probe.lab import (
+    KINDS,
+    Lab,
+    LabError,
+    LabUnavailable,
+    cleanup_stale,
+    missing_prerequisites,
+    mount_of,
+)
 
 _PROG = "cowprobe-entrypoint"
 EXIT_MISSING = 3

@@ -21,12 +21,16 @@ can prove are backed by its own images. Leftovers of a lab whose owner died
 (SIGKILL, OOM, a CI runner pulled away) are reaped by ``cleanup_stale()``,
 which every new lab runs first; a lab whose owner is alive is never touched.
 
-Layout: ``_specs`` (kinds, mkfs specs, prerequisites), ``_mounts`` (mount(2),
-umount2(2), mountinfo), ``_loops`` (loop devices), ``_teardown`` (unmount,
-detach, delete a lab root), ``_owner`` (owner record, liveness, stale-lab
-reaping), ``_errors``, ``_lab`` (``Lab``, ``LabFs``). Standard library only.
+Layout: ``_specs`` (kinds, mkfs specs, prerequisites), ``_mounts`` (mount(2)
+and unmounting; the mount table is ``probe._mounttable``'s), ``_loops``
+(loop devices), ``_teardown`` (unmount, detach, delete a lab root),
+``_owner`` (owner record and stale-lab reaping; the liveness rule is
+``probe._liveness``'s), ``_errors``, ``_lab`` (``Lab``, ``LabFs``).
+``mount_of`` / ``MountEntry`` answer "which mount serves this path" for
+code outside the lab (the Docker entrypoint). Standard library only.
 """
 
+from .._mounttable import MountEntry, mount_of
 from ._errors import LabError, LabUnavailable
 from ._lab import Lab, LabFs
 from ._loops import arm_autoclear
@@ -40,7 +44,9 @@ __all__ = [
     "LabError",
     "LabFs",
     "LabUnavailable",
+    "MountEntry",
     "arm_autoclear",
     "cleanup_stale",
     "missing_prerequisites",
+    "mount_of",
 ]
