@@ -9,7 +9,8 @@ Two modes:
 * a command: loopback filesystems for ``$FS`` (``btrfs``, ``xfs``, ``ext4``,
   a comma list, or ``all``; default ``all``) are made and mounted, the command
   runs with ``TMPDIR`` on the first of them and ``COWPROBE_LAB_<KIND>`` naming
-  each mountpoint, and everything is torn down when it ends.
+  each mountpoint, and everything is torn down when it ends. ``$LAB_SIZE``
+  sizes them (``64G``, ``btrfs=32G,ext4=8G``; default 16 GiB, sparse).
 
 Whatever happens -- the command fails, ``docker stop`` sends SIGTERM, Ctrl-C
 -- every mount is unmounted and every loop device this container attached is
@@ -18,7 +19,8 @@ one leaked here stays attached on the host.
 
 Exit status: the command's (128+N if a signal N ended it); 3 when the
 container lacks what the lab needs (the message names the capability or
-device and the ``docker run`` flag that grants it); 2 for a bad ``$FS``;
+device and the ``docker run`` flag that grants it); 2 for a bad ``$FS`` or
+``$LAB_SIZE``;
 1 when the lab build or its teardown failed.
 """
 
@@ -45,8 +47,10 @@ from probe.lab import (
     LabError,
     LabUnavailable,
     cleanup_stale,
+    enospc_hint,
     missing_prerequisites,
     mount_of,
+    parse_sizes,
 )
 
 _PROG = "cowprobe-entrypoint"
@@ -442,7 +446,22 @@ def _reap_stale() -> None:
         _say(f"removed a lab left by a killed step: {root}")
 
 
-def command_mode(argv: Sequence[str], kinds: Sequence[str]) -> int:
+def _full(lab: Lab) -> list[str]:
+    """Hints for the lab filesystems the command left (nearly) full."""
+    hints = []
+    for fs in lab:
+        try:
+            st = os.statvfs(fs.mountpoint)
+        except OSError:
+            continue
+        if st.f_bavail * 100 < st.f_blocks:  # under 1 % left: ENOSPC territory
+            hints.append(enospc_hint(fs.kind, fs.size_mb, "LAB_SIZE (docker/run --lab-size)"))
+    return hints
+
+
+def command_mode(
+    argv: Sequence[str], kinds: Sequence[str], sizes: dict[str, int] | None = None
+) -> int:
     try:
         preflight(kinds, need_fuse=False)
     except Missing as err:
@@ -453,7 +472,7 @@ def command_mode(argv: Sequence[str], kinds: Sequence[str]) -> int:
         _say(f"stopped by {stop.name} before the lab was built")
         return 128 + stop
     try:
-        lab = Lab(kinds)
+        lab = Lab(kinds, sizes_mb=sizes)
         lab.start()
     except LabUnavailable as err:
         _say(f"cannot make {', '.join(kinds)}: {err}")
@@ -468,13 +487,18 @@ def command_mode(argv: Sequence[str], kinds: Sequence[str]) -> int:
             # The lab sets autoclear on each loop once mounted, so even a
             # `docker kill` (no teardown runs) frees them on the host.
             env[f"COWPROBE_LAB_{fs.kind.upper().replace('-', '_')}"] = str(fs.mountpoint)
-            _say(f"{fs.kind} on {fs.device} mounted at {fs.mountpoint} ({fs.options})")
+            _say(
+                f"{fs.kind} ({fs.size_mb} MiB) on {fs.device} mounted at {fs.mountpoint} "
+                f"({fs.options})"
+            )
         tmp = lab.scratch_dir(kinds[0], "tmp")
         env["TMPDIR"] = str(tmp)
         _say(f"TMPDIR={tmp} ({kinds[0]}); running: {' '.join(argv)}")
         code, stopped = run_child(argv, env)
         if stopped is not None:
             _say(f"stopped by {stopped.name}; tearing down")
+        for hint in _full(lab) if code else ():
+            _say(hint)
     finally:
         try:
             lab.close()
@@ -487,17 +511,23 @@ def command_mode(argv: Sequence[str], kinds: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
+    size = os.environ.get("LAB_SIZE", "")
     try:
         kinds = parse_fs(os.environ.get("FS", "all"))
     except ValueError as err:
         _say(str(err))
+        return 2
+    try:
+        sizes = parse_sizes(size) if size else None
+    except ValueError as err:
+        _say(f"LAB_SIZE={size!r}: {err}")
         return 2
     out_env = os.environ.get("OUT", "/out")
     out = Path(out_env) if out_env and Path(out_env).is_dir() else None
     with signals_held():
         if not argv:
             return default_mode(out)
-        return command_mode(argv, kinds)
+        return command_mode(argv, kinds, sizes)
 
 
 if __name__ == "__main__":

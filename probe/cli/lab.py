@@ -31,7 +31,7 @@ from probe.conformance import (
     Variant,
     run_case,
 )
-from probe.lab import KINDS, Lab, LabError, cleanup_stale
+from probe.lab import KINDS, SIZE_HELP, Lab, LabError, cleanup_stale, parse_sizes
 
 from . import EXIT_FAILED, EXIT_OK
 from ._render import emit_json, print_table
@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=list(KINDS),
         help="filesystems to build (default: all)",
     )
+    up.add_argument("--size", type=_sizes, default={}, metavar="SIZE", help=SIZE_HELP)
     up.add_argument("--json", action="store_true", help="print the lab as JSON")
     up.set_defaults(func=_up)
 
@@ -75,6 +76,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 # -------------------------------------------------------------------- up
 
 
+def _sizes(text: str) -> dict[str, int]:
+    try:
+        return parse_sizes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _lab_doc(lab: Lab) -> dict[str, Any]:
     return {
         "root": str(lab.root),
@@ -87,6 +95,7 @@ def _lab_doc(lab: Lab) -> dict[str, Any]:
                 "device": fs.device,
                 "image": None if fs.image is None else str(fs.image),
                 "options": fs.options,
+                "size_mb": fs.size_mb,
             }
             for fs in lab
         ],
@@ -101,7 +110,7 @@ def _up(args: argparse.Namespace) -> int:
     old = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
     try:
         try:
-            lab = Lab(args.kinds, base_dir=args.base_dir).__enter__()
+            lab = Lab(args.kinds, base_dir=args.base_dir, sizes_mb=args.size).__enter__()
         except LabError as err:
             print(f"cowprobe lab up: {err}", file=sys.stderr)
             return EXIT_FAILED
@@ -111,8 +120,12 @@ def _up(args: argparse.Namespace) -> int:
             else:
                 print_table(
                     f"cowprobe lab at {lab.root} (built in {lab.build_seconds:.2f} s)",
-                    ("kind", "fstype", "mountpoint", "device"),
-                    [(fs.kind, fs.fstype, str(fs.mountpoint), fs.device or "-") for fs in lab],
+                    ("kind", "fstype", "size", "mountpoint", "device"),
+                    [
+                        (fs.kind, fs.fstype, f"{fs.size_mb} MiB", str(fs.mountpoint),
+                         fs.device or "-")
+                        for fs in lab
+                    ],
                 )
             sys.stdout.flush()
             print("lab is up; Ctrl-C or SIGTERM tears it down", file=sys.stderr, flush=True)

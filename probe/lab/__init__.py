@@ -24,6 +24,7 @@ which every new lab runs first; a lab whose owner is alive is never touched.
 Layout: ``_specs`` (kinds, mkfs specs, prerequisites), ``_mounts`` (mount(2)
 and unmounting; the mount table is ``probe._mounttable``'s), ``_loops``
 (loop devices), ``_teardown`` (unmount, detach, delete a lab root),
+``_sizes`` (the size setting, the ENOSPC hint),
 ``_owner`` (owner record and stale-lab reaping; the liveness rule is
 ``probe._liveness``'s), ``_errors``, ``_lab`` (``Lab``, ``LabFs``).
 ``mount_of`` / ``MountEntry`` answer "which mount serves this path" for
@@ -36,10 +37,12 @@ from ._lab import Lab, LabFs
 from ._loops import arm_autoclear
 from ._owner import DEFAULT_BASE as DEFAULT_BASE
 from ._owner import cleanup_stale
+from ._sizes import SIZE_HELP, enospc_hint, enospc_hints, parse_size, parse_sizes
 from ._specs import KINDS, missing_prerequisites
 
 __all__ = [
     "KINDS",
+    "SIZE_HELP",
     "Lab",
     "LabError",
     "LabFs",
@@ -47,6 +50,10 @@ __all__ = [
     "MountEntry",
     "arm_autoclear",
     "cleanup_stale",
+    "enospc_hint",
+    "enospc_hints",
     "missing_prerequisites",
     "mount_of",
+    "parse_size",
+    "parse_sizes",
 ]

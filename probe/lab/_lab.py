@@ -23,7 +23,7 @@ from ._errors import LabError, LabUnavailable
 from ._loops import Loop, arm_autoclear, attach
 from ._mounts import MS_BIND, MS_RDONLY, MS_REMOUNT, mount_options, sys_mount, unmount
 from ._owner import DEFAULT_BASE, LOCK, ROOT_PREFIX, cleanup_stale, write_owner
-from ._specs import KINDS, SPECS, check_kinds, missing_prerequisites
+from ._specs import KINDS, SPECS, check_kinds, default_size_mb, missing_prerequisites
 from ._teardown import dismantle
 
 _MIB = 1 << 20
@@ -44,6 +44,8 @@ class LabFs:
     options: str
     #: the mkfs arguments that made this variant (e.g. ``-m reflink=0``)
     mkfs_args: tuple[str, ...] = ()
+    #: the size it was made with (the image, or tmpfs's size=), MiB
+    size_mb: int = 0
 
 
 class Lab:
@@ -65,7 +67,7 @@ class Lab:
     ) -> None:
         self.kinds = check_kinds(kinds)
         self.base_dir = Path(base_dir) if base_dir is not None else DEFAULT_BASE
-        self._sizes = {k: SPECS[k].size_mb for k in KINDS}
+        self._sizes = {k: default_size_mb(k) for k in KINDS}
         if sizes_mb:
             check_kinds(sizes_mb)
             self._sizes.update(sizes_mb)
@@ -187,7 +189,9 @@ class Lab:
         if spec.mkfs is None:
             data = ",".join(filter(None, [f"size={size_mb}m", spec.mount_data]))
             self._mount("cowprobe-lab", mountpoint, spec.fstype, 0, data)
-            return LabFs(kind, mountpoint, spec.fstype, None, None, mount_options(mountpoint))
+            return LabFs(
+                kind, mountpoint, spec.fstype, None, None, mount_options(mountpoint), (), size_mb
+            )
         image = root / "images" / f"{name}.img"
         with image.open("xb") as fh:
             fh.truncate(size_mb * _MIB)  # sparse: no blocks until written
@@ -215,6 +219,7 @@ class Lab:
             image,
             mount_options(mountpoint),
             spec.mkfs_args,
+            size_mb,
         )
 
     def _attach(self, image: Path) -> str:

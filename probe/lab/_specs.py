@@ -22,28 +22,49 @@ class Spec:
     package: str
 
 
-# Sizes are each mkfs's minimum rounded up (mkfs.xfs refuses < 300 MiB,
-# mkfs.btrfs ~110 MiB). The images are sparse, so the size costs no disk;
-# only what mkfs writes (mostly the XFS log) is allocated. -K / nodiscard:
-# discarding a fresh sparse file is pure waste. ext4's lazy init would spawn
-# a kernel thread that zeroes inode tables into the sparse image long after
-# mkfs; the image reads as zeros already, so noinit_itable skips it.
+# Sizes: big enough that an ordinary test suite runs unchanged on the lab
+# (tmp_path keeps every test's files until the session ends, so a suite
+# writing 100 MiB per test needs room for all of them). The images are
+# sparse, so the size costs no disk until written; mkfs itself writes a few
+# MiB (XFS: its 64 MiB log, at any size from 300 MiB up). -K / nodiscard:
+# discarding a fresh sparse file is pure waste. ext4 gets 4 KiB blocks
+# whatever the image size (mke2fs picks 1 KiB below 512 MiB, which quarters
+# the largest file and slows big writes), and its lazy init would spawn a
+# kernel thread zeroing inode tables into the sparse image long after mkfs;
+# the image reads as zeros already, so noinit_itable skips it. tmpfs is
+# memory: its default is the kernel's own (half of RAM), capped.
+DEFAULT_SIZE_MB = 16 * 1024
+
 SPECS: dict[str, Spec] = {
-    "btrfs": Spec("btrfs", "mkfs.btrfs", ("-f", "-q", "-K"), 128, "", "btrfs-progs"),
-    "xfs": Spec("xfs", "mkfs.xfs", ("-q", "-f", "-K", "-m", "reflink=1"), 300, "", "xfsprogs"),
+    "btrfs": Spec("btrfs", "mkfs.btrfs", ("-f", "-q", "-K"), DEFAULT_SIZE_MB, "", "btrfs-progs"),
+    "xfs": Spec(
+        "xfs", "mkfs.xfs", ("-q", "-f", "-K", "-m", "reflink=1"), DEFAULT_SIZE_MB, "", "xfsprogs"
+    ),
     "xfs-noreflink": Spec(
-        "xfs", "mkfs.xfs", ("-q", "-f", "-K", "-m", "reflink=0"), 300, "", "xfsprogs"
+        "xfs", "mkfs.xfs", ("-q", "-f", "-K", "-m", "reflink=0"), DEFAULT_SIZE_MB, "", "xfsprogs"
     ),
     "ext4": Spec(
         "ext4",
         "mkfs.ext4",
-        ("-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"),
-        32,
+        ("-q", "-F", "-b", "4096", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"),
+        DEFAULT_SIZE_MB,
         "noinit_itable",
         "e2fsprogs",
     ),
-    "tmpfs": Spec("tmpfs", None, (), 64, "mode=0755", ""),
+    "tmpfs": Spec("tmpfs", None, (), 0, "mode=0755", ""),
 }
+
+
+def default_size_mb(kind: str) -> int:
+    """The size a lab gives ``kind`` unless told otherwise."""
+    if kind != "tmpfs":
+        return SPECS[kind].size_mb
+    try:
+        with open("/proc/meminfo") as fh:
+            kib = next(int(line.split()[1]) for line in fh if line.startswith("MemTotal:"))
+    except (OSError, StopIteration, ValueError):
+        return 1024
+    return max(64, min(DEFAULT_SIZE_MB, kib // 1024 // 2))
 
 
 def _kernel_has(fstype: str) -> bool:
