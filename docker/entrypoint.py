@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import IO
 
 from probe.lab import (
-    KINDS,
+    LANES,
+    OVERLAY_KINDS,
     Lab,
     LabError,
     LabUnavailable,
@@ -58,7 +59,10 @@ EXIT_MISSING = 3
 
 #: FS values a user may give, mapped to lab kinds ("all" is the three the
 #: image exists for; the default checks build the whole lab themselves).
-_USER_KINDS = ("btrfs", "xfs", "ext4")
+#: An overlay lane (FS=overlay-xfs) runs a command on overlayfs over that
+#: filesystem, as inside a container image's layers.
+_ALL = ("btrfs", "xfs", "ext4")
+_USER_KINDS = (*_ALL, *OVERLAY_KINDS)
 
 _CAP_MKNOD = 27
 _CAP_SYS_ADMIN = 21
@@ -366,10 +370,12 @@ def _reap(pid: int) -> int | None:
 def parse_fs(value: str) -> tuple[str, ...]:
     words = [w.strip().lower() for w in value.replace(" ", ",").split(",") if w.strip()]
     if not words or words == ["all"]:
-        return _USER_KINDS
+        return _ALL
     bad = [w for w in words if w not in _USER_KINDS]
     if bad:
-        raise ValueError(f"FS={value!r}: unknown {bad}; use btrfs, xfs, ext4 or all")
+        raise ValueError(
+            f"FS={value!r}: unknown {bad}; use {', '.join(_USER_KINDS)} or all"
+        )
     return tuple(dict.fromkeys(words))
 
 
@@ -415,7 +421,7 @@ DEFAULT_STEPS: tuple[Step, ...] = (
 
 def default_mode(out: Path | None) -> int:
     try:
-        preflight(KINDS, need_fuse=True)
+        preflight(LANES, need_fuse=True)
     except Missing as err:
         _say(f"cannot run the lab: {err}")
         return EXIT_MISSING

@@ -31,7 +31,7 @@ from probe.conformance import (
     Variant,
     run_case,
 )
-from probe.lab import KINDS, SIZE_HELP, Lab, LabError, cleanup_stale, parse_sizes
+from probe.lab import KINDS, LANES, SIZE_HELP, Lab, LabError, cleanup_stale, parse_sizes
 
 from . import EXIT_FAILED, EXIT_OK
 from ._render import emit_json, print_table
@@ -56,9 +56,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--kinds",
         nargs="+",
-        choices=KINDS,
+        choices=LANES,
         default=list(KINDS),
-        help="filesystems to build (default: all)",
+        help="filesystems to build (default: the plain ones; overlay-* are overlayfs lanes)",
     )
     up.add_argument("--size", type=_sizes, default={}, metavar="SIZE", help=SIZE_HELP)
     up.add_argument("--json", action="store_true", help="print the lab as JSON")

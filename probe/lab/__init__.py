@@ -1,5 +1,7 @@
 """The real-filesystem lab: loopback btrfs, XFS (reflink on and off) and ext4,
-plus a tmpfs, each a real kernel mount, built under one directory the lab owns.
+plus a tmpfs, each a real kernel mount, built under one directory the lab owns;
+and overlayfs lanes over them (``OVERLAY_KINDS``), as container runtimes
+stack their layers.
 
 Why a lab and not fixtures that mock the kernel: the answers cowprobe
 classifies (EXDEV, EOPNOTSUPP, EINVAL for NOCOW, shared extents) come from the
@@ -24,6 +26,7 @@ which every new lab runs first; a lab whose owner is alive is never touched.
 Layout: ``_specs`` (kinds, mkfs specs, prerequisites), ``_mounts`` (mount(2)
 and unmounting; the mount table is ``probe._mounttable``'s), ``_loops``
 (loop devices), ``_teardown`` (unmount, detach, delete a lab root),
+``_overlay`` (overlayfs lanes: layers, the lower-layer kit, squashfs lower),
 ``_sizes`` (the size setting, the ENOSPC hint),
 ``_owner`` (owner record and stale-lab reaping; the liveness rule is
 ``probe._liveness``'s), ``_errors``, ``_lab`` (``Lab``, ``LabFs``).
@@ -35,13 +38,21 @@ from .._mounttable import MountEntry, mount_of
 from ._errors import LabError, LabUnavailable
 from ._lab import Lab, LabFs
 from ._loops import arm_autoclear
+from ._overlay import KIT_DIR, KIT_FILE, KIT_SPARES, KIT_SUBDIR, KIT_SUBFILE, kit_bytes
 from ._owner import DEFAULT_BASE as DEFAULT_BASE
 from ._owner import cleanup_stale
 from ._sizes import SIZE_HELP, enospc_hint, enospc_hints, parse_size, parse_sizes
-from ._specs import KINDS, missing_prerequisites
+from ._specs import KINDS, LANES, OVERLAY_KINDS, missing_prerequisites
 
 __all__ = [
     "KINDS",
+    "KIT_DIR",
+    "KIT_FILE",
+    "KIT_SPARES",
+    "KIT_SUBDIR",
+    "KIT_SUBFILE",
+    "LANES",
+    "OVERLAY_KINDS",
     "SIZE_HELP",
     "Lab",
     "LabError",
@@ -52,6 +63,7 @@ __all__ = [
     "cleanup_stale",
     "enospc_hint",
     "enospc_hints",
+    "kit_bytes",
     "missing_prerequisites",
     "mount_of",
     "parse_size",

@@ -10,6 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KINDS: tuple[str, ...] = ("btrfs", "xfs", "xfs-noreflink", "ext4", "tmpfs")
+#: overlayfs lanes, as container runtimes build them: lower, upper and work
+#: on one filesystem of a base kind, or a read-only squashfs lower (an image
+#: layer) with upper and work on tmpfs.
+OVERLAY_KINDS: tuple[str, ...] = (
+    "overlay-xfs", "overlay-btrfs", "overlay-ext4", "overlay-squashfs"
+)
+#: every lane the lab can build: the plain filesystems, then the overlays
+LANES: tuple[str, ...] = KINDS + OVERLAY_KINDS
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,28 @@ SPECS: dict[str, Spec] = {
 }
 
 
+@dataclass(frozen=True)
+class OverlaySpec:
+    #: the lab kind holding upper and work (and the lower, unless ``lower_fs``)
+    base: str
+    #: a read-only image filesystem for the lower layer ("squashfs"), or None
+    lower_fs: str | None = None
+    lower_tool: str | None = None
+    lower_package: str = ""
+
+
+OVERLAYS: dict[str, OverlaySpec] = {
+    "overlay-xfs": OverlaySpec("xfs"),
+    "overlay-btrfs": OverlaySpec("btrfs"),
+    "overlay-ext4": OverlaySpec("ext4"),
+    "overlay-squashfs": OverlaySpec("tmpfs", "squashfs", "mksquashfs", "squashfs-tools"),
+}
+
+
 def default_size_mb(kind: str) -> int:
     """The size a lab gives ``kind`` unless told otherwise."""
+    if kind in OVERLAYS:
+        return default_size_mb(OVERLAYS[kind].base)
     if kind != "tmpfs":
         return SPECS[kind].size_mb
     try:
@@ -89,28 +117,32 @@ def missing_prerequisites(kinds: Iterable[str] = KINDS, *, path: str | None = No
     ``path`` is the search path for the tools (default: ``$PATH``).
     """
     kinds = check_kinds(kinds)
+    parts = [OVERLAYS[k].base if k in OVERLAYS else k for k in kinds]
     missing: list[str] = []
     if os.geteuid() != 0:
         missing.append(
             f"not root (running as uid {os.geteuid()}; mount(2) and loop devices need root)"
         )
-    loop_kinds = [k for k in kinds if SPECS[k].mkfs is not None]
-    if loop_kinds:
+    images = [o for o in map(OVERLAYS.get, kinds) if o and o.lower_fs]
+    if images or any(SPECS[k].mkfs is not None for k in parts):
         if not Path("/dev/loop-control").exists():
             missing.append("no /dev/loop-control (loop module not loaded or not exposed here)")
         if shutil.which("losetup", path=path) is None:
             missing.append("losetup missing (install util-linux)")
+    needs = [(SPECS[k].mkfs, SPECS[k].package, SPECS[k].fstype) for k in parts]
+    needs += [(o.lower_tool, o.lower_package, o.lower_fs or "") for o in images]
+    if any(k in OVERLAYS for k in kinds):
+        needs.append((None, "", "overlay"))
     seen: set[str] = set()
-    for kind in kinds:
-        spec = SPECS[kind]
-        if spec.mkfs and spec.mkfs not in seen:
-            seen.add(spec.mkfs)
-            if shutil.which(spec.mkfs, path=path) is None:
-                missing.append(f"{spec.mkfs} missing (install {spec.package})")
-        if spec.fstype not in seen:
-            seen.add(spec.fstype)
-            if not _kernel_has(spec.fstype):
-                missing.append(f"kernel lacks {spec.fstype} (not in /proc/filesystems, no module)")
+    for tool, package, fstype in needs:
+        if tool and tool not in seen:
+            seen.add(tool)
+            if shutil.which(tool, path=path) is None:
+                missing.append(f"{tool} missing (install {package})")
+        if fstype not in seen:
+            seen.add(fstype)
+            if not _kernel_has(fstype):
+                missing.append(f"kernel lacks {fstype} (not in /proc/filesystems, no module)")
     return missing
 
 
@@ -118,7 +150,7 @@ def check_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
     if isinstance(kinds, str):  # Lab("btrfs") would otherwise iterate letters
         kinds = (kinds,)
     out = tuple(dict.fromkeys(kinds))
-    unknown = [k for k in out if k not in SPECS]
+    unknown = [k for k in out if k not in SPECS and k not in OVERLAYS]
     if unknown:
-        raise ValueError(f"unknown lab filesystem kind(s) {unknown}; known: {list(KINDS)}")
+        raise ValueError(f"unknown lab filesystem kind(s) {unknown}; known: {list(LANES)}")
     return out
