@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import threading
@@ -42,15 +40,17 @@ from pathlib import Path
 from typing import IO
 
 from probe.lab import (
+    CAP_SYS_ADMIN,
     LANES,
     OVERLAY_KINDS,
     Lab,
     LabError,
     LabUnavailable,
     cleanup_stale,
-    enospc_hint,
+    ensure_loop_nodes,
+    full_hints,
+    has_capability,
     missing_prerequisites,
-    mount_of,
     parse_sizes,
 )
 
@@ -63,18 +63,6 @@ EXIT_MISSING = 3
 #: filesystem, as inside a container image's layers.
 _ALL = ("btrfs", "xfs", "ext4")
 _USER_KINDS = (*_ALL, *OVERLAY_KINDS)
-
-_CAP_MKNOD = 27
-_CAP_SYS_ADMIN = 21
-_LOOP_MAJOR = 7
-_LOOP_CONTROL = (10, 237)  # misc device, fixed minor (Documentation/admin-guide/devices.txt)
-_LOOP_CTL_GET_FREE = 0x4C82
-# Nodes made beyond the highest loop device that exists now: `losetup
-# --find` may get a brand-new index from the kernel (LOOP_CTL_GET_FREE adds
-# one when none is free), and other containers or host processes may take
-# the next few meanwhile. A node for a device that does not exist yet is
-# harmless (ENXIO on open).
-_LOOP_HEADROOM = 32
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -90,144 +78,21 @@ class Missing(Exception):
 # ------------------------------------------------------------ preflight
 
 
-def _cap_effective() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
-def _has_cap(bit: int) -> bool:
-    return bool(_cap_effective() >> bit & 1)
-
-
-def _mknod(path: Path, kind: int, major: int, minor: int) -> None:
-    # FileExistsError: the runtime (or a parallel step) made it first; the
-    # node is what counts, not who made it.
-    with contextlib.suppress(FileExistsError):
-        os.mknod(path, kind | 0o660, os.makedev(major, minor))
-
-
-def _loop_minor_shift() -> int:
-    # With max_part > 0 every loop device reserves minors for partitions:
-    # loopN is minor N << shift, not N.
-    try:
-        max_part = int(Path("/sys/module/loop/parameters/max_part").read_text())
-    except (OSError, ValueError):
-        max_part = 0
-    return max_part.bit_length() if max_part > 0 else 0
-
-
-def _existing_loops() -> dict[int, tuple[int, int]]:
-    """Index -> (major, minor) of every loop device the kernel has now."""
-    found: dict[int, tuple[int, int]] = {}
-    for entry in Path("/sys/class/block").glob("loop*"):
-        suffix = entry.name[4:]
-        if not suffix.isdigit():
-            continue  # loop0p1 and the like
-        try:
-            major, minor = (int(x) for x in (entry / "dev").read_text().split(":"))
-        except (OSError, ValueError):
-            continue
-        found[int(suffix)] = (major, minor)
-    return found
-
-
-def _dev_is_devtmpfs() -> bool:
-    info = mount_of("/dev")
-    return info is not None and info.fstype == "devtmpfs"
-
-
-def ensure_loop_nodes() -> list[str]:
-    """Make /dev/loop-control and /dev/loopN nodes the container lacks.
-
-    A container's /dev is its own tmpfs with only the devices passed in,
-    while the loop devices are the host kernel's: `losetup --find` gets an
-    index from /dev/loop-control and then opens /dev/loopN, which fails with
-    ENOENT unless the node exists here. Returns the nodes made.
-    """
-    made: list[str] = []
-    if _dev_is_devtmpfs():
-        # On a host (the entrypoint also runs there, e.g. under sudo in CI)
-        # the kernel makes every node itself; nodes we made would linger.
-        return made
-    control = Path("/dev/loop-control")
-    if not control.exists():
-        if not _has_cap(_CAP_MKNOD):
-            raise Missing(
-                "no /dev/loop-control and no CAP_MKNOD to create it: "
-                "pass --device /dev/loop-control"
-            )
-        try:
-            _mknod(control, stat.S_IFCHR, *_LOOP_CONTROL)
-        except OSError as err:
-            raise Missing(
-                f"no /dev/loop-control and mknod failed ({err.strerror}): "
-                "pass --device /dev/loop-control"
-            ) from err
-        made.append(str(control))
-    try:
-        fd = os.open(control, os.O_RDWR | os.O_CLOEXEC)
-    except OSError as err:
-        if err.errno == errno.EPERM:
-            raise Missing(
-                "/dev/loop-control is not allowed by the container's device cgroup: "
-                "pass --device /dev/loop-control"
-            ) from err
-        if err.errno in (errno.ENXIO, errno.ENODEV):
-            raise Missing("the host kernel has no loop driver (modprobe loop on the host)") from err
-        raise Missing(f"cannot open /dev/loop-control: {err.strerror}") from err
-    try:
-        # Asking for the first free index makes the kernel create it if
-        # needed, so the nodes made below cover it.
-        free = fcntl.ioctl(fd, _LOOP_CTL_GET_FREE)
-    except OSError as err:
-        raise Missing(f"LOOP_CTL_GET_FREE on /dev/loop-control: {err.strerror}") from err
-    finally:
-        os.close(fd)
-    loops = _existing_loops()
-    shift = _loop_minor_shift()
-    top = max([free, *loops]) + _LOOP_HEADROOM
-    for index in range(top + 1):
-        node = Path(f"/dev/loop{index}")
-        if node.exists():
-            continue
-        if not _has_cap(_CAP_MKNOD):
-            raise Missing(
-                f"no {node} and no CAP_MKNOD to create it: keep the default "
-                "capabilities (do not --cap-drop MKNOD) or pass the loop devices with --device"
-            )
-        major, minor = loops.get(index, (_LOOP_MAJOR, index << shift))
-        _mknod(node, stat.S_IFBLK, major, minor)
-        made.append(str(node))
-    # Opening a node we made is where the device cgroup says no (EPERM);
-    # ENXIO just means that index has no device (yet).
-    probe = Path(f"/dev/loop{free}")
-    try:
-        os.close(os.open(probe, os.O_RDONLY | os.O_CLOEXEC))
-    except OSError as err:
-        if err.errno == errno.EPERM:
-            raise Missing(
-                "loop devices are not allowed by the container's device cgroup: "
-                "pass --device-cgroup-rule 'b 7:* rmw'"
-            ) from err
-        if err.errno not in (errno.ENXIO, errno.ENOENT):
-            raise Missing(f"cannot open {probe}: {err.strerror}") from err
-    return made
-
-
 def preflight(kinds: Sequence[str], *, need_fuse: bool) -> None:
     """Raise Missing naming everything the lab lacks here."""
     problems: list[str] = []
     if os.geteuid() != 0:
         problems.append(f"not root (uid {os.geteuid()}): do not pass --user")
-    if not _has_cap(_CAP_SYS_ADMIN):
+    if not has_capability(CAP_SYS_ADMIN):
         problems.append(
             "missing capability CAP_SYS_ADMIN (mount(2) needs it): pass --cap-add SYS_ADMIN"
         )
     if problems:
         raise Missing("; ".join(problems))
-    ensure_loop_nodes()
+    try:
+        ensure_loop_nodes()
+    except LabUnavailable as err:
+        raise Missing(str(err)) from err
     missing = missing_prerequisites(kinds)
     if missing:
         raise Missing("; ".join(missing))
@@ -452,19 +317,6 @@ def _reap_stale() -> None:
         _say(f"removed a lab left by a killed step: {root}")
 
 
-def _full(lab: Lab) -> list[str]:
-    """Hints for the lab filesystems the command left (nearly) full."""
-    hints = []
-    for fs in lab:
-        try:
-            st = os.statvfs(fs.mountpoint)
-        except OSError:
-            continue
-        if st.f_bavail * 100 < st.f_blocks:  # under 1 % left: ENOSPC territory
-            hints.append(enospc_hint(fs.kind, fs.size_mb, "LAB_SIZE (docker/run --lab-size)"))
-    return hints
-
-
 def command_mode(
     argv: Sequence[str], kinds: Sequence[str], sizes: dict[str, int] | None = None
 ) -> int:
@@ -503,7 +355,7 @@ def command_mode(
         code, stopped = run_child(argv, env)
         if stopped is not None:
             _say(f"stopped by {stopped.name}; tearing down")
-        for hint in _full(lab) if code else ():
+        for hint in full_hints(lab, "LAB_SIZE (docker/run --lab-size)") if code else ():
             _say(hint)
     finally:
         try:

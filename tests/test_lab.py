@@ -25,6 +25,7 @@ from _kernel_view import loops_under, mounts_under
 
 from probe.lab import (
     KINDS,
+    LANES,
     Lab,
     LabUnavailable,
     cleanup_stale,
@@ -430,7 +431,8 @@ def test_enospc_names_the_size_setting(pytester: pytest.Pytester) -> None:
 def test_size_setting_grammar() -> None:
     assert parse_size("16G") == 16384 and parse_size("512") == 512 and parse_size("2048K") == 2
     assert parse_sizes("btrfs=32G, tmpfs=2g") == {"btrfs": 32768, "tmpfs": 2048}
-    assert parse_sizes("8G") == dict.fromkeys(KINDS, 8192)
+    assert parse_sizes("8G") == dict.fromkeys(LANES, 8192)
+    assert parse_sizes("overlay-ext4=1G") == {"overlay-ext4": 1024}
     for bad in ("", "lots", "btrfs=", "zfs=1G", "0"):
         with pytest.raises(ValueError):
             parse_sizes(bad)

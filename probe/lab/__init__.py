@@ -30,21 +30,24 @@ and unmounting; the mount table is ``probe._mounttable``'s), ``_loops``
 ``_sizes`` (the size setting, the ENOSPC hint),
 ``_owner`` (owner record and stale-lab reaping; the liveness rule is
 ``probe._liveness``'s), ``_errors``, ``_lab`` (``Lab``, ``LabFs``).
+``_devnodes`` (loop device nodes inside a container).
 ``mount_of`` / ``MountEntry`` answer "which mount serves this path" for
 code outside the lab (the Docker entrypoint). Standard library only.
 """
 
 from .._mounttable import MountEntry, mount_of
+from ._devnodes import CAP_SYS_ADMIN, ensure_loop_nodes, has_capability
 from ._errors import LabError, LabUnavailable
 from ._lab import Lab, LabFs
 from ._loops import arm_autoclear
 from ._overlay import KIT_DIR, KIT_FILE, KIT_SPARES, KIT_SUBDIR, KIT_SUBFILE, kit_bytes
 from ._owner import DEFAULT_BASE as DEFAULT_BASE
 from ._owner import cleanup_stale
-from ._sizes import SIZE_HELP, enospc_hint, enospc_hints, parse_size, parse_sizes
+from ._sizes import SIZE_HELP, enospc_hint, enospc_hints, full_hints, parse_size, parse_sizes
 from ._specs import KINDS, LANES, OVERLAY_KINDS, missing_prerequisites
 
 __all__ = [
+    "CAP_SYS_ADMIN",
     "KINDS",
     "KIT_DIR",
     "KIT_FILE",
@@ -63,6 +66,9 @@ __all__ = [
     "cleanup_stale",
     "enospc_hint",
     "enospc_hints",
+    "ensure_loop_nodes",
+    "full_hints",
+    "has_capability",
     "kit_bytes",
     "missing_prerequisites",
     "mount_of",

@@ -5,12 +5,14 @@ user sees when a lab filesystem runs out of space."""
 from __future__ import annotations
 
 import errno
+import os
 import re
 from collections.abc import Iterable
 
-from ._specs import KINDS, check_kinds
+from ._lab import LabFs
+from ._specs import LANES, check_kinds
 
-__all__ = ["SIZE_HELP", "enospc_hint", "enospc_hints", "parse_size", "parse_sizes"]
+__all__ = ["SIZE_HELP", "enospc_hint", "enospc_hints", "full_hints", "parse_size", "parse_sizes"]
 
 SIZE_HELP = (
     "SIZE for every lab filesystem, or KIND=SIZE,... for some (e.g. 64G or "
@@ -45,7 +47,7 @@ def parse_sizes(text: str) -> dict[str, int]:
     for part in parts:
         kind, eq, size = part.partition("=")
         if not eq:
-            out.update(dict.fromkeys(KINDS, parse_size(part)))
+            out.update(dict.fromkeys(LANES, parse_size(part)))
             continue
         (kind,) = check_kinds((kind.strip(),))
         out[kind] = parse_size(size)
@@ -77,3 +79,17 @@ def enospc_hints(exc: BaseException | None, filesystems: Iterable[tuple[str, int
     if not _is_enospc(exc):
         return []
     return [enospc_hint(kind, size, setting) for kind, size in filesystems]
+
+
+def full_hints(filesystems: Iterable[LabFs], setting: str) -> list[str]:
+    """Hints for the lab filesystems left (nearly) full: under 1 % free is
+    where writes start failing with ENOSPC."""
+    hints = []
+    for fs in filesystems:
+        try:
+            st = os.statvfs(fs.mountpoint)
+        except OSError:
+            continue
+        if st.f_bavail * 100 < st.f_blocks:
+            hints.append(enospc_hint(fs.kind, fs.size_mb, setting))
+    return hints
