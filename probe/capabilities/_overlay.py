@@ -57,13 +57,16 @@ def _upper_has(mnt: MountEntry, rel: str) -> bool | None:
     return None if upper is None else os.path.lexists(os.path.join(upper, rel))
 
 
-def _spare(kit: str, t: Trial) -> str:
+def _spare(ctx: ProbeContext, t: Trial) -> tuple[MountEntry, str, str]:
+    """(the overlay, an unused lower-layer spare file, its path from the root)."""
+    mnt, kit = _overlay(ctx, t)
     spares = os.path.join(kit, KIT_SPARES)
     names = sorted(os.listdir(spares)) if os.path.isdir(spares) else []
     if not names:
         raise _NoLower(t.could_not_tell(
             f"the lower-layer kit's spare files are used up ({KIT_DIR}/{KIT_SPARES}/ is empty)"))
-    return os.path.join(spares, names[0])
+    spare = os.path.join(spares, names[0])
+    return mnt, spare, os.path.relpath(spare, mnt.mount_point)
 
 
 def clone_lower(ctx: ProbeContext, t: Trial) -> Capability:
@@ -90,11 +93,9 @@ def clone_lower(ctx: ProbeContext, t: Trial) -> Capability:
 def copy_up_shares(ctx: ProbeContext, t: Trial) -> Capability:
     """Opening a lower file for writing copies it up: does the copy share blocks?"""
     try:
-        mnt, kit = _overlay(ctx, t)
-        spare = _spare(kit, t)
+        mnt, spare, rel = _spare(ctx, t)
     except _NoLower as no:
         return no.answer
-    rel = os.path.relpath(spare, mnt.mount_point)
     try:
         fd = ctx.track(t.call(f"open({rel}, O_WRONLY) (copy-up)", os.open, spare,
                               os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW))
@@ -146,11 +147,9 @@ def rename_lower_dir(ctx: ProbeContext, t: Trial) -> Capability:
 def hardlink_lower(ctx: ProbeContext, t: Trial) -> Capability:
     """link(2) of a lower-layer file: works, but copies the file up first."""
     try:
-        mnt, kit = _overlay(ctx, t)
-        spare = _spare(kit, t)
+        mnt, spare, rel = _spare(ctx, t)
     except _NoLower as no:
         return no.answer
-    rel = os.path.relpath(spare, mnt.mount_point)
     link = ctx.name("link-to-lower")
     try:
         t.call(f"link({rel}, {link})", os.link, spare, link, dst_dir_fd=ctx.dir_fd,

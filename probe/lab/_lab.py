@@ -8,7 +8,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -33,6 +32,7 @@ from ._specs import (
     missing_prerequisites,
 )
 from ._teardown import dismantle
+from ._tool import run_tool
 
 _MIB = 1 << 20
 
@@ -209,19 +209,8 @@ class Lab:
         image = root / "images" / f"{name}.img"
         with image.open("xb") as fh:
             fh.truncate(size_mb * _MIB)  # sparse: no blocks until written
-        proc = subprocess.run(
-            [spec.mkfs, *spec.mkfs_args, str(image)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            msg = (proc.stderr or proc.stdout).strip().splitlines()
-            raise LabError(
-                f"{spec.mkfs} failed on a {size_mb} MiB image (exit {proc.returncode}): "
-                + (msg[-1] if msg else "no message")
-            )
+        run_tool([spec.mkfs, *spec.mkfs_args, str(image)],
+                 f"{spec.mkfs} failed on a {size_mb} MiB image")
         device = self._attach(image)
         self._mount(device, mountpoint, spec.fstype, 0, spec.mount_data)
         arm_autoclear(device)

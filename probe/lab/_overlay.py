@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from pathlib import Path
 
 from ._errors import LabError
+from ._tool import run_tool
 
 __all__ = ["KIT_DIR", "KIT_FILE", "KIT_SPARES", "KIT_SUBDIR", "KIT_SUBFILE", "kit_bytes",
            "make_squashfs", "mount_data", "write_kit"]
@@ -60,18 +60,8 @@ def write_kit(lower: Path) -> None:
 
 def make_squashfs(stage: Path, image: Path) -> None:
     """A squashfs image of ``stage`` (the read-only lower of an image layer)."""
-    proc = subprocess.run(
-        ["mksquashfs", str(stage), str(image), "-noappend", "-quiet", "-no-progress"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        msg = (proc.stderr or proc.stdout).strip().splitlines()
-        raise LabError(
-            f"mksquashfs failed (exit {proc.returncode}): " + (msg[-1] if msg else "no message")
-        )
+    run_tool(["mksquashfs", str(stage), str(image), "-noappend", "-quiet", "-no-progress"],
+             "mksquashfs failed")
 
 
 def mount_data(lower: Path, upper: Path, work: Path) -> str:
