@@ -178,3 +178,18 @@ def test_matrix_is_the_scenario_data() -> None:
     assert [(s.id, v.label) for s, v in cells] == expected
     assert {v.source for _, v in cells} >= {"btrfs", "xfs", "ext4", "tmpfs", "xfs-noreflink"}
     assert not any(v.faults or "fakefs" in (v.source, v.dest) for _, v in cells)
+
+
+def test_clean_removes_a_killed_overlay_lab(base: Path) -> None:
+    # The deepest stack the lab builds: overlay over a loop-mounted squashfs
+    # lower and a tmpfs upper, plus overlay over a loop XFS. SIGKILL, then
+    # the reaper must take it all down in the right order.
+    proc, doc = start_up(base, "overlay-squashfs", "overlay-xfs")
+    root = Path(doc["root"])
+    assert {fs["fstype"] for fs in doc["filesystems"]} == {"overlay"}
+    proc.kill()
+    proc.communicate(timeout=120)
+    assert len(mounts_under(root)) == 5  # 2 overlays, squashfs, tmpfs, xfs
+    assert len(loops_under(root)) == 2
+    assert cleanup_stale(base) == [root]
+    assert mounts_under(root) == [] and loops_under(root) == [] and not root.exists()
