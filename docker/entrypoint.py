@@ -346,7 +346,7 @@ def command_mode(
             # `docker kill` (no teardown runs) frees them on the host.
             env[f"COWPROBE_LAB_{fs.kind.upper().replace('-', '_')}"] = str(fs.mountpoint)
             _say(
-                f"{fs.kind} ({fs.size_mb} MiB) on {fs.device} mounted at {fs.mountpoint} "
+                f"{fs.kind} on {fs.device} mounted at {fs.mountpoint}, {fs.size_mb} MiB "
                 f"({fs.options})"
             )
         tmp = lab.scratch_dir(kinds[0], "tmp")
