@@ -18,7 +18,7 @@ import pytest
 
 from probe.capabilities import CAPABILITY_NAMES, probe_capabilities, probe_pair, unavailable_report
 from probe.cli import EXIT_OK, EXIT_USAGE, main
-from probe.lab import KINDS, Lab
+from probe.lab import KINDS, LANES, Lab
 from probe.report import SCHEMA_VERSION, load_schema, render_markdown, to_document
 
 
@@ -180,7 +180,7 @@ def test_report_lab_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     doc = json.loads(out)
     validate(doc)
     labels = [f["label"] for f in doc["filesystems"]]
-    assert labels == [*KINDS, "fakefs (FUSE)"]
+    assert labels == [*LANES, "fakefs (FUSE)"]
     caps = {f["label"]: f["capabilities"] for f in doc["filesystems"]}
     for kind, want in {"btrfs": "supported", "xfs": "supported", "xfs-noreflink": "unsupported",
                        "ext4": "unsupported", "tmpfs": "unsupported"}.items():

@@ -82,6 +82,7 @@ _LAB_PAIRS = (
     ("btrfs → btrfs (bind mount)", "btrfs", "bind:btrfs"),
     ("btrfs → xfs", "btrfs", "xfs"),
     ("ext4 → tmpfs", "ext4", "tmpfs"),
+    ("overlay-xfs → overlay-btrfs (two overlay mounts)", "overlay-xfs", "overlay-btrfs"),
 )
 
 
@@ -189,7 +190,8 @@ def lab_reports(only: Sequence[str] | None = None, *,
                 ) -> tuple[list[CapabilityReport], list[PairReport]]:
     """Build the lab, probe every filesystem in it plus a fakefs mount and
     the lab's directory pairs, tear it all down, return the reports."""
-    from probe.lab import KINDS, Lab, LabError
+    from probe.lab import LANES as KINDS  # every lane, the overlays too
+    from probe.lab import Lab, LabError
 
     reports: list[CapabilityReport] = []
     pairs: list[PairReport] = []
