@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "OPS",
+    "SYSCALL_OPS",
     "FaultRule",
     "RuleError",
     "parse_rule",
@@ -47,6 +48,25 @@ OPS: frozenset[str] = frozenset(
 
 #: What ``*`` in OPS means: every operation whose errno reaches a caller.
 ALL_OPS: frozenset[str] = OPS - {"release", "releasedir"}
+
+#: Calls the syscall layer (fakefs._syscall, seccomp user notification)
+#: can fail on a real filesystem. Upper case names are ioctl requests, the
+#: rest system calls. The FUSE refusal table does not apply to them: the
+#: errno goes straight back to the caller's syscall, no kernel FUSE code
+#: reinterprets it.
+SYSCALL_OPS: frozenset[str] = frozenset(
+    {
+        "FICLONE", "FICLONERANGE", "FIDEDUPERANGE", "copy_file_range", "fallocate",
+        "fsync", "fdatasync", "ftruncate", "rename", "renameat", "renameat2", "link",
+        "linkat",
+    }
+)  # fmt: skip
+#: Syscall ops with a second path (``src=`` matches it): the clone/copy
+#: source, or the old name of a rename/link.
+SOURCE_OPS: frozenset[str] = frozenset(
+    {"FICLONE", "FICLONERANGE", "FIDEDUPERANGE", "copy_file_range", "rename", "renameat",
+     "renameat2", "link", "linkat"}
+)  # fmt: skip
 
 _ENOSYS_CACHED = {
     # fs/fuse/file.c fuse_file_open(): -ENOSYS sets fc->no_open, the open
@@ -179,6 +199,16 @@ class FaultRule:
     p: float | None = None
     seed: int | None = None
     pid: int | None = None
+    #: syscall rules only: a glob the call's source (or old name) must match
+    src: str | None = None
+
+    @property
+    def syscall(self) -> bool:
+        """Does this rule act at the syscall layer (not on the FUSE mount)?"""
+        return bool(self.ops & SYSCALL_OPS)
+
+    def matches_source(self, path: str | None) -> bool:
+        return self.src is None or (path is not None and fnmatch.fnmatchcase(path, self.src))
 
     @property
     def text(self) -> str:
@@ -196,7 +226,7 @@ class FaultRule:
                 parts.append(f"delay={_fmt_delay(self.delay)}")
         else:
             parts.append(f"delay={_fmt_delay(self.delay)}")
-        for key in ("times", "nth", "p", "seed", "pid"):
+        for key in ("times", "nth", "p", "seed", "pid", "src"):
             value = getattr(self, key)
             if value is not None:
                 parts.append(f"{key}={value}")
@@ -230,6 +260,12 @@ def parse_rule(text: str) -> FaultRule:
         raise RuleError(f"glob in rule {rule!r} contains a NUL byte")
 
     kw: dict[str, object] = {}
+    syscall = bool(ops & SYSCALL_OPS)
+    if syscall and (action == "vanish" or action.startswith("short=")):
+        raise RuleError(
+            f"{action.partition('=')[0]} is a FUSE action; a syscall rule takes an errno "
+            f"or delay=, rule {rule!r}"
+        )
     if action == "vanish":
         kw["vanish"] = True
     elif action.startswith("delay="):
@@ -245,7 +281,7 @@ def parse_rule(text: str) -> FaultRule:
                 f"unknown action {action!r} in rule {rule!r}: "
                 "use an errno name (EIO), vanish, delay=50ms or short=N"
             )
-        for op in sorted(ops):
+        for op in sorted(ops - SYSCALL_OPS):
             why = refusal(op, action)
             if why is not None:
                 raise RuleError(f"{action} is refused for {op}: {why}")
@@ -272,6 +308,15 @@ def parse_rule(text: str) -> FaultRule:
             if not 0.0 <= prob <= 1.0:
                 raise RuleError(f"p= must be within 0..1 in rule {rule!r}, got {value}")
             kw[key] = prob
+        elif key == "src":
+            if not ops <= SOURCE_OPS:
+                raise RuleError(
+                    f"src= needs calls with a source ({', '.join(sorted(SOURCE_OPS))}), "
+                    f"rule {rule!r}"
+                )
+            if value.startswith("/"):
+                raise RuleError(f"src= glob {value!r} in rule {rule!r} must be relative")
+            kw[key] = value
         elif key == "delay":
             if "delay" in kw or kw.get("vanish"):
                 raise RuleError(f"delay= cannot be combined with this action in rule {rule!r}")
@@ -279,7 +324,7 @@ def parse_rule(text: str) -> FaultRule:
         else:
             raise RuleError(
                 f"unknown trigger {key!r} in rule {rule!r}: "
-                "use times=, nth=, p=, seed=, pid= or delay="
+                "use times=, nth=, p=, seed=, pid=, src= or delay="
             )
     if "seed" in kw and "p" not in kw:
         raise RuleError(f"seed= only makes sense with p= in rule {rule!r}")
@@ -292,10 +337,17 @@ def _parse_ops(text: str, rule: str) -> frozenset[str]:
     if text == "*":
         return ALL_OPS
     ops = [op.strip() for op in text.split(",")]
+    if set(ops) & SYSCALL_OPS and not set(ops) <= SYSCALL_OPS:
+        # One layer per rule: a FUSE op and a syscall are answered by two
+        # different processes, so one rule's counters could not be one count.
+        raise RuleError(f"rule {rule!r} mixes FUSE operations and syscalls; write two rules")
     for op in ops:
+        if op in SYSCALL_OPS:
+            continue
         if op not in OPS:
             hint = "access is never sent (default_permissions); " if op == "access" else ""
             raise RuleError(
-                f"unknown operation {op!r} in rule {rule!r}: {hint}known: {', '.join(sorted(OPS))}"
+                f"unknown operation {op!r} in rule {rule!r}: {hint}known: "
+                f"{', '.join(sorted(OPS))}; syscalls: {', '.join(sorted(SYSCALL_OPS))}"
             )
     return frozenset(ops)
