@@ -20,11 +20,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ._errors import ControlError, DaemonError, MountError
 from ._mounts import (
     CONTROL_DIR_PREFIX,
-    MountError,
     check_backing,
     check_mountpoint,
+    check_not_nested,
     find_mount,
     unmount,
 )
@@ -37,10 +38,6 @@ __all__ = ["ControlError", "FakeFS", "connect", "mount"]
 START_TIMEOUT = 30.0
 #: how long a daemon may take to exit once its mount is gone
 STOP_TIMEOUT = 10.0
-
-
-class ControlError(RuntimeError):
-    """The daemon refused a command, or the control channel broke."""
 
 
 class _Channel:
@@ -198,14 +195,16 @@ def _read_ready(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> dict[
     while b"\n" not in buf:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise MountError(f"fakefs daemon (pid {proc.pid}) did not become ready in {timeout}s")
+            raise DaemonError(
+                f"fakefs daemon (pid {proc.pid}) did not become ready in {timeout}s"
+            )
         ready, _, _ = select.select([fd], [], [], left)
         if not ready:
             continue
         chunk = os.read(fd, 4096)
         if not chunk:
             code = proc.wait()
-            raise MountError(f"fakefs daemon exited with status {code} before it was ready")
+            raise DaemonError(f"fakefs daemon exited with status {code} before it was ready")
         buf += chunk
     msg: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
     return msg
@@ -228,6 +227,7 @@ def start(
     rules = [r.text if isinstance(r, FaultRule) else parse_rule(r).text for r in faults]
     back = check_backing(backing)
     mnt = check_mountpoint(mountpoint)
+    check_not_nested(back, mnt)
     cmd = [sys.executable, "-m", "fakefs._daemon", str(back), str(mnt),
            "--cache-timeout", str(cache_timeout), "--trace-limit", str(trace_limit)]
     for rule in rules:
@@ -265,8 +265,10 @@ def start(
     finally:
         os.close(ready_r)
     if "error" in msg:
+        # The client checked every input already: what the daemon still
+        # refuses is a start-up failure (FUSE, permissions), not bad input.
         _abort(proc, mnt, life_w)
-        raise MountError(msg["error"])
+        raise DaemonError(msg["error"])
     info = find_mount(mnt)
     mount_id = info.mount_id if info is not None and info.control == msg["control"] else None
     return FakeFS(back, mnt, int(msg["pid"]), str(msg["control"]),
@@ -302,7 +304,8 @@ def mount(
     Returns once the mount serves; always unmounts -- when the block raises,
     and when the daemon was killed (no "Transport endpoint is not
     connected" left behind). Bad input raises ``MountError`` or
-    ``RuleError`` (both ValueError) before anything is mounted.
+    ``RuleError`` (both ValueError) before anything is mounted; a daemon
+    that cannot start raises ``DaemonError``.
     """
     fs = start(backing, mountpoint, faults, cache_timeout=cache_timeout, trace_limit=trace_limit)
     try:

@@ -61,6 +61,12 @@ SYSCALL_OPS: frozenset[str] = frozenset(
         "linkat",
     }
 )  # fmt: skip
+#: Names that are both a FUSE operation and a system call. In a rule they
+#: mean the FUSE operation unless the rule is parsed for the syscall layer
+#: (``syscall_faults()``, ``fakefs run`` without a mount) or the op is
+#: written ``sys.fsync``: existing FUSE rules keep their meaning.
+AMBIGUOUS_OPS: frozenset[str] = SYSCALL_OPS & OPS
+SYS_PREFIX = "sys."
 #: Syscall ops with a second path (``src=`` matches it): the clone/copy
 #: source, or the old name of a rename/link.
 SOURCE_OPS: frozenset[str] = frozenset(
@@ -201,11 +207,13 @@ class FaultRule:
     pid: int | None = None
     #: syscall rules only: a glob the call's source (or old name) must match
     src: str | None = None
+    #: "fuse" or "syscall": which layer answers the rule
+    layer: str = "fuse"
 
     @property
     def syscall(self) -> bool:
         """Does this rule act at the syscall layer (not on the FUSE mount)?"""
-        return bool(self.ops & SYSCALL_OPS)
+        return self.layer == "syscall"
 
     def matches_source(self, path: str | None) -> bool:
         return self.src is None or (path is not None and fnmatch.fnmatchcase(path, self.src))
@@ -213,6 +221,8 @@ class FaultRule:
     @property
     def text(self) -> str:
         ops = "*" if self.ops == ALL_OPS else ",".join(sorted(self.ops))
+        if self.syscall and self.ops & AMBIGUOUS_OPS:
+            ops = ",".join(SYS_PREFIX + op if op in OPS else op for op in sorted(self.ops))
         parts = [ops, self.glob]
         if self.errno_name is not None:
             parts.append(self.errno_name)
@@ -244,8 +254,13 @@ def _fmt_delay(seconds: float) -> str:
     return f"{ms:g}ms"
 
 
-def parse_rule(text: str) -> FaultRule:
-    """Parse ``OPS:GLOB:ACTION[:TRIGGER]...``; raises RuleError (one line)."""
+def parse_rule(text: str, *, layer: str | None = None) -> FaultRule:
+    """Parse ``OPS:GLOB:ACTION[:TRIGGER]...``; raises RuleError (one line).
+
+    ``layer="syscall"`` reads every op as a system call (fsync, rename and
+    link are then the calls, not the FUSE operations) and refuses FUSE-only
+    ones; None decides from the names.
+    """
     if not isinstance(text, str):
         raise RuleError(f"a fault rule is a string, got {type(text).__name__}")
     rule = text.strip()
@@ -253,14 +268,13 @@ def parse_rule(text: str) -> FaultRule:
     if len(fields) < 3 or not all(fields[:3]):
         raise RuleError(f"malformed rule {rule!r}: expected OPS:GLOB:ACTION[:TRIGGER]...")
     ops_text, glob, action, *triggers = fields
-    ops = _parse_ops(ops_text, rule)
+    ops, syscall = _parse_ops(ops_text, rule, layer)
     if glob.startswith("/"):
         raise RuleError(f"glob {glob!r} in rule {rule!r} must be relative to the mount root")
     if "\x00" in glob:
         raise RuleError(f"glob in rule {rule!r} contains a NUL byte")
 
     kw: dict[str, object] = {}
-    syscall = bool(ops & SYSCALL_OPS)
     if syscall and (action == "vanish" or action.startswith("short=")):
         raise RuleError(
             f"{action.partition('=')[0]} is a FUSE action; a syscall rule takes an errno "
@@ -281,7 +295,7 @@ def parse_rule(text: str) -> FaultRule:
                 f"unknown action {action!r} in rule {rule!r}: "
                 "use an errno name (EIO), vanish, delay=50ms or short=N"
             )
-        for op in sorted(ops - SYSCALL_OPS):
+        for op in sorted(() if syscall else ops):
             why = refusal(op, action)
             if why is not None:
                 raise RuleError(f"{action} is refused for {op}: {why}")
@@ -330,24 +344,35 @@ def parse_rule(text: str) -> FaultRule:
         raise RuleError(f"seed= only makes sense with p= in rule {rule!r}")
     if kw.get("vanish") and "times" in kw:
         raise RuleError(f"vanish fires once; times= is meaningless in rule {rule!r}")
+    kw["layer"] = "syscall" if syscall else "fuse"
     return FaultRule(ops=ops, glob=glob, **kw)  # type: ignore[arg-type]
 
 
-def _parse_ops(text: str, rule: str) -> frozenset[str]:
+def _parse_ops(text: str, rule: str, layer: str | None) -> tuple[frozenset[str], bool]:
+    """The ops, and whether they are syscalls."""
     if text == "*":
-        return ALL_OPS
-    ops = [op.strip() for op in text.split(",")]
-    if set(ops) & SYSCALL_OPS and not set(ops) <= SYSCALL_OPS:
-        # One layer per rule: a FUSE op and a syscall are answered by two
-        # different processes, so one rule's counters could not be one count.
-        raise RuleError(f"rule {rule!r} mixes FUSE operations and syscalls; write two rules")
+        if layer == "syscall":
+            raise RuleError(f"name the calls in syscall rule {rule!r}: * means every FUSE op")
+        return ALL_OPS, False
+    raw = [op.strip() for op in text.split(",")]
+    marked = any(op.startswith(SYS_PREFIX) for op in raw)
+    ops = [op.removeprefix(SYS_PREFIX) for op in raw]
+    syscall = layer == "syscall" or marked or any(op in SYSCALL_OPS - OPS for op in ops)
+    if syscall:
+        fuse_only = [op for op in ops if op not in SYSCALL_OPS]
+        if fuse_only and layer != "syscall" and fuse_only != ops:
+            # One layer per rule: a FUSE op and a syscall are answered by two
+            # different processes, so one rule's counters could not be one count.
+            raise RuleError(f"rule {rule!r} mixes FUSE operations and syscalls; write two rules")
+        if fuse_only:
+            raise RuleError(f"unknown syscall {fuse_only[0]!r} in rule {rule!r}: known: "
+                            f"{', '.join(sorted(SYSCALL_OPS))}")
+        return frozenset(ops), True
     for op in ops:
-        if op in SYSCALL_OPS:
-            continue
         if op not in OPS:
             hint = "access is never sent (default_permissions); " if op == "access" else ""
             raise RuleError(
                 f"unknown operation {op!r} in rule {rule!r}: {hint}known: "
                 f"{', '.join(sorted(OPS))}; syscalls: {', '.join(sorted(SYSCALL_OPS))}"
             )
-    return frozenset(ops)
+    return frozenset(ops), False

@@ -23,7 +23,7 @@ def _cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    from fakefs._pytest import require_fakefs
+    from probe.pytest_plugin import require_fakefs
 
     require_fakefs()
     backing, mnt = tmp_path / "backing", tmp_path / "mnt"

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ARCH", "Arch", "IOCTL_OPS", "arch", "build_program", "supported_ops"]
+__all__ = ["ARCH", "IOCTL_OPS", "Arch", "arch", "build_program", "supported_ops"]
 
 # linux/seccomp.h
 RET_ALLOW = 0x7FFF0000

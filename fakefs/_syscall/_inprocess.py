@@ -81,7 +81,7 @@ def parse_syscall_rules(rules: Iterable[str | FaultRule]) -> list[FaultRule]:
     """Parse ``rules``; every one must be a syscall rule (RuleError otherwise)."""
     from .._rules import RuleError
 
-    parsed = [r if isinstance(r, FaultRule) else parse_rule(r) for r in rules]
+    parsed = [r if isinstance(r, FaultRule) else parse_rule(r, layer="syscall") for r in rules]
     for rule in parsed:
         if not rule.syscall:
             raise RuleError(f"{rule.text!r} is a FUSE rule; without a mount only syscall "

@@ -141,16 +141,18 @@ class RuleTable:
             if armed is not None and not delivered:
                 armed.hits -= 1
                 armed.absorbed += 1
+            # The FUSE trace's keys, plus the layer: one JSON-lines stream
+            # can hold both. "continued": the real call ran (its own result
+            # is the kernel's, not ours to know).
+            fired = armed is not None and armed.rule.errno is not None
             entry: dict[str, Any] = {
                 "time": time.time(), "layer": "syscall", "op": call.op, "path": call.path,
-                "pid": call.pid, "tgid": call.tgid,
+                "src": call.src, "pid": call.pid, "tgid": call.tgid,
+                "result": armed.rule.errno_name if fired and armed else "continued",
+                "errno": armed.rule.errno if fired and armed else None,
+                "rule": armed.id if armed is not None else None,
+                "delivered": delivered,
             }
-            if call.src is not None:
-                entry["src"] = call.src
-            if armed is not None:
-                entry["rule"] = armed.id
-                entry["errno"] = armed.rule.errno_name
-                entry["delivered"] = delivered
             self.trace.append(entry)
 
     def listing(self) -> list[dict[str, Any]]:
