@@ -6,8 +6,12 @@ TSYNC), and stays; after the block its rule table is empty and the
 supervisor answers every trapped call with CONTINUE, so the calls run as
 before at the cost of one round trip each (see
 tests/benchmarks/bench_syscall.py). A later block on the same thread
-reuses the filter; it adds a second one only for calls the first does not
-trap. Threads and processes started from a filtered thread inherit its
+reuses the filter. The kernel allows one listener per task (a second
+NEW_LISTENER filter fails with EBUSY), so the first block's filter traps
+every call the layer knows, not only the ones its rules name: after it,
+fsync, rename & co. on that thread pay the round trip too. For the same
+reason a process already running under ``fakefs run`` cannot open a block
+(a clear SyscallLayerError). Threads and processes started from a filtered thread inherit its
 filter -- inside the block that is the point (they are covered); after it
 they merely pay the round trip. A child that outlives this process gets
 ENOSYS from its trapped calls once the listener closes with us: do not
@@ -20,6 +24,7 @@ makes no trapped call itself, so it can never wait on its own answer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -39,18 +44,27 @@ class SyscallFaults:
     """The handle a ``syscall_faults`` block yields: counters and trace."""
 
     def __init__(self, table: RuleTable) -> None:
-        self._table = table
+        self._table: RuleTable | None = table
+        self._final: tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]] = (
+            [], {}, [])
+
+    def freeze(self) -> None:
+        """Keep what the block saw: the thread's table serves the next block."""
+        if self._table is not None:
+            t = self._table
+            self._final = (t.listing(), t.counters(), list(t.trace))
+            self._table = None
 
     def faults(self) -> list[dict[str, Any]]:
         """Each rule with its hits (delivered faults), matches and absorbed."""
-        return self._table.listing()
+        return self._table.listing() if self._table else self._final[0]
 
     def counters(self) -> dict[str, Any]:
-        return self._table.counters()
+        return self._table.counters() if self._table else self._final[1]
 
     def trace(self) -> list[dict[str, Any]]:
         """Every trapped call in the block: op, paths, pid, rule, errno."""
-        return list(self._table.trace)
+        return list(self._table.trace) if self._table else self._final[2]
 
 
 class _ThreadState:
@@ -115,15 +129,17 @@ def syscall_faults(
         state = _threads.setdefault(ident, _ThreadState())
     if state.active:
         raise SyscallLayerError("syscall_faults() blocks do not nest on one thread")
-    needed = frozenset().union(*(r.ops for r in parsed)) - state.trapped
-    if needed:
+    if not state.trapped:
         assert ARCH is not None  # _get_supervisor checked
         try:
-            fd = install(needed, ARCH)
+            fd = install(supported_ops(ARCH), ARCH)
         except OSError as err:
-            raise SyscallLayerError(f"cannot install the seccomp filter: {err.strerror}") from None
+            why = err.strerror
+            if err.errno == errno.EBUSY:
+                why = "this thread already has a seccomp listener (running under fakefs run?)"
+            raise SyscallLayerError(f"cannot install the seccomp filter: {why}") from None
         sup.add(fd, state.table)
-        state.trapped |= needed
+        state.trapped = supported_ops(ARCH)
     table = state.table
     table.clear()
     table.reset_observations()
@@ -131,8 +147,10 @@ def syscall_faults(
     for rule in parsed:
         table.add(rule)
     state.active = True
+    handle = SyscallFaults(table)
     try:
-        yield SyscallFaults(table)
+        yield handle
     finally:
+        handle.freeze()
         table.clear()
         state.active = False

@@ -79,7 +79,7 @@ def install(ops: frozenset[str], a: Arch) -> int:
     libc = _libc()
     if not _has_cap_sys_admin() and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
+        raise OSError(err, os.strerror(err))
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
     fd = libc.syscall(
@@ -88,7 +88,7 @@ def install(ops: frozenset[str], a: Arch) -> int:
     )
     if fd < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"seccomp(SET_MODE_FILTER, NEW_LISTENER): {os.strerror(err)}")
+        raise OSError(err, os.strerror(err))
     os.set_inheritable(fd, False)
     return int(fd)
 
