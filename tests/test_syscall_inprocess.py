@@ -98,13 +98,13 @@ def test_rename_rules_match_both_names_relative_to_cwd(tmp_path: Path) -> None:
 
 
 def test_bad_rules_and_nesting_are_refused_before_anything(tmp_path: Path) -> None:
-    with pytest.raises(fakefs.RuleError, match="unknown syscall 'open'"):
-        with fakefs.syscall_faults(["open:*:EIO"], root=tmp_path):
-            pass
-    with fakefs.syscall_faults(["fsync:*:EIO"], root=tmp_path):
-        with pytest.raises(fakefs.SyscallLayerError, match="do not nest"):
-            with fakefs.syscall_faults(["fsync:*:EIO"], root=tmp_path):
-                pass
+    with (pytest.raises(fakefs.RuleError, match="unknown syscall 'open'"),
+          fakefs.syscall_faults(["open:*:EIO"], root=tmp_path)):
+        pass
+    with (fakefs.syscall_faults(["fsync:*:EIO"], root=tmp_path),
+          pytest.raises(fakefs.SyscallLayerError, match="do not nest"),
+          fakefs.syscall_faults(["fsync:*:EIO"], root=tmp_path)):
+        pass
 
 
 def test_fixture_arms_rules_for_the_test(syscall_faults: Any, tmp_path: Path) -> None:
