@@ -135,6 +135,11 @@ class Site(ABC):
         for cap in variant.requires:
             if why := self.capability_missing(cap):
                 return why
+        if variant.syscall_faults:
+            import fakefs
+
+            if why_list := fakefs.syscall_missing():
+                return "; ".join(why_list)
         return None
 
     def fakefs_missing(self) -> str | None:
