@@ -226,8 +226,10 @@ def start(
     """
     rules = [r.text if isinstance(r, FaultRule) else parse_rule(r).text for r in faults]
     back = check_backing(backing)
+    # Nesting first: the more telling reason (a mountpoint holding its own
+    # backing directory is also "not empty").
+    check_not_nested(back, Path(os.path.abspath(mountpoint)))
     mnt = check_mountpoint(mountpoint)
-    check_not_nested(back, mnt)
     cmd = [sys.executable, "-m", "fakefs._daemon", str(back), str(mnt),
            "--cache-timeout", str(cache_timeout), "--trace-limit", str(trace_limit)]
     for rule in rules:

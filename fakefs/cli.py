@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from ._client import FakeFS, connect, start
@@ -136,7 +137,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         # The daemon checks too, but only this side can say it before a
         # process exists: a nested mount would deadlock it.
-        check_not_nested(check_backing(args.backing), check_mountpoint(args.mountpoint))
+        check_not_nested(check_backing(args.backing), Path(os.path.abspath(args.mountpoint)))
+        check_mountpoint(args.mountpoint)
         from ._daemon import main as daemon_main
 
         argv = [args.backing, args.mountpoint, "--cache-timeout", str(args.cache_timeout),
