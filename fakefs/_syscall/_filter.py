@@ -10,7 +10,7 @@ injector must never break what it does not target).
 
 from __future__ import annotations
 
-import platform
+import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -68,7 +68,7 @@ _ARCHES = {"x86_64": _X86_64, "amd64": _X86_64, "aarch64": _AARCH64, "arm64": _A
 
 def arch() -> Arch | None:
     """This machine's architecture, or None where the layer cannot run."""
-    return _ARCHES.get(platform.machine().lower())
+    return _ARCHES.get(os.uname().machine.lower())
 
 
 ARCH = arch()

@@ -22,13 +22,10 @@ from dataclasses import dataclass
 from probe._linux import _libc
 
 from ._filter import Arch, build_program
+from ._launch import install_program
 
 __all__ = ["Notification", "install", "notif_id_valid", "recv", "send_continue", "send_errno"]
 
-_SECCOMP_SET_MODE_FILTER = 1
-_SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
-_PR_SET_NO_NEW_PRIVS = 38
-_CAP_SYS_ADMIN = 21
 _USER_NOTIF_FLAG_CONTINUE = 1
 
 # struct seccomp_notif { u64 id; u32 pid; u32 flags; struct seccomp_data data; }
@@ -46,8 +43,14 @@ _NOTIF_SEND = _iowr(1, _RESP.size, 3)  # _IOWR('!', 1, struct seccomp_notif_resp
 _NOTIF_ID_VALID = _iowr(2, 8, 1)  # _IOW('!', 2, __u64)
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+#: loaded once: probe's loader searches for libc on every call, which would
+#: cost more than the whole round trip it serves
+_LIBC = _libc()
+# A function object of our own: argtypes on the shared ``_LIBC.ioctl``
+# would change it for every other user of the loader.
+_IOCTL = _LIBC["ioctl"]
+_IOCTL.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+_IOCTL.restype = ctypes.c_int
 
 
 @dataclass(frozen=True)
@@ -58,45 +61,16 @@ class Notification:
     args: tuple[int, ...]
 
 
-def _has_cap_sys_admin() -> bool:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
-    return False
-
-
 def install(ops: frozenset[str], a: Arch) -> int:
-    """Install the filter for ``ops`` on the calling thread; the listener fd.
-
-    Only this thread (and threads and processes it creates from now on) is
-    filtered: no TSYNC, so a supervisor thread started earlier stays free.
-    Without CAP_SYS_ADMIN the kernel demands no_new_privs first; with it we
-    leave no_new_privs alone, because it would also stop setuid programs
-    (sudo) the command runs from gaining their privileges.
-    """
-    prog = build_program(ops, a)
-    libc = _libc()
-    if not _has_cap_sys_admin() and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    buf = ctypes.create_string_buffer(prog, len(prog))
-    fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    fd = libc.syscall(
-        ctypes.c_long(a.nr["seccomp"]), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
-        ctypes.c_uint(_SECCOMP_FILTER_FLAG_NEW_LISTENER), ctypes.byref(fprog),
-    )
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    os.set_inheritable(fd, False)
-    return int(fd)
+    """Install the filter for ``ops`` on the calling thread; the listener fd
+    (see ``_launch.install_program``)."""
+    return install_program(build_program(ops, a), a.nr["seccomp"])
 
 
 def _ioctl(fd: int, request: int, buf: ctypes.Array[ctypes.c_char]) -> int:
-    # ctypes releases the GIL for the call (fcntl.ioctl would not for a
-    # blocking RECV): the supervisor must never stall the threads it serves.
-    rc = _libc().ioctl(fd, ctypes.c_ulong(request), buf)
+    # ctypes releases the GIL for the call: the supervisor must never stall
+    # the threads it serves (in-process, they are this interpreter's).
+    rc = _IOCTL(fd, request, buf)
     return 0 if rc == 0 else ctypes.get_errno()
 
 

@@ -24,6 +24,7 @@ __all__ = ["CallArgs", "decode"]
 _AT_FDCWD = -100
 _PATH_MAX = 4096
 _DELETED = " (deleted)"
+_BY_CODE = {v: k for k, v in IOCTL_OPS.items()}
 
 
 def _s32(value: int) -> int:
@@ -34,14 +35,23 @@ def _s32(value: int) -> int:
 class CallArgs:
     """Lazy readers over one trapped call's process (one /proc/PID/mem open)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, want_source: bool = True) -> None:
         self.pid = pid
+        #: read source paths at all (only a ``src=`` rule needs them; each
+        #: costs a readlink in /proc on every trapped call)
+        self.want_source = want_source
         self._mem: int | None = None
 
     def close(self) -> None:
         if self._mem is not None:
             os.close(self._mem)
             self._mem = None
+
+    def src_fd_path(self, fd: int) -> str | None:
+        return self.fd_path(fd) if self.want_source else None
+
+    def src_at_path(self, dirfd: int, addr: int) -> str | None:
+        return self.at_path(dirfd, addr) if self.want_source else None
 
     def fd_path(self, fd: int) -> str | None:
         try:
@@ -101,19 +111,28 @@ class CallArgs:
         return struct.unpack("=q", data)[0] if len(data) == 8 else None
 
 
+_NAMES: dict[str, dict[int, str]] = {}
+
+
+def _names(a: Arch) -> dict[int, str]:
+    names = _NAMES.get(a.name)
+    if names is None:
+        names = _NAMES[a.name] = {v: k for k, v in a.nr.items()}
+    return names
+
+
 def decode(a: Arch, nr: int, args: tuple[int, ...], reader: CallArgs) -> tuple[str, str | None,
                                                                                  str | None]:
     """(op, dest path, source path) of a trapped call; absolute paths."""
-    names = {v: k for k, v in a.nr.items()}
-    call = names.get(nr, f"nr{nr}")
+    call = _names(a).get(nr, f"nr{nr}")
     if call == "ioctl":
         code = args[1] & 0xFFFFFFFF
-        op = next((k for k, v in IOCTL_OPS.items() if v == code), f"ioctl{code:#x}")
+        op = _BY_CODE.get(code, f"ioctl{code:#x}")
         if op == "FICLONE":
-            return op, reader.fd_path(args[0]), reader.fd_path(args[2])
+            return op, reader.fd_path(args[0]), reader.src_fd_path(args[2])
         if op == "FICLONERANGE":
             # struct file_clone_range { __s64 src_fd; ... } at args[2]
-            src_fd = reader.s64_at(args[2])
+            src_fd = reader.s64_at(args[2]) if reader.want_source else None
             src = None if src_fd is None else reader.fd_path(src_fd)
             return op, reader.fd_path(args[0]), src
         # FIDEDUPERANGE is issued on the *source*; the file written is
@@ -121,15 +140,15 @@ def decode(a: Arch, nr: int, args: tuple[int, ...], reader: CallArgs) -> tuple[s
         # src_length; u16 dest_count, reserved1; u32 reserved2; info[] }.
         dest_fd = reader.s64_at(args[2] + 24)
         dest = None if dest_fd is None else reader.fd_path(dest_fd)
-        return op, dest, reader.fd_path(args[0])
+        return op, dest, reader.src_fd_path(args[0])
     if call == "copy_file_range":  # (fd_in, off_in, fd_out, off_out, len, flags)
-        return call, reader.fd_path(args[2]), reader.fd_path(args[0])
+        return call, reader.fd_path(args[2]), reader.src_fd_path(args[0])
     if call in {"fallocate", "fsync", "fdatasync", "ftruncate"}:
         return call, reader.fd_path(args[0]), None
     if call in {"rename", "link"}:  # (old, new)
-        return call, reader.at_path(_AT_FDCWD, args[1]), reader.at_path(_AT_FDCWD, args[0])
+        return call, reader.at_path(_AT_FDCWD, args[1]), reader.src_at_path(_AT_FDCWD, args[0])
     if call in {"renameat", "renameat2", "linkat"}:  # (olddfd, old, newdfd, new, ...)
-        return call, reader.at_path(args[2], args[3]), reader.at_path(args[0], args[1])
+        return call, reader.at_path(args[2], args[3]), reader.src_at_path(args[0], args[1])
     return call, None, None
 
 

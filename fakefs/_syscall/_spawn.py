@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .._errors import SyscallLayerError
 from .._rules import FaultRule
-from ._filter import ARCH
+from . import _launch
+from ._filter import ARCH, build_program
 from ._supervisor import Supervisor
 from ._table import RuleTable
 
@@ -41,16 +42,16 @@ def spawn(command: Sequence[str], rules: Sequence[FaultRule], root: str,
                                 f"not {os.uname().machine}")
     table = RuleTable(list(rules), root=os.path.realpath(root))
     ops = frozenset().union(*(r.ops for r in rules))
+    prog = build_program(ops, ARCH)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     child_env = dict(os.environ if env is None else env)
-    pkg_root = str(Path(__file__).resolve().parent.parent.parent)
-    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_root,
-                                                           child_env.get("PYTHONPATH")]))
     supervisor = Supervisor(ARCH)
     try:
+        # -I -S: the launcher is a stand-alone stdlib script; CMD gets the
+        # environment unchanged (execvp passes os.environ on).
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fakefs._syscall._launch", str(theirs.fileno()),
-             ",".join(sorted(ops)), "--", *command],
+            [sys.executable, "-I", "-S", str(Path(_launch.__file__)), str(theirs.fileno()),
+             str(ARCH.nr["seccomp"]), "--", *command],
             pass_fds=[theirs.fileno()], env=child_env,
         )
     except BaseException:
@@ -60,6 +61,7 @@ def spawn(command: Sequence[str], rules: Sequence[FaultRule], root: str,
     finally:
         theirs.close()
     try:
+        ours.sendall(len(prog).to_bytes(4, "little") + prog)
         msg, fds, _flags, _addr = socket.recv_fds(ours, 256, 1)
         if msg != b"ok" or not fds:
             proc.wait()

@@ -74,6 +74,8 @@ class Supervisor:
             os.write(self._wake_w, b"x")
 
     def _loop(self) -> None:
+        # The poll set is rebuilt only when the listeners change (a wake-up):
+        # per notification the loop is one poll, one RECV, one SEND.
         while not self._stop:
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
@@ -81,19 +83,21 @@ class Supervisor:
                 listeners = dict(self._listeners)
             for fd in listeners:
                 poller.register(fd, select.POLLIN)
-            for fd, events in poller.poll():
-                if fd == self._wake_r:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
-                    continue
-                entry = listeners[fd]
-                if events & select.POLLIN:
-                    self._serve(entry)
-                elif events & (select.POLLHUP | select.POLLERR):
-                    # Every filtered task has exited: nothing can call again.
-                    with self._lock:
-                        self._listeners.pop(fd, None)
-                    os.close(fd)
+            changed = False
+            while not changed and not self._stop:
+                for fd, events in poller.poll():
+                    if fd == self._wake_r:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._wake_r, 4096)
+                        changed = True
+                    elif events & select.POLLIN:
+                        self._serve(listeners[fd])
+                    elif events & (select.POLLHUP | select.POLLERR):
+                        # Every filtered task has exited: nothing can call again.
+                        with self._lock:
+                            self._listeners.pop(fd, None)
+                        os.close(fd)
+                        changed = True
 
     def _serve(self, entry: _Listener) -> None:
         try:
@@ -111,13 +115,19 @@ class Supervisor:
             call = self._call(notif, table)
         except OSError:
             call = None
-        if call is None or not notif_id_valid(entry.fd, notif.id):
-            # The task stopped waiting while we read /proc: whatever we
-            # read may belong to a recycled pid. Continue is the only
-            # answer that cannot lie (and the kernel drops it anyway).
+        if call is None:
             send_continue(entry.fd, notif.id)
             return
         armed = table.decide(call)
+        if armed is not None and armed.rule.errno is not None and not notif_id_valid(
+            entry.fd, notif.id
+        ):
+            # The task stopped waiting while we read /proc: what we read may
+            # belong to a recycled pid, so no fault rides on it (the kernel
+            # drops the answer anyway). Only a fault needs this check: a
+            # CONTINUE on a stale id is refused by the kernel and harmless.
+            table.record(call, armed, False)
+            return
         if armed is not None and armed.rule.delay:
             timer = threading.Timer(armed.rule.delay, self._answer,
                                     (entry, notif.id, call, armed))
@@ -127,7 +137,7 @@ class Supervisor:
             self._answer(entry, notif.id, call, armed)
 
     def _call(self, notif: Notification, table: RuleTable) -> Call | None:
-        reader = CallArgs(notif.pid)
+        reader = CallArgs(notif.pid, want_source=table.needs_source())
         try:
             op, dest, src = decode(self.arch, notif.nr, notif.args, reader)
         finally:

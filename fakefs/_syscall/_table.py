@@ -97,6 +97,9 @@ class RuleTable:
     def has_rules(self) -> bool:
         return bool(self._rules)  # one list read: atomic under the GIL
 
+    def needs_source(self) -> bool:
+        return any(a.rule.src is not None for a in self._rules)
+
     def needs_tgid(self) -> bool:
         return any(a.rule.pid is not None for a in self._rules)
 
