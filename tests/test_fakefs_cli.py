@@ -246,3 +246,19 @@ def test_startup_failures_are_not_bad_input() -> None:
     assert not issubclass(fakefs.DaemonError, ValueError)
     assert issubclass(fakefs.MountError, ValueError)
     assert issubclass(fakefs.DaemonError, fakefs.FakeFSError)
+
+
+def test_run_with_a_mount_takes_syscall_rules_relative_to_it(dirs: tuple[Path, Path]) -> None:
+    backing, mnt = dirs
+    (backing / "a").write_text("a\n")
+    script = "cp --reflink=always a b; echo b=$?; cp --reflink=always a c; echo c=$?"
+    res = _cli("run", str(backing), str(mnt), "--fault", "FICLONE:b:EXDEV",
+               "--fault", "sys.fsync:nothing:EIO", "--", "sh", "-c", f"cd {mnt} && {script}")
+    assert res.returncode == 0, res.stderr
+    # b: our EXDEV at the syscall; c: the kernel's own answer for a FUSE file.
+    assert "b=1" in res.stdout and "c=1" in res.stdout
+    assert "Invalid cross-device link" in res.stderr
+    assert "Operation not supported" in res.stderr
+    counters = json.loads(res.stderr.strip().splitlines()[-1])
+    assert [r["hits"] for r in counters["syscall_rules"]] == [1, 0]
+    assert "ops" in counters  # the FUSE daemon's counters too

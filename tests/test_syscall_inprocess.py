@@ -128,3 +128,31 @@ def test_fakefs_imports_no_pytest() -> None:
     code = "import sys, fakefs, fakefs.cli; print('pytest' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.cowprobe_fs("btrfs")
+def test_range_ioctls_match_dest_and_source_read_from_memory(btrfs_dir: Path) -> None:
+    from probe import _linux
+
+    a = _source(btrfs_dir)
+    (btrfs_dir / "d").write_bytes(_DATA)  # identical bytes: dedupe has work to do
+    rules = ["FICLONERANGE:r*:EXDEV:src=a", "FIDEDUPERANGE:d:EPERM:src=a"]
+    with fakefs.syscall_faults(rules, root=btrfs_dir) as h:
+        src = os.open(a, os.O_RDONLY)
+        r = os.open(btrfs_dir / "r", os.O_CREAT | os.O_RDWR, 0o600)
+        other = os.open(btrfs_dir / "o", os.O_CREAT | os.O_RDWR, 0o600)
+        d = os.open(btrfs_dir / "d", os.O_RDWR)
+        try:
+            with pytest.raises(OSError) as clone_err:
+                _linux.ficlonerange(r, src, 0, 0, 0)
+            _linux.ficlonerange(other, src, 0, 0, 0)  # dest glob does not match: real
+            with pytest.raises(OSError) as dedupe_err:
+                _linux.fideduperange(src, 0, len(_DATA), d, 0)
+        finally:
+            for fd in (src, r, other, d):
+                os.close(fd)
+    assert clone_err.value.errno == 18 and dedupe_err.value.errno == 1
+    assert (btrfs_dir / "o").read_bytes() == _DATA
+    assert [f["hits"] for f in h.faults()] == [1, 1]
+    srcs = {(t["op"], t["path"], t["src"]) for t in h.trace()}
+    assert ("FICLONERANGE", "r", "a") in srcs and ("FIDEDUPERANGE", "d", "a") in srcs
