@@ -29,15 +29,27 @@ from ._mounts import (
     find_mount,
     unmount,
 )
-from ._rules import FaultRule, parse_rule
+from ._rules import FaultRule, RuleError, parse_rule
 from ._trace import to_jsonl
 
-__all__ = ["ControlError", "FakeFS", "connect", "mount"]
+__all__ = ["ControlError", "FakeFS", "connect", "fuse_rule_text", "mount"]
 
 #: how long a daemon may take to mount before we give up on it
 START_TIMEOUT = 30.0
 #: how long a daemon may take to exit once its mount is gone
 STOP_TIMEOUT = 10.0
+
+
+def fuse_rule_text(rule: str | FaultRule) -> str:
+    """The canonical text of a rule for the daemon; a syscall rule is refused:
+    the daemon only sees FUSE requests, never a process's syscalls."""
+    parsed = rule if isinstance(rule, FaultRule) else parse_rule(rule)
+    if parsed.syscall:
+        raise RuleError(
+            f"{parsed.text!r} is a syscall rule: it applies through 'fakefs run' or "
+            "fakefs.syscall_faults(), not on a mount"
+        )
+    return parsed.text
 
 
 class _Channel:
@@ -115,8 +127,7 @@ class FakeFS:
     # -- rules -----------------------------------------------------------------
     def add_fault(self, rule: str | FaultRule) -> int:
         """Arm a rule; returns its id. Raises RuleError for a bad rule."""
-        text = rule.text if isinstance(rule, FaultRule) else parse_rule(rule).text
-        return int(self._chan.call("add", rule=text)["id"])
+        return int(self._chan.call("add", rule=fuse_rule_text(rule))["id"])
 
     def remove_fault(self, rule_id: int) -> None:
         self._chan.call("remove", id=rule_id)
@@ -224,7 +235,7 @@ def start(
     With ``background`` the daemon outlives this process (the CLI's
     ``mount --background``); otherwise it exits when this process does.
     """
-    rules = [r.text if isinstance(r, FaultRule) else parse_rule(r).text for r in faults]
+    rules = [fuse_rule_text(r) for r in faults]
     back = check_backing(backing)
     # Nesting first: the more telling reason (a mountpoint holding its own
     # backing directory is also "not empty").

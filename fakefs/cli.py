@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from ._client import FakeFS, connect, start
+from ._client import FakeFS, connect, fuse_rule_text, start
 from ._errors import ControlError, DaemonError, MountError, SyscallLayerError
 from ._mounts import (
     check_backing,
@@ -23,7 +23,7 @@ from ._mounts import (
     find_mount,
     unmount,
 )
-from ._rules import RuleError, parse_rule
+from ._rules import RuleError
 from ._runcmd import run_command
 from ._syscall._profiles import PROFILES
 from ._trace import to_jsonl
@@ -127,7 +127,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "mount":
         for rule in args.fault:
-            parse_rule(rule)
+            fuse_rule_text(rule)
         if args.background:
             fs = start(args.backing, args.mountpoint, args.fault,
                        cache_timeout=args.cache_timeout, trace_limit=args.trace_limit,
@@ -167,9 +167,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _control(fs: FakeFS, args: argparse.Namespace) -> int:
     if args.command == "fault":
         if args.action == "add":
-            rules = [parse_rule(r) for r in args.rules]  # all valid, or none armed
+            rules = [fuse_rule_text(r) for r in args.rules]  # all valid, or none armed
             for rule in rules:
-                print(json.dumps({"id": fs.add_fault(rule), "rule": rule.text}))
+                print(json.dumps({"id": fs.add_fault(rule), "rule": rule}))
         elif args.action == "remove":
             for rule_id in args.ids:
                 fs.remove_fault(rule_id)

@@ -51,10 +51,6 @@ class Supervisor:
             self._listeners[fd] = _Listener(fd, table)
         self._wake()
 
-    def listening(self, fd: int) -> bool:
-        with self._lock:
-            return fd in self._listeners
-
     def stop(self) -> None:
         """Stop serving and close every listener. Only for processes whose
         filtered tasks are gone (``fakefs run``): a filtered task still

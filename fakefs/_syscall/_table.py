@@ -103,10 +103,6 @@ class RuleTable:
     def needs_tgid(self) -> bool:
         return any(a.rule.pid is not None for a in self._rules)
 
-    def ops(self) -> frozenset[str]:
-        with self._lock:
-            return frozenset().union(*(a.rule.ops for a in self._rules))
-
     def decide(self, call: Call) -> Armed | None:
         """The rule that fires for ``call`` (its hit already counted)."""
         with self._lock:
