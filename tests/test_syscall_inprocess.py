@@ -1,14 +1,22 @@
 """``fakefs.syscall_faults()`` and the ``syscall_faults`` fixture: library
-code under syscall faults in this very process, on real lab filesystems."""
+code under syscall faults in this very process, on real lab filesystems.
+
+Each test body runs in a fresh thread (``_fresh_thread``): a seccomp filter
+outlives its block, and one left on pytest's main thread would make every
+later ``fakefs run`` in the session fail (one listener per task: EBUSY).
+The fixture test runs in its own pytest process for the same reason.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -16,7 +24,31 @@ import fakefs
 import probe
 from probe import ReflinkOutcome
 
+pytest_plugins = ("pytester",)
+
 _DATA = os.urandom(64 * 1024)
+
+_F = TypeVar("_F", bound=Callable[..., None])
+
+
+def _fresh_thread(fn: _F) -> _F:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> None:
+        errors: list[BaseException] = []
+
+        def body() -> None:
+            try:
+                fn(*args, **kwargs)
+            except BaseException as err:  # re-raised on pytest's thread
+                errors.append(err)
+
+        t = threading.Thread(target=body)
+        t.start()
+        t.join()
+        if errors:
+            raise errors[0]
+
+    return run  # type: ignore[return-value]
 
 
 def _source(d: Path) -> Path:
@@ -25,6 +57,7 @@ def _source(d: Path) -> Path:
 
 
 @pytest.mark.cowprobe_fs("btrfs")
+@_fresh_thread
 def test_try_reflink_unsupported_inside_cloned_after(btrfs_dir: Path) -> None:
     a = _source(btrfs_dir)
     b = btrfs_dir / "b"
@@ -39,6 +72,7 @@ def test_try_reflink_unsupported_inside_cloned_after(btrfs_dir: Path) -> None:
 
 
 @pytest.mark.cowprobe_fs("btrfs")
+@_fresh_thread
 def test_threads_started_inside_the_block_are_covered(btrfs_dir: Path) -> None:
     a = _source(btrfs_dir)
     seen: list[Any] = []
@@ -50,6 +84,7 @@ def test_threads_started_inside_the_block_are_covered(btrfs_dir: Path) -> None:
 
 
 @pytest.mark.cowprobe_fs("btrfs")
+@_fresh_thread
 def test_children_started_inside_the_block_are_covered(btrfs_dir: Path) -> None:
     _source(btrfs_dir)
     with fakefs.syscall_faults(["FICLONE:*:EXDEV"], root=btrfs_dir) as h:
@@ -59,6 +94,7 @@ def test_children_started_inside_the_block_are_covered(btrfs_dir: Path) -> None:
     assert [f["hits"] for f in h.faults()] == [1]
 
 
+@_fresh_thread
 def test_a_file_outside_the_root_never_matches(tmp_path: Path) -> None:
     root, other = tmp_path / "root", tmp_path / "other"
     root.mkdir()
@@ -80,6 +116,7 @@ def test_a_file_outside_the_root_never_matches(tmp_path: Path) -> None:
     assert [(r["path"], r["result"]) for r in trace] == [(None, "continued"), ("f", "EIO")]
 
 
+@_fresh_thread
 def test_rename_rules_match_both_names_relative_to_cwd(tmp_path: Path) -> None:
     (tmp_path / "old").write_text("x")
     cwd = os.getcwd()
@@ -97,6 +134,7 @@ def test_rename_rules_match_both_names_relative_to_cwd(tmp_path: Path) -> None:
     assert [f["hits"] for f in h.faults()] == [1]
 
 
+@_fresh_thread
 def test_bad_rules_and_nesting_are_refused_before_anything(tmp_path: Path) -> None:
     with (pytest.raises(fakefs.RuleError, match="unknown syscall 'open'"),
           fakefs.syscall_faults(["open:*:EIO"], root=tmp_path)):
@@ -107,14 +145,21 @@ def test_bad_rules_and_nesting_are_refused_before_anything(tmp_path: Path) -> No
         pass
 
 
-def test_fixture_arms_rules_for_the_test(syscall_faults: Any, tmp_path: Path) -> None:
-    h = syscall_faults(["ftruncate:t:EFBIG:times=1"])
-    with open(tmp_path / "t", "wb") as fh:
-        with pytest.raises(OSError) as err:
-            fh.truncate(10)
-        fh.truncate(10)  # times=1: the second call runs
-    assert err.value.errno == 27
-    assert h.faults()[0]["hits"] == 1
+def test_fixture_arms_rules_for_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_downstream="""
+        import pytest
+
+        def test_truncate(syscall_faults, tmp_path):
+            h = syscall_faults(["ftruncate:t:EFBIG:times=1"])
+            with open(tmp_path / "t", "wb") as fh:
+                with pytest.raises(OSError) as err:
+                    fh.truncate(10)
+                fh.truncate(10)  # times=1: the second call runs
+            assert err.value.errno == 27
+            assert h.faults()[0]["hits"] == 1
+    """)
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    res.assert_outcomes(passed=1)
 
 
 def test_profiles_parse_and_cite_a_source() -> None:
@@ -131,6 +176,7 @@ def test_fakefs_imports_no_pytest() -> None:
 
 
 @pytest.mark.cowprobe_fs("btrfs")
+@_fresh_thread
 def test_range_ioctls_match_dest_and_source_read_from_memory(btrfs_dir: Path) -> None:
     from probe import _linux
 

@@ -15,7 +15,10 @@ reason a process already running under ``fakefs run`` cannot open a block
 filter -- inside the block that is the point (they are covered); after it
 they merely pay the round trip. A child that outlives this process gets
 ENOSYS from its trapped calls once the listener closes with us: do not
-start long-lived daemons from a thread that ran a block.
+start long-lived daemons from a thread that ran a block, nor ``fakefs run``
+(its child cannot get a listener of its own: EBUSY). Library code that must
+leave its thread clean runs the block in a fresh thread, whose filter ends
+with it (the conformance runner does).
 
 The supervisor thread is started before the first filter exists, and
 makes no trapped call itself, so it can never wait on its own answer.
@@ -76,7 +79,9 @@ class _ThreadState:
 
 _lock = threading.Lock()
 _supervisor: Supervisor | None = None
-_threads: dict[int, _ThreadState] = {}
+#: per thread *object*, not per ident: an ident is reused by a new thread
+#: once the old one exits, and the new one carries no filter.
+_local = threading.local()
 
 
 def _get_supervisor() -> Supervisor:
@@ -124,9 +129,9 @@ def syscall_faults(
     if not os.path.isdir(base):
         raise SyscallLayerError(f"root {base!r} is not a directory")
     sup = _get_supervisor()
-    ident = threading.get_ident()
-    with _lock:
-        state = _threads.setdefault(ident, _ThreadState())
+    state: _ThreadState | None = getattr(_local, "state", None)
+    if state is None:
+        state = _local.state = _ThreadState()
     if state.active:
         raise SyscallLayerError("syscall_faults() blocks do not nest on one thread")
     if not state.trapped:

@@ -143,6 +143,7 @@ class Supervisor:
         return Call(op, relative(dest, root), relative(src, root), notif.pid, tgid)
 
     def _answer(self, entry: _Listener, nid: int, call: Call, armed: Armed | None) -> None:
+        record = entry.table.record(call, armed, True)
         try:
             if armed is not None and armed.rule.errno is not None:
                 delivered = send_errno(entry.fd, nid, armed.rule.errno)
@@ -153,4 +154,5 @@ class Supervisor:
             if err.errno not in (_errno.EBADF, _errno.ENOENT):
                 raise
             delivered = False
-        entry.table.record(call, armed, delivered)
+        if not delivered:
+            entry.table.undeliver(record, armed if armed and armed.rule.errno else None)

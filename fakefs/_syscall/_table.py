@@ -134,8 +134,20 @@ class RuleTable:
         armed.hits += 1
         return True
 
-    def record(self, call: Call, armed: Armed | None, delivered: bool) -> None:
-        """Trace the answer; a fault the caller never got is absorbed."""
+    def undeliver(self, entry: dict[str, Any], armed: Armed | None) -> None:
+        """The answer recorded as delivered did not reach the caller."""
+        with self._lock:
+            entry["delivered"] = False
+            if armed is not None:
+                armed.hits -= 1
+                armed.absorbed += 1
+
+    def record(self, call: Call, armed: Armed | None, delivered: bool) -> dict[str, Any]:
+        """Trace the answer; a fault the caller never got is absorbed.
+
+        Recorded *before* the answer is sent (then corrected by
+        ``undeliver``): once SEND returns, the caller may already have
+        left its ``syscall_faults`` block and read the trace."""
         with self._lock:
             if armed is not None and not delivered:
                 armed.hits -= 1
@@ -153,6 +165,7 @@ class RuleTable:
                 "delivered": delivered,
             }
             self.trace.append(entry)
+            return entry
 
     def listing(self) -> list[dict[str, Any]]:
         with self._lock:

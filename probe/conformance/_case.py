@@ -134,6 +134,28 @@ class Case:
         self.dst_wd: Workdir | None = None
 
     def run(self) -> tuple[list[str], str]:
+        if not self.v.syscall_faults:
+            return self._run()
+        # A seccomp filter cannot be removed: run the case in a fresh thread
+        # so the filter ends with it, and the caller's thread (and every
+        # process it starts later) stays unfiltered.
+        out: list[tuple[list[str], str]] = []
+        errors: list[BaseException] = []
+
+        def body() -> None:
+            try:
+                out.append(self._run())
+            except BaseException as err:  # re-raised on the caller's thread
+                errors.append(err)
+
+        worker = threading.Thread(target=body, name="cowprobe-syscall-case")
+        worker.start()
+        worker.join()
+        if errors:
+            raise errors[0]
+        return out[0]
+
+    def _run(self) -> tuple[list[str], str]:
         with contextlib.ExitStack() as stack:
             src_wd = self.site.workdir(self.v.source, "src")
             stack.callback(self.site.discard, src_wd)
