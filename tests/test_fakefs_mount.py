@@ -303,7 +303,7 @@ def test_pid_trigger_hits_only_that_caller(fakefs: fakefs.FakeFS) -> None:
 
 
 def test_sigkilled_daemon_leaves_no_stale_mount(tmp_path: Path) -> None:
-    from fakefs._pytest import require_fakefs
+    from probe.pytest_plugin import require_fakefs
 
     require_fakefs()
     backing, mnt = tmp_path / "b", tmp_path / "m"
@@ -323,7 +323,7 @@ def test_sigkilled_daemon_leaves_no_stale_mount(tmp_path: Path) -> None:
 
 
 def test_unmount_while_busy_falls_back_to_lazy(tmp_path: Path) -> None:
-    from fakefs._pytest import require_fakefs
+    from probe.pytest_plugin import require_fakefs
 
     require_fakefs()
     backing, mnt = tmp_path / "b", tmp_path / "m"
@@ -455,7 +455,7 @@ async def test_fixture_works_from_a_trio_test(fakefs: fakefs.FakeFS) -> None:
 
 
 def test_trace_is_bounded_but_counters_are_not(tmp_path: Path) -> None:
-    from fakefs._pytest import require_fakefs
+    from probe.pytest_plugin import require_fakefs
 
     require_fakefs()
     backing, mnt = tmp_path / "b", tmp_path / "m"
@@ -478,7 +478,7 @@ def test_trace_is_bounded_but_counters_are_not(tmp_path: Path) -> None:
 
 def test_dead_daemons_control_dir_is_reaped_and_live_ones_kept(tmp_path: Path) -> None:
     from fakefs._mounts import reap_control_dirs
-    from fakefs._pytest import require_fakefs
+    from probe.pytest_plugin import require_fakefs
 
     require_fakefs()
     dirs = [tmp_path / n for n in ("b1", "m1", "b2", "m2")]
