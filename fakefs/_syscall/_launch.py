@@ -14,7 +14,6 @@ and exec in a threaded parent (the supervisor is a thread) can deadlock.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import socket
 import sys
@@ -49,7 +48,9 @@ def install_program(prog: bytes, seccomp_nr: int) -> int:
     leave no_new_privs alone, because it would also stop setuid programs
     (sudo) the command runs from gaining their privileges.
     """
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # Not probe._libc: this file runs as `python -I -S` with no package on
+    # the path. The interpreter's own namespace has libc, and no ldconfig.
+    libc = ctypes.CDLL(None, use_errno=True)
     if not _has_cap_sys_admin() and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
