@@ -1,4 +1,4 @@
-"""The per-mount daemon: ``python -m fakefs._daemon BACKING MOUNTPOINT ...``.
+"""The daemon's entry point: ``python -m fakefs._daemon BACKING MOUNTPOINT ...``.
 
 pyfuse3 holds one mount per process, so every fakefs mount is one of these
 processes. It reports readiness (or the one-line reason it cannot mount) as
@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     report = _Reporter(args.ready_fd)
-    from ._mounts import MountError, check_backing, check_mountpoint, make_control_dir
-    from ._rules import RuleError, parse_rule
+    from .._mounts import MountError, check_backing, check_mountpoint, make_control_dir
+    from .._rules import RuleError, parse_rule
 
     try:
         rules = [parse_rule(r) for r in args.fault]
@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         report.error(f"the fakefs daemon needs pyfuse3 and trio: {err}")
         return 2
 
-    from ._faults import FaultTable
+    from .._faults import FaultTable
+    from .._trace import Trace
     from ._ops import FakeOps
-    from ._trace import Trace
 
     table = FaultTable()
     for rule in rules:
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     # The kernel has already applied the caller's umask to every mode it
     # sends; ours must not strip more bits.
     os.umask(0)
+    _raise_fd_limit()
 
     ctl_dir, _ctl_lock = make_control_dir()  # the lock lives as long as we do
     sock_path = os.path.join(ctl_dir, "control.sock")
@@ -177,7 +178,7 @@ async def _run(d: _Daemon) -> None:
         # INIT is the kernel's first request; once it is answered the mount
         # serves, and only then may the starter touch it.
         await initialised.wait()
-        _widen_readahead(d.info["mountpoint"], d.info["control"])
+        d.ops.gate.mount_id = _tune_mount(d.info["mountpoint"], d.info["control"])
         d.report.send({"ready": True, **d.info})
 
 
@@ -187,24 +188,31 @@ async def _run(d: _Daemon) -> None:
 READAHEAD_KB = 1024
 
 
-def _widen_readahead(mountpoint: str, control: str) -> None:
-    from ._mounts import find_mount
+def _tune_mount(mountpoint: str, control: str) -> int:
+    """Widen the mount's readahead; its mount id (0: not found)."""
+    from .._mounts import find_mount
 
     info = find_mount(mountpoint)
     if info is None or info.control != control or not info.devno:
-        return
+        return 0
     # Best effort: without write access to sysfs the mount merely stays at
     # the kernel's default.
     with contextlib.suppress(OSError), open(
         f"/sys/class/bdi/{info.devno}/read_ahead_kb", "w"
     ) as f:
         f.write(str(READAHEAD_KB))
+    return info.mount_id
 
 
-if __name__ == "__main__":
-    status = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # The mount is gone and everything is cleaned up; skip finalising trio
-    # and pyfuse3, which only delays the starter waiting for our exit.
-    os._exit(status)
+def _raise_fd_limit() -> None:
+    # Every node the kernel holds pins one O_PATH descriptor (an `ls -l` of
+    # 100,000 entries: 100,000 of them until the kernel forgets the
+    # entries), so the soft limit of 1024 would fail lookups with EMFILE.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
