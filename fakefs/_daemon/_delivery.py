@@ -47,23 +47,33 @@ _TABLES: dict[str, tuple[dict[int, _Spec], dict[int, _Spec]]] = {
 _MACHINE = platform.machine()
 
 
-def delivered(pid: int, mount_id: int, ino: int, op: str, *, off: int, size: int) -> bool | None:
+#: which syscall a failure was seen in: (thread, syscall nr, start offset)
+Syscall = tuple[str, int, int]
+
+
+def delivered(pid: int, mount_id: int, ino: int, op: str, *, off: int,
+              size: int) -> tuple[bool | None, Syscall | None]:
+    """Whether the failed request [off, off+size) reaches the caller, and the
+    syscall it belongs to (so a kernel retry inside the same syscall -- a
+    page re-read after failed readahead -- is not counted twice)."""
     tables = _TABLES.get(_MACHINE)
     if tables is None or not mount_id or pid <= 0:
-        return None
+        return None, None
     table = tables[0] if op == "read" else tables[1]
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return None
+        return None, None
     for tid in tasks:
-        start = _start(pid, tid, table, mount_id, ino)
-        if start is not None:
-            return off <= start < off + max(size, 1)
-    return None
+        found = _start(pid, tid, table, mount_id, ino)
+        if found is not None:
+            nr, start = found
+            return off <= start < off + max(size, 1), (tid, nr, start)
+    return None, None
 
 
-def _start(pid: int, tid: str, table: dict[int, _Spec], mount_id: int, ino: int) -> int | None:
+def _start(pid: int, tid: str, table: dict[int, _Spec], mount_id: int,
+           ino: int) -> tuple[int, int] | None:
     try:
         with open(f"/proc/{pid}/task/{tid}/syscall") as f:
             fields = f.read().split()
@@ -71,7 +81,8 @@ def _start(pid: int, tid: str, table: dict[int, _Spec], mount_id: int, ino: int)
         return None
     if len(fields) < 7 or not fields[0].isdigit():
         return None  # "running" or "-1 ..." (not in a syscall)
-    spec = table.get(int(fields[0]))
+    nr = int(fields[0])
+    spec = table.get(nr)
     if spec is None:
         return None
     args = [int(a, 16) for a in fields[1:7]]
@@ -80,9 +91,13 @@ def _start(pid: int, tid: str, table: dict[int, _Spec], mount_id: int, ino: int)
     pos = _our_pos(pid, fd, mount_id, ino)
     if pos is None:
         return None
-    if how == "pos" or off_arg is None:
+    start = _offset(pid, how, None if off_arg is None else args[off_arg], pos)
+    return None if start is None else (nr, start)
+
+
+def _offset(pid: int, how: str, value: int | None, pos: int) -> int | None:
+    if how == "pos" or value is None:
         return pos
-    value = args[off_arg]
     if how == "val":
         return pos if value == (1 << 64) - 1 else value
     if value == 0:

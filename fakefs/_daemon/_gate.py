@@ -13,14 +13,15 @@ turns an OSError into the FUSE reply, and lets a vanish rule remove the
 entry the operation just succeeded on.
 
 One-shot read and write faults (``nth=``, ``times=``) are made to *arrive*:
-a failed request marks its byte range bad on the inode, and every later request overlapping it fails the
-same way until the inode's last open handle is closed (a bad sector that
-heals on close). The kernel folds a failure after a partial transfer into a
-short count, and callers retry at the failed offset (cat, dd, shutil's
-sendfile loop and its read() fallback, readahead's synchronous re-read): the
-retry now fails as the first request of its syscall, and so reaches the
-caller. Whether each failing request reached the caller is checked in
-/proc (see ``_delivery``); one that did not is counted as absorbed.
+a failed request marks its byte range bad on the inode, and every later
+request overlapping it fails the same way until the inode's last open
+handle is closed (a bad sector that heals on close). The kernel folds a
+failure after a partial transfer into a short count, and callers retry at
+the failed offset (cat, dd, shutil's sendfile loop and its read() fallback,
+readahead's synchronous re-read): the retry now fails as the first request
+of its syscall, and so reaches the caller. Whether each failing request
+reached the caller is checked in /proc (``_delivery``); one that did not is
+counted as absorbed, one that could not be checked as unconfirmed.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import trio
 
 from .._faults import ArmedRule, FaultTable
 from .._trace import Trace
-from ._delivery import delivered
+from ._delivery import Syscall, delivered
 from ._nodes import Node, NodeTable
 
 __all__ = ["Gate", "GateOp"]
@@ -54,6 +55,9 @@ class Gate:
         self.mount_id = 0
         #: nodes carrying bad ranges, so removing a rule can heal them
         self.wounded: set[Node] = set()
+        #: the syscall the last delivered read/write failure reached, and
+        #: the byte range that failed
+        self.last_syscall: tuple[Syscall | None, int, int] = (None, 0, 0)
 
     def __call__(self, op: str, pid: int, node: Node | None = None, *,
                  path: str | None = None,
@@ -161,7 +165,20 @@ class GateOp:
             if fresh:
                 node.bad.append((self.off, self.off + max(size, 1), self.op, number, rule_id))
                 gate.wounded.add(node)
-            got = delivered(self.pid, gate.mount_id, node.ino, self.op, off=self.off, size=size)
+            got, syscall = delivered(self.pid, gate.mount_id, node.ino, self.op, off=self.off,
+                                     size=size)
+            end = self.off + max(size, 1)
+            seen, seen_start, seen_end = gate.last_syscall
+            if got and syscall == seen and seen_start <= self.off and end <= seen_end and \
+                    end - self.off < seen_end - seen_start:
+                # The kernel's own retry inside the same syscall (one page
+                # re-read after a failed readahead window): one error
+                # reached the caller, not two.
+                trace.record(self.op, self.path, self.pid, number, rule_id, path2=self.path2,
+                             off=self.off, size=self.size, delivered=got)
+                raise pyfuse3.FUSEError(number)
+            if got:
+                gate.last_syscall = (syscall, self.off, end)
         if got is None:
             trace.unconfirmed += 1
         elif got:
