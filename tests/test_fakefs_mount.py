@@ -507,3 +507,34 @@ def test_trace_names_errnos_as_rules_do(fakefs: fakefs.FakeFS) -> None:
     assert _errno_of(lambda: os.getxattr(fakefs.mountpoint / "x", "user.k")) == errno.EOPNOTSUPP
     fired = [r["result"] for r in fakefs.trace() if r["rule"] == rid]
     assert fired == ["EOPNOTSUPP"]
+
+
+def test_trace_records_say_when_where_who_and_whether_it_arrived(
+        fakefs: fakefs.FakeFS) -> None:
+    import time
+
+    (fakefs.backing / "f").write_bytes(b"x" * 8192)
+    rid = fakefs.add_fault("read:f:EIO:nth=2")
+    fakefs.clear_trace()
+    start = time.time()
+    fd = os.open(fakefs.mountpoint / "f", os.O_RDONLY)
+    try:
+        assert os.pread(fd, 100, 0) == b"x" * 100
+        assert _errno_of(functools.partial(os.pread, fd, 50, 4096)) == errno.EIO
+    finally:
+        os.close(fd)
+    os.rename(fakefs.mountpoint / "f", fakefs.mountpoint / "g")
+    trace = fakefs.trace()
+    reads = [r for r in trace if r["op"] == "read"]
+    assert [(r["offset"], r["length"], r["result"]) for r in reads] == [
+        (0, 100, "ok"), (4096, 50, "EIO")]
+    assert reads[1]["rule"] == rid and reads[1]["delivered"] is True
+    assert reads[0]["delivered"] is None
+    [rename] = [r for r in trace if r["op"] == "rename"]
+    assert (rename["path"], rename["target"]) == ("f", "g")
+    with open(f"/proc/{os.getpid()}/comm") as f:
+        me = f.read().strip()
+    assert {(r["pid"], r["process"]) for r in [*reads, rename]} == {(os.getpid(), me)}
+    assert all(start - 1 <= r["time"] <= time.time() + 1 for r in trace)
+    assert [r["time"] for r in trace] == sorted(r["time"] for r in trace)
+    assert fakefs.counters()["injected"] == 1
