@@ -538,3 +538,14 @@ def test_trace_records_say_when_where_who_and_whether_it_arrived(
     assert all(start - 1 <= r["time"] <= time.time() + 1 for r in trace)
     assert [r["time"] for r in trace] == sorted(r["time"] for r in trace)
     assert fakefs.counters()["injected"] == 1
+
+
+def test_rule_follows_a_file_whose_directory_was_renamed(fakefs: fakefs.FakeFS) -> None:
+    (fakefs.backing / "old").mkdir()
+    (fakefs.backing / "old" / "f").write_text("data")
+    fakefs.add_fault("open:new/f:EIO")
+    mnt = fakefs.mountpoint
+    assert (mnt / "old" / "f").read_text() == "data"  # known, untargeted, cached
+    os.rename(mnt / "old", mnt / "new")
+    assert _errno_of((mnt / "new" / "f").read_text) == errno.EIO
+    assert [r["path"] for r in fakefs.trace() if r["errno"] == errno.EIO] == ["new/f"]

@@ -66,10 +66,10 @@ class Gate:
         return GateOp(self, op, pid, node, path=path, path2=path2, off=off, size=size)
 
     def targeted(self, node: Node) -> bool:
-        gen = self.table.generation
-        if node.gen != gen:
+        gen, epoch = self.table.generation, self.nodes.epoch
+        if node.gen != gen or node.tepoch != epoch:
             node.targeted = self.table.targets(self.nodes.path(node))
-            node.gen = gen
+            node.gen, node.tepoch = gen, epoch
         return node.targeted
 
     def heal(self, node: Node, rule_id: int | None = None) -> None:

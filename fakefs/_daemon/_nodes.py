@@ -40,7 +40,7 @@ def proc(fd: int) -> str:
 
 class Node:
     __slots__ = ("_epoch", "_path", "bad", "children", "fd", "gen", "gone", "ino", "key", "lookups",
-                 "mode", "name", "opens", "parent", "targeted")  # fmt: skip
+                 "mode", "name", "opens", "parent", "targeted", "tepoch")  # fmt: skip
 
     def __init__(self, ino: int, fd: int, st: os.stat_result, parent: Node | None,
                  name: str) -> None:
@@ -54,6 +54,7 @@ class Node:
         self.opens = 0
         self.children: dict[str, Node] | None = {} if stat.S_ISDIR(st.st_mode) else None
         self.gen = -1  # FaultTable.generation ``targeted`` was computed for
+        self.tepoch = -1  # ... and NodeTable.epoch (a parent directory moved)
         self.targeted = False
         self._path = ""
         self._epoch = -1
