@@ -207,12 +207,19 @@ def _tune_mount(mountpoint: str, control: str) -> int:
 def _raise_fd_limit() -> None:
     # Every node the kernel holds pins one O_PATH descriptor (an `ls -l` of
     # 100,000 entries: 100,000 of them until the kernel forgets the
-    # entries), so the soft limit of 1024 would fail lookups with EMFILE.
+    # entries), so a limit of 1024 or 20,000 would fail lookups with
+    # EMFILE. Root may go up to the kernel's own ceiling (fs.nr_open).
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    with contextlib.suppress(OSError, ValueError), open("/proc/sys/fs/nr_open") as f:
+        want = max(hard, int(f.read()))
+    for limit in (want, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            return
+        except (ValueError, OSError):
+            continue
 
 

@@ -50,6 +50,17 @@ def _wait_mounted(mnt: Path, proc: subprocess.Popen[bytes], timeout: float = 30)
         time.sleep(0.001)  # polling a peer's mount in a benchmark, not a test
 
 
+def _raise_fd_limit() -> None:
+    """The descriptor ceiling fakefs's daemon takes, for passthrough_hp too
+    (inherited): every node the kernel holds pins one O_PATH descriptor in
+    both, and ``ls -l`` of 100k entries needs 100k of them."""
+    import resource
+
+    with open("/proc/sys/fs/nr_open") as f:
+        limit = int(f.read())
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 @contextlib.contextmanager
 def _hp_mount(binary: str, backing: Path, mnt: Path) -> Iterator[Path]:
     proc = subprocess.Popen([binary, "--foreground", str(backing), str(mnt)],
@@ -204,6 +215,7 @@ def main() -> int:
         print("bench_fakefs: error: pass --passthrough-hp PATH (built from libfuse's "
               "example/passthrough_hp.cc)", file=sys.stderr)
         return 2
+    _raise_fd_limit()
     if o.quick:
         for key in ("files", "stats", "creates", "tar_files", "write_mib", "wide", "rules"):
             setattr(o, key, max(1, getattr(o, key) // 10))
