@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import fakefs
@@ -98,3 +99,46 @@ def test_pjdfstest_fails_through_fakefs_exactly_what_the_backing_fails(tmp_path:
     rows = [line.split() for line in res.stdout.splitlines()[1:-2]]
     assert {r[0] for r in rows} == set(SUITES.split())
     assert all(r[1] == r[2] for r in rows), res.stdout
+
+
+CHILD = """
+import os, resource, subprocess, sys
+import fakefs
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+back, mnt = sys.argv[1:3]
+with fakefs.mount(back, mnt) as fs:
+    out = subprocess.run(["ls", "-l", mnt + "/wide"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 2001, out.stdout[-200:]
+    # every node is still reachable, the early ones reopened by name
+    assert all(os.stat(f"{mnt}/wide/w{i:04d}").st_size == i % 7 for i in range(2000))
+    assert open(f"{mnt}/wide/w0003").read() == "xxx"
+    # a reopened name that leads to another inode now is refused (ESTALE),
+    # never taken for the old node: the VFS then looks the name up afresh
+    # and gets the new file as a new node
+    fs.clear_trace()
+    os.rename(f"{back}/wide/w0001", f"{back}/wide/moved")
+    with open(f"{back}/wide/w0001", "w") as f:
+        f.write("impostor")
+    got = open(f"{mnt}/wide/w0001").read()
+    ops = [(r["op"], r["result"]) for r in fs.trace() if r["path"] == "wide/w0001"]
+    if got == "impostor":
+        assert ops[:2] == [("open", "ESTALE"), ("lookup", "ok")], ops
+    else:
+        assert got == "x" and ops == [("open", "ok")], (got, ops)
+    print("ok", got)
+"""
+
+
+def test_more_nodes_than_descriptors(tmp_path: Path) -> None:
+    # 2,000 entries under a 256-descriptor limit: nodes give their O_PATH
+    # descriptors up and reopen them by name, verified, when needed.
+    require_fakefs()
+    back, mnt = tmp_path / "backing", tmp_path / "mnt"
+    (back / "wide").mkdir(parents=True)
+    mnt.mkdir()
+    for i in range(2000):
+        (back / "wide" / f"w{i:04d}").write_text("x" * (i % 7))
+    res = subprocess.run([sys.executable, "-c", CHILD, str(back), str(mnt)],
+                         capture_output=True, text=True, check=False, timeout=300)
+    assert res.stdout.startswith("ok"), res.stderr

@@ -96,7 +96,7 @@ class DirOps(Base):
             while d.pos < _DOTS:
                 dot = node if d.pos == 0 else (node.parent or node)
                 name = b"." if d.pos == 0 else b".."
-                st = os.fstat(dot.fd if dot.fd >= 0 else node.fd)
+                st = os.fstat(dot.fd if dot.alive else node.fd)
                 if not pyfuse3.readdir_reply(token, name, self.entry(dot, st), d.pos + 1):
                     return
                 d.pos += 1

@@ -89,7 +89,7 @@ class Gate:
         node's inode (it was renamed or replaced meanwhile).
         """
         parent = node.parent
-        if parent is None or parent.fd < 0 or (node.is_dir and not tree):
+        if parent is None or not parent.alive or (node.is_dir and not tree):
             return False
         try:
             st = os.stat(node.name, dir_fd=parent.fd, follow_symlinks=False)

@@ -88,10 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         table.add(rule)
     trace = Trace(args.trace_limit)
     ops = FakeOps(str(backing), table, trace, args.cache_timeout)
+    # Node descriptors get three quarters of the limit; the rest is for open
+    # files, directories, the control socket and /dev/fuse.
+    ops.nodes.max_fds = _raise_fd_limit() * 3 // 4
     # The kernel has already applied the caller's umask to every mode it
     # sends; ours must not strip more bits.
     os.umask(0)
-    _raise_fd_limit()
 
     ctl_dir, _ctl_lock = make_control_dir()  # the lock lives as long as we do
     sock_path = os.path.join(ctl_dir, "control.sock")
@@ -204,7 +206,7 @@ def _tune_mount(mountpoint: str, control: str) -> int:
     return info.mount_id
 
 
-def _raise_fd_limit() -> None:
+def _raise_fd_limit() -> int:
     # Every node the kernel holds pins one O_PATH descriptor (an `ls -l` of
     # 100,000 entries: 100,000 of them until the kernel forgets the
     # entries), so a limit of 1024 or 20,000 would fail lookups with
@@ -218,8 +220,9 @@ def _raise_fd_limit() -> None:
     for limit in (want, hard):
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-            return
+            return limit
         except (ValueError, OSError):
             continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 

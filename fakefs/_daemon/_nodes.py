@@ -11,6 +11,15 @@ data only: they make the path that rules match and the trace shows.
 
 Holding the descriptor also pins the backing inode, so its number cannot be
 recycled for a new file while the kernel still uses our node id.
+
+Descriptors are bounded (``max_fds``, from the process's RLIMIT_NOFILE: an
+``ls -l`` of 100,000 entries makes 100,000 nodes the kernel may keep for a
+long time, and root here may not raise the limit past 20,000). Past the
+bound the oldest idle nodes give theirs up; such a node is reopened by its
+last name inside its parent's descriptor, O_NOFOLLOW, and accepted only if
+it is still the same inode (device, inode number and type) -- otherwise
+ESTALE, never another file. Nodes with open files or directories and the
+root keep their descriptors.
 """
 
 from __future__ import annotations
@@ -39,13 +48,15 @@ def proc(fd: int) -> str:
 
 
 class Node:
-    __slots__ = ("_epoch", "_path", "bad", "children", "fd", "gen", "gone", "ino", "key", "lookups",
-                 "mode", "name", "opens", "parent", "targeted", "tepoch")  # fmt: skip
+    __slots__ = ("_epoch", "_fd", "_path", "_table", "bad", "children", "gen", "gone",
+                 "ino", "key", "lookups", "mode", "name", "opens", "parent", "targeted",
+                 "tepoch")  # fmt: skip
 
-    def __init__(self, ino: int, fd: int, st: os.stat_result, parent: Node | None,
-                 name: str) -> None:
+    def __init__(self, table: NodeTable, ino: int, fd: int, st: os.stat_result, *,
+                 parent: Node | None, name: str) -> None:
+        self._table = table
         self.ino = ino
-        self.fd = fd
+        self._fd = fd
         self.key = (st.st_dev, st.st_ino)
         self.mode = stat.S_IFMT(st.st_mode)
         self.parent = parent
@@ -66,6 +77,20 @@ class Node:
         self.gone = False
 
     @property
+    def fd(self) -> int:
+        """The O_PATH descriptor (reopened and verified if it was given up).
+
+        Use it at once, never keep it across another node's creation: that
+        may make this node give its descriptor up.
+        """
+        fd = self._fd
+        return fd if fd >= 0 else self._table.reopen(self)
+
+    @property
+    def alive(self) -> bool:
+        return self._fd != -2
+
+    @property
     def is_dir(self) -> bool:
         return self.mode == stat.S_IFDIR
 
@@ -73,9 +98,12 @@ class Node:
 class NodeTable:
     """Node ids handed to the kernel, by id and by backing (dev, ino)."""
 
-    def __init__(self, root_ino: int, backing: str) -> None:
+    def __init__(self, root_ino: int, backing: str, max_fds: int = 10_000) -> None:
         fd = os.open(backing, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.root = Node(root_ino, fd, os.fstat(fd), None, "")
+        self.root = Node(self, root_ino, fd, os.fstat(fd), parent=None, name="")
+        self.max_fds = max(16, max_fds)
+        #: nodes holding a descriptor, oldest first (the root is not here)
+        self._holding: dict[int, Node] = {}
         self.root.lookups = 1
         self.nodes: dict[int, Node] = {root_ino: self.root}
         self.by_key: dict[tuple[int, int], Node] = {self.root.key: self.root}
@@ -121,12 +149,51 @@ class NodeTable:
             return node
         ino = self._next
         self._next += 1
-        node = Node(ino, fd, st, parent, name)
+        node = Node(self, ino, fd, st, parent=parent, name=name)
         self.nodes[ino] = node
         self.by_key[node.key] = node
         if parent.children is not None:
             parent.children[name] = node
+        self._hold(node)
         return node
+
+    def _hold(self, node: Node) -> None:
+        holding = self._holding
+        holding[node.ino] = node
+        if len(holding) <= self.max_fds:
+            return
+        # Give up the oldest idle descriptors, a batch at a time so the scan
+        # is paid once per many additions.
+        keep = []
+        for _ in range(max(1, self.max_fds // 8)):
+            if len(holding) <= 1:
+                break
+            ino = next(iter(holding))
+            old = holding.pop(ino)
+            if old.opens > 0 or old is node:
+                keep.append(old)
+                continue
+            with contextlib.suppress(OSError):
+                os.close(old._fd)
+            old._fd = -1
+        for old in keep:
+            holding[old.ino] = old
+
+    def reopen(self, node: Node) -> int:
+        parent = node.parent
+        if node._fd == -2 or parent is None:
+            raise pyfuse3.FUSEError(errno.ESTALE)
+        try:
+            fd = opath(parent.fd, node.name)
+        except OSError:
+            raise pyfuse3.FUSEError(errno.ESTALE) from None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != node.key or stat.S_IFMT(st.st_mode) != node.mode:
+            os.close(fd)
+            raise pyfuse3.FUSEError(errno.ESTALE)
+        node._fd = fd
+        self._hold(node)
+        return fd
 
     def place(self, node: Node, parent: Node, name: str) -> None:
         """Follow the newest name of a node (link, rename, a new lookup)."""
@@ -166,9 +233,11 @@ class NodeTable:
         if self.by_key.get(node.key) is node:
             del self.by_key[node.key]
         self._drop_name(node)
-        with contextlib.suppress(OSError):
-            os.close(node.fd)
-        node.fd = -1
+        self._holding.pop(node.ino, None)
+        if node._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(node._fd)
+        node._fd = -2  # forgotten: never reopened
 
     def _drop_name(self, node: Node) -> None:
         parent = node.parent
@@ -189,7 +258,8 @@ class NodeTable:
 
     def close_all(self) -> None:
         for node in self.nodes.values():
-            with contextlib.suppress(OSError):
-                os.close(node.fd)
+            if node._fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(node._fd)
         self.nodes.clear()
         self.by_key.clear()
