@@ -11,8 +11,8 @@ while we answer: /proc/TID/syscall names the syscall and its arguments, and
 the caller iff the syscall's starting offset lies in the failed request.
 
 Only asked when a read/write fault fires, so its cost is off the hot path.
-``None`` means "could not tell" (another process reads through an inherited
-descriptor, an unknown architecture, a vanished caller).
+``None`` means "could not tell" (an unknown architecture, a vanished
+opener).
 """
 
 from __future__ import annotations
@@ -69,7 +69,11 @@ def delivered(pid: int, mount_id: int, ino: int, op: str, *, off: int,
         if found is not None:
             nr, start = found
             return off <= start < off + max(size, 1), (tid, nr, start)
-    return None, None
+    # No thread of the opener waits on this file: the request was the
+    # kernel's own (async readahead, writeback) and its failure cannot reach
+    # a syscall. (A reader in another process than the opener is taken for
+    # this too -- reported absorbed, never injected.)
+    return False, None
 
 
 def _start(pid: int, tid: str, table: dict[int, _Spec], mount_id: int,
