@@ -7,7 +7,9 @@ handle can reject a bad rule before any mount exists.
 * GLOB: a path relative to the mount root, matched with ``fnmatch`` rules
   (``*`` also crosses ``/``; ``.`` is the root itself).
 * ACTION: an errno name (``EIO``), ``vanish`` (after the first matching
-  operation succeeds the path is removed from the backing store),
+  operation succeeds the entry is removed from the backing directory --
+  files, symlinks, fifos; never the mount root, never a directory),
+  ``vanish-tree`` (the same, and a directory goes with everything in it),
   ``delay=50ms`` or ``short=N`` (a read/write transfers at most N bytes).
 * TRIGGER: ``times=N``, ``nth=N``, ``p=0.1``, ``seed=7``, ``pid=1234``, and
   ``delay=...`` once more to stall before failing.
@@ -198,6 +200,7 @@ class FaultRule:
     errno: int | None = None  # the errno to fail with, if any
     errno_name: str | None = None
     vanish: bool = False
+    tree: bool = False  # vanish-tree: a directory may vanish too, with its contents
     delay: float = 0.0  # seconds to stall before acting
     short: int | None = None  # cap on bytes transferred by read/write
     times: int | None = None
@@ -229,7 +232,7 @@ class FaultRule:
             if self.delay:
                 parts.append(f"delay={_fmt_delay(self.delay)}")
         elif self.vanish:
-            parts.append("vanish")
+            parts.append("vanish-tree" if self.tree else "vanish")
         elif self.short is not None:
             parts.append(f"short={self.short}")
             if self.delay:
@@ -275,13 +278,14 @@ def parse_rule(text: str, *, layer: str | None = None) -> FaultRule:
         raise RuleError(f"glob in rule {rule!r} contains a NUL byte")
 
     kw: dict[str, object] = {}
-    if syscall and (action == "vanish" or action.startswith("short=")):
+    if syscall and (action in {"vanish", "vanish-tree"} or action.startswith("short=")):
         raise RuleError(
             f"{action.partition('=')[0]} is a FUSE action; a syscall rule takes an errno "
             f"or delay=, rule {rule!r}"
         )
-    if action == "vanish":
+    if action in {"vanish", "vanish-tree"}:
         kw["vanish"] = True
+        kw["tree"] = action == "vanish-tree"
     elif action.startswith("delay="):
         kw["delay"] = _duration(action[len("delay="):], rule)
     elif action.startswith("short="):
@@ -293,7 +297,7 @@ def parse_rule(text: str, *, layer: str | None = None) -> FaultRule:
         if number is None:
             raise RuleError(
                 f"unknown action {action!r} in rule {rule!r}: "
-                "use an errno name (EIO), vanish, delay=50ms or short=N"
+                "use an errno name (EIO), vanish, vanish-tree, delay=50ms or short=N"
             )
         for op in sorted(() if syscall else ops):
             why = refusal(op, action)
