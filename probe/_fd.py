@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 
 __all__ = ["DIR_FLAGS", "close_quietly", "open_dir_nofollow", "remove_tree"]
 
@@ -81,18 +82,15 @@ def remove_tree(parent_fd: int, name: str) -> list[OSError]:
         errors.append(err)
     finally:
         os.close(fd)
-    try:
-        os.rmdir(name, dir_fd=parent_fd)
-    except FileNotFoundError:
-        pass
-    except OSError as err:
-        errors.append(err)
+    _unlink(name, parent_fd, errors, os.rmdir)
     return errors
 
 
-def _unlink(name: str, dir_fd: int, errors: list[OSError]) -> None:
+def _unlink(
+    name: str, dir_fd: int, errors: list[OSError], remove: Callable[..., None] = os.unlink
+) -> None:
     try:
-        os.unlink(name, dir_fd=dir_fd)
+        remove(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
     except OSError as err:

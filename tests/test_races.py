@@ -186,6 +186,29 @@ def test_worktree_dir_swapped_for_a_symlink_mid_mirror_is_never_followed(
     assert list((wt / "c_later.moved").iterdir()) == []
 
 
+def test_symlink_planted_at_a_staged_worktree_name_is_not_merged_into(btrfs_dir: Path) -> None:
+    # The worktree is being staged under a hidden name; a symlink appears at
+    # its final name before the publish. Merging into it would write the
+    # whole tree through it.
+    outside = btrfs_dir / "outside"
+    outside.mkdir()
+    src, wt = btrfs_dir / "src", btrfs_dir / "wt"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_bytes(DATA)
+    (src / "g").write_bytes(DATA)
+
+    def plant(_r: probe.JobResult) -> None:
+        if not wt.is_symlink():
+            wt.symlink_to(outside)
+
+    report = probe.mirror(src, [wt], workers=1, on_result=plant)
+    assert not report.ok
+    for r in report.files.results:
+        assert r.status is probe.JobStatus.FAILED and r.errno == errno.ELOOP, r
+    assert list(outside.iterdir()) == []
+    assert [p.name for p in btrfs_dir.iterdir() if ".cowprobe-" in p.name] == []
+
+
 @pytest.mark.parametrize("make", [_fifo, _socket, _chardev], ids=["fifo", "socket", "chardev"])
 @pytest.mark.parametrize("call", ["clonefile_or_copy", "reflink"])
 def test_special_file_source_is_refused_without_blocking(

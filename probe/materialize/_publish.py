@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 
 from .. import _linux
-from .._fd import DIR_FLAGS, remove_tree
+from .._fd import DIR_FLAGS, open_dir_nofollow, remove_tree
 from ._dirs import DestDir
 
 __all__ = ["Failures", "discard_roots", "publish_roots", "sync_dirs"]
@@ -136,17 +136,23 @@ def _place(parent_fd: int, tmp: str, name: str, missing: OSError | None = None) 
     plain rename(2) would silently swap out an empty directory someone else
     just made and may be about to fill). Never into a symlink that appeared
     there: that is how a write escapes the worktree."""
+    _move_dir(parent_fd, tmp, parent_fd, name, missing)
+
+
+def _move_dir(
+    src_parent: int, src: str, dst_parent: int, dst: str, missing: OSError | None = None
+) -> None:
     try:
-        _rename_noreplace(tmp, name, parent_fd)
+        _rename_noreplace(src, dst, src_parent, dst_parent)
         return
     except OSError as err:
         if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
             raise
     # Fresh descriptors for the walk: a directory fd's read position is
     # shared with every dup of it, and the batch's own one may not be at 0.
-    staged = os.open(tmp, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+    staged = os.open(src, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=src_parent)
     try:
-        target = os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+        target = open_dir_nofollow(dst, dst_parent)
         try:
             if missing is not None and os.fstat(target).st_dev != os.fstat(staged).st_dev:
                 # Not a directory that appeared meanwhile: a mount point the
@@ -166,34 +172,19 @@ def _place(parent_fd: int, tmp: str, name: str, missing: OSError | None = None) 
             os.close(target)
     finally:
         os.close(staged)
-    os.rmdir(tmp, dir_fd=parent_fd)
+    os.rmdir(src, dir_fd=src_parent)
 
 
 def _merge(src_fd: int, dst_fd: int) -> None:
     with os.scandir(src_fd) as it:
         entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
     for name, is_dir in entries:
-        if not is_dir:
+        if is_dir:
+            _move_dir(src_fd, name, dst_fd, name)
+        else:
             # A finished file of this batch: replacing what is there is what
             # the job asked for, and rename keeps it atomic.
             os.replace(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
-            continue
-        try:
-            _rename_noreplace(name, name, src_fd, dst_fd)
-            continue
-        except OSError as err:
-            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-        sub_src = os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=src_fd)
-        try:
-            sub_dst = os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dst_fd)
-            try:
-                _merge(sub_src, sub_dst)
-            finally:
-                os.close(sub_dst)
-        finally:
-            os.close(sub_src)
-        os.rmdir(name, dir_fd=src_fd)
 
 
 def _rename_noreplace(src: str, dst: str, src_fd: int, dst_fd: int | None = None) -> None:
