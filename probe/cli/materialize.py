@@ -4,8 +4,11 @@ worktrees -- reflinks where the filesystems can, copies where they cannot.
 Regular files are cloned or copied; symlinks are recreated as symlinks (same
 target text, never followed); empty directories are mirrored; FIFOs, sockets
 and devices are reported as failures without being opened. Nothing in a
-worktree is deleted. Exit 0 when every entry was mirrored, 1 when any failed,
-2 for bad usage (nothing changed).
+worktree is deleted, and no symlink inside one is followed: a symlink where
+SRC_DIR has a directory is reported as a failure. A worktree this command
+creates appears whole at the end, or -- interrupted -- not at all. Exit 0
+when every entry was mirrored, 1 when any failed, 2 for bad usage (nothing
+changed).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _render, octal_mode
 from probe.report import short_size
 
 __all__ = ["register"]
+
+# All of the work is probe.mirror; this module only parses and renders.
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
