@@ -184,3 +184,10 @@ def test_fsync_mirror_is_complete(request: pytest.FixtureRequest, kind: str) -> 
     assert_mirrored(base / "src", base / "new")
     assert_mirrored(base / "src", base / "old")
     assert leftovers(base) == []
+
+
+def test_one_path_for_dest_dirs_is_refused(btrfs_dir: Path) -> None:
+    (btrfs_dir / "src").mkdir()
+    with pytest.raises(TypeError, match="list"):
+        mirror(btrfs_dir / "src", str(btrfs_dir / "wt"))
+    assert not (btrfs_dir / "wt").exists()

@@ -117,6 +117,10 @@ def mirror(
     left behind, whole or partial.
     """
     src = as_path(src_dir, "source directory")
+    if isinstance(dest_dirs, (str, bytes, os.PathLike)):
+        # One path, not a list of them: iterating it would mirror into
+        # one worktree per character.
+        raise TypeError("dest_dirs must be a list of directories, not one path")
     dests = [as_path(d, "worktree") for d in dest_dirs]
     _check(src, dests)
     plan = plan_mirror(src, dests)
