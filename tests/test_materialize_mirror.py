@@ -191,3 +191,11 @@ def test_one_path_for_dest_dirs_is_refused(btrfs_dir: Path) -> None:
     with pytest.raises(TypeError, match="list"):
         mirror(btrfs_dir / "src", str(btrfs_dir / "wt"))
     assert not (btrfs_dir / "wt").exists()
+
+
+def test_worktree_spelled_with_a_trailing_slash_is_one_worktree(btrfs_dir: Path) -> None:
+    make_tree(btrfs_dir / "src")
+    report = mirror(btrfs_dir / "src", [f"{btrfs_dir / 'wt'}/"])
+    assert report.ok
+    assert_mirrored(btrfs_dir / "src", btrfs_dir / "wt")
+    assert leftovers(btrfs_dir) == []

@@ -121,7 +121,9 @@ def mirror(
         # One path, not a list of them: iterating it would mirror into
         # one worktree per character.
         raise TypeError("dest_dirs must be a list of directories, not one path")
-    dests = [as_path(d, "worktree") for d in dest_dirs]
+    # "wt/" and "wt" are one worktree: one spelling, so its directories are
+    # opened (or staged) once, not once per spelling.
+    dests = [as_path(d, "worktree").rstrip("/") or "/" for d in dest_dirs]
     _check(src, dests)
     plan = plan_mirror(src, dests)
     entries: list[EntryResult] = [
