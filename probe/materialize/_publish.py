@@ -14,15 +14,28 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
 from .. import _linux
 from .._fd import DIR_FLAGS, open_dir_nofollow, remove_tree
 from ._dirs import DestDir
 
-__all__ = ["Failures", "discard_roots", "publish_roots", "sync_dirs"]
+__all__ = ["Failure", "Failures", "discard_roots", "publish_roots", "sync_dirs"]
 
-#: directory -> (the error, what it stopped); a root's entry covers its tree
-Failures = dict[DestDir, tuple[OSError, str]]
+
+class Failure(NamedTuple):
+    err: OSError
+    #: what it stopped, for the job's message
+    what: str
+    #: for a root whose merge failed part way: the entries (paths relative
+    #: to the root, "/"-separated) that did reach their final place -- a
+    #: directory covers everything below it. Their jobs are done, and
+    #: reporting them failed would be a lie the next run trips over.
+    placed: tuple[str, ...] = ()
+
+
+#: directory -> its failure; a root's entry covers its tree
+Failures = dict[DestDir, Failure]
 
 # A second Ctrl-C while the staged trees are being removed must not leave
 # them half removed: the removal is simply started again (it is idempotent),
@@ -65,9 +78,12 @@ def _publish_one(root: DestDir, used: bool, fsync: bool, errors: Failures) -> No
         if fsync:
             for d in (*root.created, root):
                 os.fsync(d.fd)
-        _place(parent.fd, tmp, name, root.missing)
+        placed: list[str] = []
+        _move_dir(parent.fd, tmp, parent.fd, name, missing=root.missing, placed=placed)
     except OSError as err:
-        errors[root] = (err, f"could not move the finished directory into place at {root.path}")
+        errors[root] = Failure(
+            err, f"could not move the finished directory into place at {root.path}",
+            tuple(placed))
         # The staged tree is private (a random hidden name nobody else
         # knows) and every entry in it is this batch's: take it all back,
         # finished files too, since their jobs now fail. Left there it would
@@ -78,7 +94,8 @@ def _publish_one(root: DestDir, used: bool, fsync: bool, errors: Failures) -> No
         try:
             os.fsync(parent.fd)
         except OSError as err:
-            errors[root] = (err, f"in place, but its parent could not be synced: {root.path}")
+            errors[root] = Failure(err, f"in place, but its parent could not be synced: "
+                                        f"{root.path}")
 
 
 def sync_dirs(dirs: list[DestDir]) -> Failures:
@@ -89,8 +106,8 @@ def sync_dirs(dirs: list[DestDir]) -> Failures:
         try:
             os.fsync(d.fd)
         except OSError as err:
-            errors[d] = (err, f"renamed into place, but the directory could not be synced: "
-                              f"{d.path}")
+            errors[d] = Failure(err, f"renamed into place, but the directory could not be "
+                                     f"synced: {d.path}")
     return errors
 
 
@@ -130,24 +147,30 @@ def _sweep(root: DestDir) -> None:
         d.debris.clear()
 
 
-def _place(parent_fd: int, tmp: str, name: str, missing: OSError | None = None) -> None:
-    """Rename the staged directory ``tmp`` to ``name``, merging into a
+def _move_dir(
+    src_parent: int,
+    src: str,
+    dst_parent: int,
+    dst: str,
+    *,
+    missing: OSError | None,
+    placed: list[str],
+    rel: str = "",
+) -> None:
+    """Rename the staged directory ``src`` to ``dst``, merging into a
     directory of that name that appeared meanwhile (never replacing one:
     plain rename(2) would silently swap out an empty directory someone else
     just made and may be about to fill). Never into a symlink that appeared
-    there: that is how a write escapes the worktree."""
-    _move_dir(parent_fd, tmp, parent_fd, name, missing)
-
-
-def _move_dir(
-    src_parent: int, src: str, dst_parent: int, dst: str, missing: OSError | None = None
-) -> None:
+    there: that is how a write escapes the worktree. Each entry that reaches
+    its final place is appended to ``placed`` (relative to the root)."""
     try:
         _rename_noreplace(src, dst, src_parent, dst_parent)
-        return
     except OSError as err:
         if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
             raise
+    else:
+        placed.append(rel)
+        return
     # Fresh descriptors for the walk: a directory fd's read position is
     # shared with every dup of it, and the batch's own one may not be at 0.
     staged = os.open(src, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=src_parent)
@@ -167,7 +190,7 @@ def _move_dir(
                     "as a mount point)",
                     missing.filename,
                 )
-            _merge(staged, target)
+            _merge(staged, target, placed, rel)
         finally:
             os.close(target)
     finally:
@@ -175,16 +198,18 @@ def _move_dir(
     os.rmdir(src, dir_fd=src_parent)
 
 
-def _merge(src_fd: int, dst_fd: int) -> None:
+def _merge(src_fd: int, dst_fd: int, placed: list[str], rel: str) -> None:
     with os.scandir(src_fd) as it:
         entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
     for name, is_dir in entries:
+        sub = f"{rel}/{name}" if rel else name
         if is_dir:
-            _move_dir(src_fd, name, dst_fd, name)
+            _move_dir(src_fd, name, dst_fd, name, missing=None, placed=placed, rel=sub)
         else:
             # A finished file of this batch: replacing what is there is what
             # the job asked for, and rename keeps it atomic.
             os.replace(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+            placed.append(sub)
 
 
 def _rename_noreplace(src: str, dst: str, src_fd: int, dst_fd: int | None = None) -> None:
