@@ -33,7 +33,7 @@ from .. import _linux
 from .._paths import PathArg, as_path
 from .._platform import current
 from ._dirs import DestDir, DirCache, beneath
-from ._publish import Failure, Failures, discard_roots, publish_roots, sync_dirs
+from ._publish import discard_roots, fail_unpublished, publish_roots, sync_dirs
 from ._report import JobResult, JobStatus, MaterializeReport, PairStats
 from ._worker import Context, Dest, ThreadStats, run_unit
 
@@ -202,7 +202,7 @@ def run_batch(
         if fsync:
             failures.update(sync_dirs(ctx.dirs.existing()))
         if failures:
-            _unpublished(ctx.dirs, plan, results, failures)
+            fail_unpublished(ctx.dirs, plan, results, failures)
     finally:
         ctx.dirs.close()
     if any(r is None for r in results):
@@ -311,36 +311,6 @@ def _units(plan: Plan) -> list[Plan]:
     if cur:
         units.append(cur)
     return units
-
-
-def _unpublished(
-    dirs: DirCache,
-    plan: Plan,
-    results: list[JobResult | None],
-    failures: Failures,
-) -> None:
-    """Jobs whose directory could not be put into place (or synced) did not
-    produce their dest after all (or not durably)."""
-    for source, dests in plan:
-        for d in dests:
-            ddir = dirs.lookup(d.parent)
-            r = results[d.job]
-            if ddir is None or r is None or not r.ok:
-                continue
-            hit = failures.get(ddir) or (failures.get(ddir.root) if ddir.root else None)
-            if hit is None or (hit.placed and ddir.root and _placed(d.dest, ddir.root, hit)):
-                continue
-            results[d.job] = JobResult(
-                source, d.dest, JobStatus.FAILED, errno=hit.err.errno, path=d.parent,
-                error=f"{hit.err.strerror}: {hit.what}",
-            )
-
-
-def _placed(dest: str, root: DestDir, hit: Failure) -> bool:
-    """Did ``dest`` reach its final place in the part of a merge that
-    happened before it failed?"""
-    parts = [c for c in dest[len(root.path):].split("/") if c and c != "."]
-    return any("/".join(parts[:n]) in hit.placed for n in range(1, len(parts) + 1))
 
 
 def _pair_stats(ctx: Context, stats: list[ThreadStats]) -> tuple[PairStats, ...]:

@@ -6,6 +6,8 @@ in one rename(2), so nobody ever sees it half built. A batch that ends in an
 exception instead (Ctrl-C, SIGTERM turned into an exception, a bug) never
 publishes: its staged roots are removed, because a worktree with 5,000 of
 its 20,000 files under its final name looks finished to every tool after it.
+A publish (or, with fsync, a directory sync) that fails turns the jobs it
+undid into failures (``fail_unpublished``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ from typing import NamedTuple
 
 from .. import _linux
 from .._fd import DIR_FLAGS, open_dir_nofollow, remove_tree
-from ._dirs import DestDir
+from ._dirs import DestDir, DirCache
+from ._report import JobResult, JobStatus
+from ._worker import Dest
 
-__all__ = ["Failure", "Failures", "discard_roots", "publish_roots", "sync_dirs"]
+__all__ = [
+    "Failure", "Failures", "discard_roots", "fail_unpublished", "publish_roots", "sync_dirs",
+]
 
 
 class Failure(NamedTuple):
@@ -96,6 +102,36 @@ def _publish_one(root: DestDir, used: bool, fsync: bool, errors: Failures) -> No
         except OSError as err:
             errors[root] = Failure(err, f"in place, but its parent could not be synced: "
                                         f"{root.path}")
+
+
+def fail_unpublished(
+    dirs: DirCache,
+    plan: list[tuple[str, list[Dest]]],
+    results: list[JobResult | None],
+    failures: Failures,
+) -> None:
+    """Jobs whose directory could not be put into place (or synced) did not
+    produce their dest after all (or not durably)."""
+    for source, dests in plan:
+        for d in dests:
+            ddir = dirs.lookup(d.parent)
+            r = results[d.job]
+            if ddir is None or r is None or not r.ok:
+                continue
+            hit = failures.get(ddir) or (failures.get(ddir.root) if ddir.root else None)
+            if hit is None or (hit.placed and ddir.root and _placed(d.dest, ddir.root, hit)):
+                continue
+            results[d.job] = JobResult(
+                source, d.dest, JobStatus.FAILED, errno=hit.err.errno, path=d.parent,
+                error=f"{hit.err.strerror}: {hit.what}",
+            )
+
+
+def _placed(dest: str, root: DestDir, hit: Failure) -> bool:
+    """Did ``dest`` reach its final place in the part of a merge that
+    happened before it failed?"""
+    parts = [c for c in dest[len(root.path):].split("/") if c and c != "."]
+    return any("/".join(parts[:n]) in hit.placed for n in range(1, len(parts) + 1))
 
 
 def sync_dirs(dirs: list[DestDir]) -> Failures:
