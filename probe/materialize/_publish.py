@@ -74,6 +74,7 @@ def publish_roots(roots: list[DestDir], used: set[DestDir], *, fsync: bool) -> F
 def _publish_one(root: DestDir, used: bool, fsync: bool, errors: Failures) -> None:
     assert root.stage is not None
     parent, tmp, name = root.stage
+    placed: list[str] = []
     try:
         if not used:
             # Nothing finished under it: take back the directories this
@@ -84,7 +85,6 @@ def _publish_one(root: DestDir, used: bool, fsync: bool, errors: Failures) -> No
         if fsync:
             for d in (*root.created, root):
                 os.fsync(d.fd)
-        placed: list[str] = []
         _move_dir(parent.fd, tmp, parent.fd, name, missing=root.missing, placed=placed)
     except OSError as err:
         errors[root] = Failure(
