@@ -18,15 +18,26 @@ from .capabilities import (
     probe_capabilities,
     probe_pair,
 )
-from .materialize import JobResult, JobStatus, MaterializeReport, PairStats, materialize
+from .materialize import (
+    EntryResult,
+    JobResult,
+    JobStatus,
+    MaterializeReport,
+    MirrorReport,
+    PairStats,
+    materialize,
+    mirror,
+)
 
 __all__ = [
     "Capability",
     "CapabilityReport",
     "CopyResult",
+    "EntryResult",
     "JobResult",
     "JobStatus",
     "MaterializeReport",
+    "MirrorReport",
     "PairReport",
     "PairStats",
     "ProbePathError",
@@ -40,6 +51,7 @@ __all__ = [
     "errno_name",
     "filesystem_supports_reflink",
     "materialize",
+    "mirror",
     "probe_capabilities",
     "probe_pair",
     "probe_reflink",

@@ -1,9 +1,11 @@
 """The platform seam: the one place that knows which OS we are on.
 
-A ``Platform`` is the clone primitive plus the errno table its errors are read
-with. The policy in ``probe._reflink`` is written once against this seam, so
-it reads the same on every OS, and a platform this machine cannot run (macOS)
-can still be tested by building its ``Platform`` around a stand-in function.
+A ``Platform`` is the clone primitive (by name, and between open descriptors
+where the OS has one) plus the errno table its errors are read with. Nothing
+else in probe asks ``sys.platform``. The policy in ``probe._reflink`` and the
+batch materializer are written once against this seam, so they read the same
+on every OS, and a platform this machine cannot run (macOS) can still be
+tested by building its ``Platform`` around a stand-in function.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from dataclasses import dataclass
 from functools import cache
 
 from . import _linux, _macos
+from ._fd import close_quietly
 from ._outcome import HOST_ERRNOS, ErrnoTable
 
 __all__ = [
+    "CloneFd",
     "CloneFn",
     "Platform",
     "SpecialFileError",
@@ -150,18 +154,10 @@ def remove_if_same(dest: str, ours: os.stat_result, *, dir_fd: int | None = None
             os.unlink(dest, dir_fd=dir_fd)
 
 
-def close_quietly(fd: int) -> None:
-    """Close ``fd`` where its close() error cannot matter.
-
-    For a read-only source (nothing of ours to lose: FUSE and NFS still send
-    FLUSH and may fail it), or while another error is already on its way out
-    and must not be replaced by this one.
-    """
-    with contextlib.suppress(OSError):
-        os.close(fd)
-
-
 CloneFn = Callable[[str, str, "int | None"], None]
+#: clone_fd(dst_fd, src_fd): make the open ``dst_fd`` share all of the open
+#: ``src_fd``'s blocks, or raise OSError with the kernel's errno
+CloneFd = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -172,6 +168,10 @@ class Platform:
     #: to dir_fd when given) a clone of source with the source's permission
     #: bits, or raise OSError leaving no dest behind.
     clone: CloneFn
+    #: the same primitive between two open files, for callers that open each
+    #: source once for many dests (the batch materializer); None where the OS
+    #: has no descriptor-level clone (macOS clones by name only)
+    clone_fd: CloneFd | None = None
 
 
 def _linux_clone(ficlone: Callable[[int, int], None]) -> CloneFn:
@@ -208,7 +208,7 @@ def _linux_clone(ficlone: Callable[[int, int], None]) -> CloneFn:
 
 
 def linux(ficlone: Callable[[int, int], None] = _linux.ficlone) -> Platform:
-    return Platform("linux", HOST_ERRNOS, _linux_clone(ficlone))
+    return Platform("linux", HOST_ERRNOS, _linux_clone(ficlone), ficlone)
 
 
 def macos(clonefileat: _macos.ClonefileatFn, get_errno: Callable[[], int]) -> Platform:

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from probe import ReflinkOutcome, ReflinkResult, SpecialFileError
+import probe
+from probe import ReflinkOutcome, ReflinkResult, SpecialFileError, _linux, materialize
 from probe._macos import MACOS_ERRNOS
 from probe._outcome import HOST_ERRNOS, classify
 from probe._platform import Platform, current, linux, macos, unsupported_platform
 from probe._reflink import reflink_at
 from probe.lab import Lab
+from probe.materialize import _batch
 
 DARWIN_AT_FDCWD = -2
 # <sys/errno.h> on Darwin
@@ -219,3 +221,46 @@ def test_this_machine_uses_the_linux_platform() -> None:
     plat = current()
     assert plat.name == "linux"
     assert plat.errnos is HOST_ERRNOS
+
+
+# ------------------------------------------------------- the fd-level clone
+
+
+def test_linux_platform_offers_the_fd_clone(d: Path, src: Path) -> None:
+    clone_fd = current().clone_fd
+    assert clone_fd is not None
+    with open(src, "rb") as s, open(d / "dst", "wb") as t:
+        clone_fd(t.fileno(), s.fileno())
+        t.flush()
+        assert _linux.shared_bytes(t.fileno()) == src.stat().st_size
+    assert (d / "dst").read_bytes() == src.read_bytes()
+
+
+def test_platforms_without_an_fd_clone_say_none() -> None:
+    fake = FakeClonefileat()
+    assert on_macos(fake).clone_fd is None
+    assert unsupported_platform().clone_fd is None
+
+
+def test_batch_on_a_platform_without_an_fd_clone_copies(
+    d: Path, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch asks the seam, not sys.platform: given a platform with no
+    # descriptor clone (macOS), it spends one call on the pair and copies.
+    monkeypatch.setattr(_batch, "current", lambda: on_macos(FakeClonefileat()))
+    jobs = [(str(src), str(d / "wt" / f"f{i}")) for i in range(3)]
+    report = materialize(jobs)
+    assert report.ok and (report.cloned, report.copied) == (0, 3)
+    (pair,) = report.pairs
+    assert pair.disabled_errno == errno.ENOTSUP and pair.failed_clone_calls == 1
+    for _s, dest in jobs:
+        assert Path(dest).read_bytes() == src.read_bytes()
+
+
+def test_only_the_seam_asks_which_os_this_is() -> None:
+    root = Path(probe.__file__).parent
+    askers = sorted(
+        str(p.relative_to(root)) for p in root.rglob("*.py")
+        if "sys.platform" in p.read_text(encoding="utf-8")
+    )
+    assert askers == ["_platform.py"]

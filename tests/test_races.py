@@ -5,6 +5,8 @@
   target tree (the swap is made deterministic by doing it from inside the
   clone call, through the platform seam, after the check and before the
   write);
+* a worktree directory swapped for a symlink in the middle of a mirror
+  never sends a file out of the worktree;
 * a FIFO, socket or device as the source is refused at once, never blocks;
 * a SIGKILLed fakefs daemon and a SIGKILLed process holding a lab leave
   mounts behind that the next run removes.
@@ -147,6 +149,64 @@ def _socket(p: Path) -> None:
 def _chardev(p: Path) -> None:
     require(os.geteuid() == 0, "creating a device node needs root (mknod)")
     os.mknod(p, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
+
+
+def test_worktree_dir_swapped_for_a_symlink_mid_mirror_is_never_followed(
+    btrfs_dir: Path,
+) -> None:
+    # Made deterministic from the batch's own result callback: after the
+    # first file, one directory the batch already holds open and one it has
+    # not reached yet are each swapped for a symlink to outside/.
+    outside = btrfs_dir / "outside"
+    outside.mkdir()
+    src, wt = btrfs_dir / "src", btrfs_dir / "wt"
+    for sub in ("a_first", "b_held", "c_later"):
+        (src / sub).mkdir(parents=True)
+        (wt / sub).mkdir(parents=True)
+        for i in range(3):
+            (src / sub / f"f{i}").write_bytes(DATA)
+    swapped: list[str] = []
+
+    def swap(r: probe.JobResult) -> None:
+        if swapped or "b_held" not in r.dest:
+            return
+        for sub in ("b_held", "c_later"):
+            os.rename(wt / sub, wt / f"{sub}.moved")
+            os.symlink(outside, wt / sub)
+            swapped.append(sub)
+
+    report = probe.mirror(src, [wt], workers=1, on_result=swap)
+    assert swapped == ["b_held", "c_later"]
+    assert list(outside.iterdir()) == []
+    # Held open: its remaining files went into the directory itself, wherever
+    # it was moved -- still inside the worktree.
+    assert sorted(p.name for p in (wt / "b_held.moved").iterdir()) == ["f0", "f1", "f2"]
+    later = [r for r in report.files.results if "c_later" in r.dest]
+    assert later and all(r.errno == errno.ELOOP for r in later), later
+    assert list((wt / "c_later.moved").iterdir()) == []
+
+
+def test_symlink_planted_at_a_staged_worktree_name_is_not_merged_into(btrfs_dir: Path) -> None:
+    # The worktree is being staged under a hidden name; a symlink appears at
+    # its final name before the publish. Merging into it would write the
+    # whole tree through it.
+    outside = btrfs_dir / "outside"
+    outside.mkdir()
+    src, wt = btrfs_dir / "src", btrfs_dir / "wt"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_bytes(DATA)
+    (src / "g").write_bytes(DATA)
+
+    def plant(_r: probe.JobResult) -> None:
+        if not wt.is_symlink():
+            wt.symlink_to(outside)
+
+    report = probe.mirror(src, [wt], workers=1, on_result=plant)
+    assert not report.ok
+    for r in report.files.results:
+        assert r.status is probe.JobStatus.FAILED and r.errno == errno.ELOOP, r
+    assert list(outside.iterdir()) == []
+    assert [p.name for p in btrfs_dir.iterdir() if ".cowprobe-" in p.name] == []
 
 
 @pytest.mark.parametrize("make", [_fifo, _socket, _chardev], ids=["fifo", "socket", "chardev"])

@@ -7,8 +7,10 @@ The moving parts, one module each:
 * ``_policy`` -- per (source fs, dest fs) pair: when to stop
   trying to clone (UNSUPPORTED, repeated EINVAL) and when not to (a vanished
   source, one NOCOW file, EAGAIN).
-* ``_dirs`` -- destination directories opened once, missing ones
-  staged under a hidden name and renamed into place at the end.
+* ``_dirs`` -- destination directories opened once (never through a
+  symlink below a worktree root), missing ones staged under a hidden name.
+* ``_publish`` -- the staged directories renamed into place at the end, or
+  removed if the batch ends in an exception.
 * ``_worker`` -- one source opened once, cloned or copied into all
   of its destinations.
 * ``_report`` -- the results.
@@ -23,19 +25,19 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 
 from .. import _linux
 from .._paths import PathArg, as_path
-from ._dirs import DestDir, DirCache
-from ._policy import CloneFd
+from .._platform import current
+from ._dirs import DestDir, DirCache, beneath
+from ._publish import discard_roots, fail_unpublished, publish_roots, sync_dirs
 from ._report import JobResult, JobStatus, MaterializeReport, PairStats
 from ._worker import Context, Dest, ThreadStats, run_unit
 
-__all__ = ["DEFAULT_MAX_WORKERS", "default_workers", "materialize"]
+__all__ = ["DEFAULT_MAX_WORKERS", "BeforePublish", "default_workers", "materialize", "run_batch"]
 
 #: Measured on 2-core VMs (tests/benchmarks/bench_materialize.py): a second
 #: thread gave 1.2-1.9x on XFS and 1.1-1.3x on btrfs; a third was slower on
@@ -67,6 +69,8 @@ def materialize(
     mode: int | None = None,
     measure_sharing: bool = False,
     on_result: Callable[[JobResult], None] | None = None,
+    fsync: bool = False,
+    worktrees: Iterable[PathArg] = (),
 ) -> MaterializeReport:
     """Make each ``dest`` a copy of its ``source``: a reflink where the pair
     of filesystems can clone, a byte copy where it cannot.
@@ -84,6 +88,16 @@ def materialize(
       creates -- built in a directory that itself appears, by one rename,
       only at the end of the batch. Parents are created. An existing dest is
       replaced only by a complete new file and is untouched if its job fails.
+    * Interrupted (KeyboardInterrupt, a signal turned into an exception, any
+      BaseException): the exception is raised after the directories this
+      batch was building are removed; none is published half full.
+    * ``worktrees``: every dest must lie below one of these directories, and
+      below it no symlink is followed -- a symlink where a directory should
+      be fails the jobs under it (FAILED, ELOOP), so nothing is written
+      outside the worktree.
+    * ``fsync``: each file is fsynced before it is renamed into place (or its
+      staged directory is), and each directory after; an fsync error fails
+      the job and, for the file's own fsync, keeps the old dest.
     * Permission bits follow the source unless ``mode`` is given.
     * ``stop_on_error``: stop at the first failure (the jobs not started are
       SKIPPED); otherwise every job is attempted and every failure reported.
@@ -93,22 +107,48 @@ def materialize(
       worker threads.
 
     Bad arguments (not a pair, an empty path, a dest naming a directory, the
-    same dest twice) raise before anything is touched. ``workers`` defaults
-    to a measured choice (``default_workers``).
+    same dest twice, a dest outside ``worktrees``) raise before anything is
+    touched. ``workers`` defaults to a measured choice (``default_workers``).
     """
+    return run_batch(jobs, workers=workers, stop_on_error=stop_on_error, mode=mode,
+                     measure_sharing=measure_sharing, on_result=on_result, fsync=fsync,
+                     worktrees=[as_path(w, "worktree") for w in worktrees])
+
+
+#: before_publish(dirs, stopped): the caller's own entries, made in the
+#: batch's directories after the files and before the publish; returns the
+#: staged roots it put something in
+BeforePublish = Callable[[DirCache, bool], set[DestDir]]
+
+
+def run_batch(
+    jobs: Iterable[tuple[PathArg, PathArg]],
+    *,
+    workers: int | None,
+    stop_on_error: bool,
+    mode: int | None,
+    measure_sharing: bool,
+    on_result: Callable[[JobResult], None] | None,
+    fsync: bool,
+    worktrees: list[str],
+    before_publish: BeforePublish | None = None,
+) -> MaterializeReport:
+    """``materialize``, with a hook for ``mirror``'s directories and symlinks."""
     started = time.perf_counter()
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, not {workers}")
     if mode is not None and not 0 <= mode <= 0o7777:
         raise ValueError(f"mode must be a permission mode (0..0o7777), not {mode:#o}")
     plan, njobs = _plan(jobs)
+    if worktrees:
+        _check_beneath(plan, worktrees)
     units = _units(plan)
     nworkers = min(workers, max(1, len(units))) if workers else default_workers(njobs, len(units))
     results: list[JobResult | None] = [None] * njobs
     ctx = Context(
-        dirs=DirCache(),
+        dirs=DirCache(worktrees),
         results=results,
-        clone=_clone_fn(),
+        clone=current().clone_fd or _no_clone_fd,
         mode=mode,
         umask=_read_umask(),
         stop_on_error=stop_on_error,
@@ -116,6 +156,7 @@ def materialize(
         measure_sharing=measure_sharing,
         on_result=on_result,
         shared_bytes=_linux.shared_bytes,
+        fsync=fsync,
     )
     stats = [ThreadStats() for _ in range(nworkers)]
     errors: list[BaseException] = []
@@ -136,24 +177,34 @@ def materialize(
 
     threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in stats[1:]]
     try:
-        for t in threads:
-            t.start()
-        work(stats[0])
-    except BaseException:
-        # A thread that would not start: the others must stop before the
-        # staged directories are published.
-        ctx.stop.set()
-        raise
+        try:
+            for t in threads:
+                t.start()
+            work(stats[0])
+        except BaseException as exc:
+            # A thread that would not start, or a signal between two units:
+            # the others must stop before anything is published.
+            ctx.stop.set()
+            errors.append(exc)
+        _join(threads, ctx, errors)
+        used: set[DestDir] = set().union(*(s.used_roots for s in stats))
+        if before_publish is not None and not errors:
+            try:
+                used |= before_publish(ctx.dirs, ctx.stop.is_set())
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            # Interrupted or broken: nothing staged may appear under a final
+            # name, since the batch is not finished.
+            discard_roots(ctx.dirs.roots)
+            raise errors[0]
+        failures = publish_roots(ctx.dirs.roots, used, fsync=fsync)
+        if fsync:
+            failures.update(sync_dirs(ctx.dirs.existing()))
+        if failures:
+            fail_unpublished(ctx.dirs, plan, results, failures)
     finally:
-        for t in threads:
-            if t.ident is not None:
-                t.join()
-        publish_errors = ctx.dirs.publish(set().union(*(s.used_roots for s in stats)))
-        if publish_errors:
-            _unpublished(ctx.dirs, plan, results, publish_errors)
         ctx.dirs.close()
-    if errors:
-        raise errors[0]
     if any(r is None for r in results):
         for source, dests in plan:
             for d in dests:
@@ -170,6 +221,27 @@ def materialize(
         workers=nworkers,
         bytes_shared=shared,
     )
+
+
+def _join(threads: list[threading.Thread], ctx: Context, errors: list[BaseException]) -> None:
+    """Wait for every worker, even through a Ctrl-C: the staged directories
+    can only be removed (or published) once nothing writes into them."""
+    for t in threads:
+        while t.ident is not None:
+            try:
+                t.join()
+                break
+            except BaseException as exc:
+                ctx.stop.set()
+                errors.append(exc)
+
+
+def _check_beneath(plan: Plan, worktrees: list[str]) -> None:
+    roots = sorted({w.rstrip("/") or "/" for w in worktrees}, key=len, reverse=True)
+    parents = {d.parent: d.dest for _source, dests in plan for d in dests}
+    for parent, dest in parents.items():
+        if beneath(parent, roots) is None:
+            raise ValueError(f"destination {dest!r} is not inside any of the worktrees")
 
 
 def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
@@ -241,28 +313,6 @@ def _units(plan: Plan) -> list[Plan]:
     return units
 
 
-def _unpublished(
-    dirs: DirCache,
-    plan: Plan,
-    results: list[JobResult | None],
-    errors: dict[DestDir, OSError],
-) -> None:
-    """Jobs whose staged directory could not be renamed into place did not
-    produce their dest after all."""
-    for source, dests in plan:
-        for d in dests:
-            ddir = dirs.lookup(d.parent)
-            r = results[d.job]
-            if ddir is None or ddir.root not in errors or r is None or not r.ok:
-                continue
-            err = errors[ddir.root]
-            results[d.job] = JobResult(
-                source, d.dest, JobStatus.FAILED, errno=err.errno, path=d.parent,
-                error=f"{err.strerror}: could not move the finished directory into place "
-                f"at {ddir.root.path}",
-            )
-
-
 def _pair_stats(ctx: Context, stats: list[ThreadStats]) -> tuple[PairStats, ...]:
     merged: dict[tuple[int, int], list[int]] = {}
     for s in stats:
@@ -291,12 +341,7 @@ def _read_umask() -> int | None:
     return None
 
 
-def _clone_fn() -> CloneFd:
-    if sys.platform.startswith("linux"):
-        return _linux.ficlone
-
-    def unsupported(dst_fd: int, src_fd: int) -> None:
-        raise OSError(errno.ENOTSUP, "the batch materializer clones on Linux only")
-
-    return unsupported
-
+def _no_clone_fd(dst_fd: int, src_fd: int) -> None:
+    # The pair policy reads ENOTSUP as "this pair cannot clone": one call,
+    # then copies, as on any filesystem without reflinks.
+    raise OSError(errno.ENOTSUP, "no descriptor-level clone on this platform")

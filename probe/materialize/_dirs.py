@@ -7,10 +7,17 @@ file, and a parent swapped for a symlink mid-batch cannot redirect a write.
 Missing directories are *staged*: the topmost missing one is made under a
 hidden temporary name (``probe._copy.temp_name``) and everything below it
 with final names. Nothing under a staged directory is reachable by its final
-path until ``publish`` renames the staged root into place, which is what
+path until ``_publish`` renames the staged root into place, which is what
 lets files in it be created directly under their final names -- no per-file
 temporary and rename -- while still never showing a torn file under a final
 path. A fresh worktree therefore appears whole, in one rename, at the end.
+
+Worktrees are a boundary. Below a worktree root the batch was given, a
+directory is opened one component at a time, each relative to its parent's
+descriptor with O_NOFOLLOW: a symlink planted where a directory should be
+(``wt/lib -> /elsewhere``, the classic extraction attack) fails the jobs
+below it instead of sending their files out of the worktree. The root itself
+is the caller's path and is resolved as given.
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ import contextlib
 import errno
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .. import _linux
 from .._copy import temp_name
+from .._fd import DIR_FLAGS, open_dir_nofollow
 
-__all__ = ["DestDir", "DirCache"]
+__all__ = ["DestDir", "DirCache", "beneath"]
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_DIR_FLAGS = DIR_FLAGS
 _ACL_DEFAULT = "system.posix_acl_default"
 
 
@@ -57,14 +65,45 @@ class DestDir:
     debris: list[str] = field(default_factory=list)
 
 
-class DirCache:
-    """The batch's destination directories, keyed by the path as given."""
+def beneath(path: str, roots: Sequence[str]) -> tuple[str, list[str]] | None:
+    """(worktree root, components below it) for ``path``, or None if it is
+    under none of ``roots`` (the longest root wins: worktrees may nest).
+    Raises ValueError for a ".." below a root: lexically it could point
+    anywhere, and the walk follows nothing to find out."""
+    for root in roots:
+        if path == root:
+            return root, []
+        prefix = root if root.endswith("/") else root + "/"
+        if path.startswith(prefix):
+            parts = [c for c in path[len(prefix):].split("/") if c and c != "."]
+            if ".." in parts:
+                raise ValueError(f"{path!r} climbs out of the worktree {root!r} ('..')")
+            return root, parts
+    return None
 
-    def __init__(self) -> None:
+
+class DirCache:
+    """The batch's destination directories, keyed by the path as given.
+
+    ``worktrees``: the roots below which nothing is followed (see the module
+    docstring); dest directories elsewhere are opened by their path.
+    """
+
+    def __init__(self, worktrees: Sequence[str] = ()) -> None:
         self._dirs: dict[str, DestDir] = {}
         self._errors: dict[str, OSError] = {}
         self._roots: list[DestDir] = []
         self._lock = threading.Lock()
+        self._worktrees = sorted({w.rstrip("/") or "/" for w in worktrees}, key=len, reverse=True)
+
+    @property
+    def roots(self) -> list[DestDir]:
+        """The staged roots, in creation order."""
+        return list(self._roots)
+
+    def existing(self) -> list[DestDir]:
+        """The directories that were there before the batch (not staged)."""
+        return [d for d in {id(d): d for d in self._dirs.values()}.values() if not d.fresh]
 
     def get(self, path: str) -> DestDir:
         """The open directory ``path``, creating (staged) what is missing.
@@ -92,7 +131,7 @@ class DirCache:
         try:
             d = self._open_or_create(path)
         except OSError as exc:
-            if exc.filename is None:
+            if exc.filename is None or exc.filename == os.path.basename(path):
                 exc.filename = path
             self._errors[path] = exc
             raise
@@ -100,6 +139,23 @@ class DirCache:
         return d
 
     def _open_or_create(self, path: str) -> DestDir:
+        try:
+            where = beneath(path, self._worktrees)
+        except ValueError as err:
+            raise OSError(errno.EXDEV, str(err), path) from None
+        if where is not None and where[1]:
+            root, parts = where
+            # The canonical spelling for the parent, so "wt//a/b" and
+            # "wt/a/b" share the walk (and its cached descriptors).
+            pdir = self._get_locked(os.path.join(root, *parts[:-1]))
+            name = parts[-1]
+            if pdir.fresh:
+                return self._make_in(pdir, name, path, None)
+            try:
+                fd = open_dir_nofollow(name, pdir.fd)
+            except FileNotFoundError as err:
+                return self._make_in(pdir, name, path, err)
+            return _describe(path, fd, fresh=False)
         try:
             fd = os.open(path, _DIR_FLAGS)
         except FileNotFoundError as err:
@@ -109,7 +165,11 @@ class DirCache:
         parent, name = os.path.split(path.rstrip(os.sep) or os.sep)
         if not name or name in (".", ".."):
             raise FileNotFoundError(errno.ENOENT, "destination directory is missing", path)
-        pdir = self._get_locked(parent or ".")
+        return self._make_in(self._get_locked(parent or "."), name, path, missing)
+
+    def _make_in(self, pdir: DestDir, name: str, path: str, missing: OSError | None) -> DestDir:
+        """Create the missing directory ``name`` in ``pdir``: directly when
+        ``pdir`` is itself staged, else as a new staged root."""
         if pdir.fresh:
             assert pdir.root is not None
             os.mkdir(name, dir_fd=pdir.fd)
@@ -133,35 +193,6 @@ class DirCache:
         d.missing = missing
         self._roots.append(d)
         return d
-
-    def publish(self, used: set[DestDir]) -> dict[DestDir, OSError]:
-        """Rename every staged root that holds a finished file into place;
-        remove the ones that hold none. Returns errors instead of raising,
-        so one failure does not strand the other roots under hidden names."""
-        errors: dict[DestDir, OSError] = {}
-        for root in self._roots:
-            assert root.stage is not None
-            parent, tmp, name = root.stage
-            try:
-                if root in used:
-                    _sweep(root)
-                    _place(parent.fd, tmp, name, root.missing)
-                else:
-                    # Nothing finished under it: take back the directories
-                    # this batch made rather than publish an empty skeleton.
-                    for d in reversed(root.created):
-                        assert d.made_in is not None
-                        with contextlib.suppress(OSError):
-                            os.rmdir(d.made_in[1], dir_fd=d.made_in[0].fd)
-                    os.rmdir(tmp, dir_fd=parent.fd)
-            except OSError as err:
-                errors[root] = err
-                # The staged tree is private (a random hidden name nobody
-                # else knows) and every entry in it is this batch's: take it
-                # all back, finished files too, since their jobs now fail.
-                # Left there it would be a hidden directory nobody removes.
-                _remove_tree(parent.fd, tmp)
-        return errors
 
     def close(self) -> None:
         for d in self._dirs.values():
@@ -191,124 +222,9 @@ def _open_made(parent_fd: int, name: str, path: str) -> DestDir:
     """Open and describe the directory this batch just made as ``name``;
     if that fails, remove it again (it is empty, and nothing else knows it)."""
     try:
-        return _describe(path, os.open(name, _DIR_FLAGS, dir_fd=parent_fd), fresh=True)
+        return _describe(path, os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd),
+                         fresh=True)
     except BaseException:
         with contextlib.suppress(OSError):
             os.rmdir(name, dir_fd=parent_fd)
         raise
-
-
-def _sweep(root: DestDir) -> None:
-    """Unlink, once more, failed jobs' files in ``root``'s tree whose unlink
-    failed at the time; raises if one is still there, because publishing
-    would put a torn file under its final name."""
-    for d in (root, *root.created):
-        for name in d.debris:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=d.fd)
-        d.debris.clear()
-
-
-def _remove_tree(parent_fd: int, name: str) -> None:
-    """Best-effort removal of the staged directory ``name`` and everything
-    in it. Never follows a symlink: entries are unlinked, not walked into,
-    unless they are real directories (opened O_NOFOLLOW)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
-        try:
-            with os.scandir(fd) as it:
-                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-            for entry, is_dir in entries:
-                if is_dir:
-                    _remove_tree(fd, entry)
-                else:
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry, dir_fd=fd)
-        finally:
-            os.close(fd)
-        os.rmdir(name, dir_fd=parent_fd)
-
-
-def _place(parent_fd: int, tmp: str, name: str, missing: OSError | None = None) -> None:
-    """Rename the staged directory ``tmp`` to ``name``, merging into a
-    directory of that name that appeared meanwhile (never replacing one:
-    plain rename(2) would silently swap out an empty directory someone else
-    just made and may be about to fill)."""
-    try:
-        _rename_noreplace(tmp, name, parent_fd)
-        return
-    except OSError as err:
-        if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-            raise
-    # Fresh descriptors for the walk: a directory fd's read position is
-    # shared with every dup of it, and the batch's own one may not be at 0.
-    staged = os.open(tmp, _DIR_FLAGS, dir_fd=parent_fd)
-    try:
-        target = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        try:
-            if missing is not None and os.fstat(target).st_dev != os.fstat(staged).st_dev:
-                # Not a directory that appeared meanwhile: a mount point the
-                # lookup said was missing (a FUSE root whose GETATTR failed
-                # with ENOENT), so the staged tree was built on the parent
-                # filesystem. No rename can cross into it (EXDEV, after part
-                # of the merge), and the error that explains it is the
-                # lookup's, so that is the one reported.
-                raise OSError(
-                    missing.errno,
-                    f"{missing.strerror} (said of a directory that exists, "
-                    "as a mount point)",
-                    missing.filename,
-                )
-            _merge(staged, target)
-        finally:
-            os.close(target)
-    finally:
-        os.close(staged)
-    os.rmdir(tmp, dir_fd=parent_fd)
-
-
-def _merge(src_fd: int, dst_fd: int) -> None:
-    with os.scandir(src_fd) as it:
-        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-    for name, is_dir in entries:
-        if not is_dir:
-            # A finished file of this batch: replacing what is there is what
-            # the job asked for, and rename keeps it atomic.
-            os.replace(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
-            continue
-        try:
-            _rename_noreplace(name, name, src_fd, dst_fd)
-            continue
-        except OSError as err:
-            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-        sub_src = os.open(name, _DIR_FLAGS, dir_fd=src_fd)
-        try:
-            sub_dst = os.open(name, _DIR_FLAGS, dir_fd=dst_fd)
-            try:
-                _merge(sub_src, sub_dst)
-            finally:
-                os.close(sub_dst)
-        finally:
-            os.close(sub_src)
-        os.rmdir(name, dir_fd=src_fd)
-
-
-def _rename_noreplace(src: str, dst: str, src_fd: int, dst_fd: int | None = None) -> None:
-    dst_fd = src_fd if dst_fd is None else dst_fd
-    try:
-        _linux.renameat2(src, dst, _linux.RENAME_NOREPLACE, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
-    except OSError as err:
-        # EINVAL: this filesystem (some FUSE daemons) has no RENAME_NOREPLACE;
-        # ENOSYS: the kernel has no renameat2. Check-then-rename is racy but
-        # is the best either allows.
-        if err.errno not in (errno.EINVAL, errno.ENOSYS):
-            raise
-        try:
-            os.stat(dst, dir_fd=dst_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
-            return
-        raise FileExistsError(errno.EEXIST, "already exists", dst) from None
-    except AttributeError:  # no renameat2 in this C library
-        os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)

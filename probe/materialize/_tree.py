@@ -1,4 +1,4 @@
-"""Mirroring a directory tree into worktrees: what ``materialize`` is given.
+"""Mirroring a directory tree into worktrees: the walk that plans ``mirror``.
 
 A tree has more than regular files. What happens to each kind of entry:
 
@@ -17,18 +17,14 @@ a mirror adds and replaces, it never deletes.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import operator
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .._copy import temp_name
 from .._platform import describe_mode
 
-__all__ = ["MirrorPlan", "make_symlink", "plan_mirror"]
+__all__ = ["MirrorPlan", "plan_mirror"]
 
 _BY_NAME = operator.attrgetter("name")
 
@@ -90,25 +86,3 @@ def plan_mirror(src_dir: str, dest_dirs: Sequence[str]) -> MirrorPlan:
                 plan.specials.append((e.path, describe_mode(mode)))
         stack.extend(reversed(subdirs))
     return plan
-
-
-def make_symlink(target: str, dest: str) -> None:
-    """Make ``dest`` a symlink to ``target``: built under a temporary name and
-    renamed into place, so an existing file there is replaced whole or not at
-    all. A directory at ``dest`` is refused (IsADirectoryError), not merged."""
-    parent, name = os.path.split(dest)
-    parent = parent or "."
-    os.makedirs(parent, exist_ok=True)
-    try:
-        if stat.S_ISDIR(os.lstat(dest).st_mode):
-            raise IsADirectoryError(errno.EISDIR, "a directory is in the way of a symlink", dest)
-    except FileNotFoundError:
-        pass
-    tmp = os.path.join(parent, temp_name(name))
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -65,6 +65,8 @@ class Context:
     measure_sharing: bool
     on_result: Callable[[JobResult], None] | None
     shared_bytes: Callable[[int], int]
+    #: fsync each file before it is closed and renamed into place
+    fsync: bool = False
     _pairs: dict[tuple[int, int], PairPolicy] = field(default_factory=dict)
     _pairs_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -222,6 +224,8 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                     step = "finish"
                     if not umask_ok or ddir.has_default_acl:
                         os.fchmod(dst_fd, want)
+                    if ctx.fsync:
+                        os.fsync(dst_fd)
                 except BaseException as exc:
                     _drop(ddir, name)
                     close_quietly(dst_fd)

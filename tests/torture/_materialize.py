@@ -1,6 +1,8 @@
 """``materialize`` of a small tree into two worktrees as a torture workload:
 ``w1`` exists (one dest in it already exists), ``w2`` does not (the batch
-stages it under a hidden name and renames it into place at the end)."""
+stages it under a hidden name and renames it into place at the end). Both
+are given as ``worktrees``, so directories below them are opened without
+following anything."""
 
 from __future__ import annotations
 
@@ -70,7 +72,9 @@ class MaterializeWorkload:
     def run(self) -> object:
         assert self.fn is not None
         jobs = [(str(self.fam.mnt / "blobs" / s), str(self.fam.mnt / d)) for s, d in JOBS]
-        return self.fn(jobs, workers=1)
+        # As worktrees: the batch then walks below each one component by
+        # component (O_NOFOLLOW), the path mirror() takes, under every fault.
+        return self.fn(jobs, workers=1, worktrees=[self.fam.mnt / "w1", self.fam.mnt / "w2"])
 
     def check(self, out: Outcome, fired: Sequence[Fault]) -> list[str]:
         problems: list[str] = []

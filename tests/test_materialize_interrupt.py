@@ -1,0 +1,90 @@
+"""A fresh worktree interrupted mid-batch is never published (issue 14 §10).
+
+A real process, a real signal: ``cowprobe materialize`` (SIGINT) and a
+library caller that turns SIGTERM into an exception, as the CLI does. The
+signal is sent once the staged worktree is seen filling -- the observation
+is the synchronisation -- and afterwards neither the final name nor the
+staging directory may exist.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+N_FILES = 20_000
+
+_LIBRARY_CALLER = """
+import signal, sys
+import probe
+
+def stop(signum, frame):
+    raise SystemExit(128 + signum)
+
+signal.signal(signal.SIGTERM, stop)
+probe.mirror(sys.argv[1], [sys.argv[2]])
+"""
+
+
+def _make_tree(src: Path) -> None:
+    for d in range(20):
+        sub = src / f"d{d:02d}"
+        sub.mkdir(parents=True)
+        for i in range(N_FILES // 20):
+            fd = os.open(sub / f"f{i:04d}", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, b"x" * 64)
+            os.close(fd)
+
+
+def _staged_files(parent: Path, final: str) -> int:
+    """Files seen so far in ``parent``'s staging directory for ``final``."""
+    for entry in os.scandir(parent):
+        if entry.name.startswith(f".{final}.cowprobe-") and entry.is_dir(follow_symlinks=False):
+            try:
+                return sum(len(os.listdir(os.path.join(entry.path, d)))
+                           for d in os.listdir(entry.path))
+            except FileNotFoundError:  # published or removed meanwhile
+                return 0
+    return 0
+
+
+@pytest.mark.parametrize(
+    ("caller", "signum"),
+    [("cli", signal.SIGINT), ("library", signal.SIGTERM)],
+)
+def test_interrupted_fresh_worktree_is_not_published(
+    btrfs_dir: Path, caller: str, signum: int
+) -> None:
+    src, wt = btrfs_dir / "src", btrfs_dir / "wt"
+    _make_tree(src)
+    if caller == "cli":
+        cmd = [sys.executable, "-m", "probe.cli", "materialize", "--no-progress", str(src),
+               str(wt)]
+    else:
+        cmd = [sys.executable, "-c", _LIBRARY_CALLER, str(src), str(wt)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # A guard against a hang, not a timing assumption: the loop ends as
+        # soon as the first files are seen in the staging directory.
+        deadline = time.monotonic() + 120
+        while _staged_files(btrfs_dir, "wt") == 0:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no staging directory appeared"
+            time.sleep(0.001)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signum, (out, err)
+    assert b"Traceback" not in err
+    # Never published partial, and the staging directory is gone too.
+    assert not wt.exists(), f"{len(list(wt.rglob('f*')))} of {N_FILES} files published"
+    assert [p.name for p in btrfs_dir.iterdir() if ".cowprobe-" in p.name] == []
