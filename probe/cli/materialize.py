@@ -21,7 +21,6 @@ from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _render, octal_mode
 from probe.materialize import materialize
 from probe.materialize._report import JobResult, MaterializeReport
 from probe.materialize._tree import MirrorPlan, make_symlink, plan_mirror
-from probe.report import short_size
 
 __all__ = ["register"]
 
@@ -144,6 +143,10 @@ def _finish_tree(
 
 
 def _size(n: int | None) -> str:
+    # Imported here: probe.report loads the capability probe (a third of
+    # this command's start-up), which a --json run never needs.
+    from probe.report import short_size
+
     return "unknown" if n is None else short_size(n)
 
 
