@@ -9,7 +9,8 @@ Two modes:
 * a command: loopback filesystems for ``$FS`` (``btrfs``, ``xfs``, ``ext4``,
   a comma list, or ``all``; default ``all``) are made and mounted, the command
   runs with ``TMPDIR`` on the first of them and ``COWPROBE_LAB_<KIND>`` naming
-  each mountpoint, and everything is torn down when it ends.
+  each mountpoint, and everything is torn down when it ends. ``$LAB_SIZE``
+  sizes them (``64G``, ``btrfs=32G,ext4=8G``; default 16 GiB, sparse).
 
 Whatever happens -- the command fails, ``docker stop`` sends SIGTERM, Ctrl-C
 -- every mount is unmounted and every loop device this container attached is
@@ -18,7 +19,8 @@ one leaked here stays attached on the host.
 
 Exit status: the command's (128+N if a signal N ended it); 3 when the
 container lacks what the lab needs (the message names the capability or
-device and the ``docker run`` flag that grants it); 2 for a bad ``$FS``;
+device and the ``docker run`` flag that grants it); 2 for a bad ``$FS`` or
+``$LAB_SIZE``;
 1 when the lab build or its teardown failed.
 """
 
@@ -26,11 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import threading
@@ -39,27 +39,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from probe.conformance._mounts import mount_of
-from probe.lab import KINDS, Lab, LabError, LabUnavailable, cleanup_stale, missing_prerequisites
+from probe.lab import (
+    CAP_SYS_ADMIN,
+    LANES,
+    OVERLAY_KINDS,
+    Lab,
+    LabError,
+    LabUnavailable,
+    cleanup_stale,
+    ensure_loop_nodes,
+    full_hints,
+    has_capability,
+    missing_prerequisites,
+    parse_sizes,
+)
 
 _PROG = "cowprobe-entrypoint"
 EXIT_MISSING = 3
 
 #: FS values a user may give, mapped to lab kinds ("all" is the three the
 #: image exists for; the default checks build the whole lab themselves).
-_USER_KINDS = ("btrfs", "xfs", "ext4")
-
-_CAP_MKNOD = 27
-_CAP_SYS_ADMIN = 21
-_LOOP_MAJOR = 7
-_LOOP_CONTROL = (10, 237)  # misc device, fixed minor (Documentation/admin-guide/devices.txt)
-_LOOP_CTL_GET_FREE = 0x4C82
-# Nodes made beyond the highest loop device that exists now: `losetup
-# --find` may get a brand-new index from the kernel (LOOP_CTL_GET_FREE adds
-# one when none is free), and other containers or host processes may take
-# the next few meanwhile. A node for a device that does not exist yet is
-# harmless (ENXIO on open).
-_LOOP_HEADROOM = 32
+#: An overlay lane (FS=overlay-xfs) runs a command on overlayfs over that
+#: filesystem, as inside a container image's layers.
+_ALL = ("btrfs", "xfs", "ext4")
+_USER_KINDS = (*_ALL, *OVERLAY_KINDS)
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -75,144 +78,21 @@ class Missing(Exception):
 # ------------------------------------------------------------ preflight
 
 
-def _cap_effective() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
-def _has_cap(bit: int) -> bool:
-    return bool(_cap_effective() >> bit & 1)
-
-
-def _mknod(path: Path, kind: int, major: int, minor: int) -> None:
-    # FileExistsError: the runtime (or a parallel step) made it first; the
-    # node is what counts, not who made it.
-    with contextlib.suppress(FileExistsError):
-        os.mknod(path, kind | 0o660, os.makedev(major, minor))
-
-
-def _loop_minor_shift() -> int:
-    # With max_part > 0 every loop device reserves minors for partitions:
-    # loopN is minor N << shift, not N.
-    try:
-        max_part = int(Path("/sys/module/loop/parameters/max_part").read_text())
-    except (OSError, ValueError):
-        max_part = 0
-    return max_part.bit_length() if max_part > 0 else 0
-
-
-def _existing_loops() -> dict[int, tuple[int, int]]:
-    """Index -> (major, minor) of every loop device the kernel has now."""
-    found: dict[int, tuple[int, int]] = {}
-    for entry in Path("/sys/class/block").glob("loop*"):
-        suffix = entry.name[4:]
-        if not suffix.isdigit():
-            continue  # loop0p1 and the like
-        try:
-            major, minor = (int(x) for x in (entry / "dev").read_text().split(":"))
-        except (OSError, ValueError):
-            continue
-        found[int(suffix)] = (major, minor)
-    return found
-
-
-def _dev_is_devtmpfs() -> bool:
-    info = mount_of("/dev")
-    return info is not None and info.fstype == "devtmpfs"
-
-
-def ensure_loop_nodes() -> list[str]:
-    """Make /dev/loop-control and /dev/loopN nodes the container lacks.
-
-    A container's /dev is its own tmpfs with only the devices passed in,
-    while the loop devices are the host kernel's: `losetup --find` gets an
-    index from /dev/loop-control and then opens /dev/loopN, which fails with
-    ENOENT unless the node exists here. Returns the nodes made.
-    """
-    made: list[str] = []
-    if _dev_is_devtmpfs():
-        # On a host (the entrypoint also runs there, e.g. under sudo in CI)
-        # the kernel makes every node itself; nodes we made would linger.
-        return made
-    control = Path("/dev/loop-control")
-    if not control.exists():
-        if not _has_cap(_CAP_MKNOD):
-            raise Missing(
-                "no /dev/loop-control and no CAP_MKNOD to create it: "
-                "pass --device /dev/loop-control"
-            )
-        try:
-            _mknod(control, stat.S_IFCHR, *_LOOP_CONTROL)
-        except OSError as err:
-            raise Missing(
-                f"no /dev/loop-control and mknod failed ({err.strerror}): "
-                "pass --device /dev/loop-control"
-            ) from err
-        made.append(str(control))
-    try:
-        fd = os.open(control, os.O_RDWR | os.O_CLOEXEC)
-    except OSError as err:
-        if err.errno == errno.EPERM:
-            raise Missing(
-                "/dev/loop-control is not allowed by the container's device cgroup: "
-                "pass --device /dev/loop-control"
-            ) from err
-        if err.errno in (errno.ENXIO, errno.ENODEV):
-            raise Missing("the host kernel has no loop driver (modprobe loop on the host)") from err
-        raise Missing(f"cannot open /dev/loop-control: {err.strerror}") from err
-    try:
-        # Asking for the first free index makes the kernel create it if
-        # needed, so the nodes made below cover it.
-        free = fcntl.ioctl(fd, _LOOP_CTL_GET_FREE)
-    except OSError as err:
-        raise Missing(f"LOOP_CTL_GET_FREE on /dev/loop-control: {err.strerror}") from err
-    finally:
-        os.close(fd)
-    loops = _existing_loops()
-    shift = _loop_minor_shift()
-    top = max([free, *loops]) + _LOOP_HEADROOM
-    for index in range(top + 1):
-        node = Path(f"/dev/loop{index}")
-        if node.exists():
-            continue
-        if not _has_cap(_CAP_MKNOD):
-            raise Missing(
-                f"no {node} and no CAP_MKNOD to create it: keep the default "
-                "capabilities (do not --cap-drop MKNOD) or pass the loop devices with --device"
-            )
-        major, minor = loops.get(index, (_LOOP_MAJOR, index << shift))
-        _mknod(node, stat.S_IFBLK, major, minor)
-        made.append(str(node))
-    # Opening a node we made is where the device cgroup says no (EPERM);
-    # ENXIO just means that index has no device (yet).
-    probe = Path(f"/dev/loop{free}")
-    try:
-        os.close(os.open(probe, os.O_RDONLY | os.O_CLOEXEC))
-    except OSError as err:
-        if err.errno == errno.EPERM:
-            raise Missing(
-                "loop devices are not allowed by the container's device cgroup: "
-                "pass --device-cgroup-rule 'b 7:* rmw'"
-            ) from err
-        if err.errno not in (errno.ENXIO, errno.ENOENT):
-            raise Missing(f"cannot open {probe}: {err.strerror}") from err
-    return made
-
-
 def preflight(kinds: Sequence[str], *, need_fuse: bool) -> None:
     """Raise Missing naming everything the lab lacks here."""
     problems: list[str] = []
     if os.geteuid() != 0:
         problems.append(f"not root (uid {os.geteuid()}): do not pass --user")
-    if not _has_cap(_CAP_SYS_ADMIN):
+    if not has_capability(CAP_SYS_ADMIN):
         problems.append(
             "missing capability CAP_SYS_ADMIN (mount(2) needs it): pass --cap-add SYS_ADMIN"
         )
     if problems:
         raise Missing("; ".join(problems))
-    ensure_loop_nodes()
+    try:
+        ensure_loop_nodes()
+    except LabUnavailable as err:
+        raise Missing(str(err)) from err
     missing = missing_prerequisites(kinds)
     if missing:
         raise Missing("; ".join(missing))
@@ -355,10 +235,12 @@ def _reap(pid: int) -> int | None:
 def parse_fs(value: str) -> tuple[str, ...]:
     words = [w.strip().lower() for w in value.replace(" ", ",").split(",") if w.strip()]
     if not words or words == ["all"]:
-        return _USER_KINDS
+        return _ALL
     bad = [w for w in words if w not in _USER_KINDS]
     if bad:
-        raise ValueError(f"FS={value!r}: unknown {bad}; use btrfs, xfs, ext4 or all")
+        raise ValueError(
+            f"FS={value!r}: unknown {bad}; use {', '.join(_USER_KINDS)} or all"
+        )
     return tuple(dict.fromkeys(words))
 
 
@@ -404,7 +286,7 @@ DEFAULT_STEPS: tuple[Step, ...] = (
 
 def default_mode(out: Path | None) -> int:
     try:
-        preflight(KINDS, need_fuse=True)
+        preflight(LANES, need_fuse=True)
     except Missing as err:
         _say(f"cannot run the lab: {err}")
         return EXIT_MISSING
@@ -435,7 +317,9 @@ def _reap_stale() -> None:
         _say(f"removed a lab left by a killed step: {root}")
 
 
-def command_mode(argv: Sequence[str], kinds: Sequence[str]) -> int:
+def command_mode(
+    argv: Sequence[str], kinds: Sequence[str], sizes: dict[str, int] | None = None
+) -> int:
     try:
         preflight(kinds, need_fuse=False)
     except Missing as err:
@@ -446,7 +330,7 @@ def command_mode(argv: Sequence[str], kinds: Sequence[str]) -> int:
         _say(f"stopped by {stop.name} before the lab was built")
         return 128 + stop
     try:
-        lab = Lab(kinds)
+        lab = Lab(kinds, sizes_mb=sizes)
         lab.start()
     except LabUnavailable as err:
         _say(f"cannot make {', '.join(kinds)}: {err}")
@@ -461,13 +345,18 @@ def command_mode(argv: Sequence[str], kinds: Sequence[str]) -> int:
             # The lab sets autoclear on each loop once mounted, so even a
             # `docker kill` (no teardown runs) frees them on the host.
             env[f"COWPROBE_LAB_{fs.kind.upper().replace('-', '_')}"] = str(fs.mountpoint)
-            _say(f"{fs.kind} on {fs.device} mounted at {fs.mountpoint} ({fs.options})")
+            _say(
+                f"{fs.kind} on {fs.device} mounted at {fs.mountpoint}, {fs.size_mb} MiB "
+                f"({fs.options})"
+            )
         tmp = lab.scratch_dir(kinds[0], "tmp")
         env["TMPDIR"] = str(tmp)
         _say(f"TMPDIR={tmp} ({kinds[0]}); running: {' '.join(argv)}")
         code, stopped = run_child(argv, env)
         if stopped is not None:
             _say(f"stopped by {stopped.name}; tearing down")
+        for hint in full_hints(lab, "LAB_SIZE (docker/run --lab-size)") if code else ():
+            _say(hint)
     finally:
         try:
             lab.close()
@@ -480,17 +369,23 @@ def command_mode(argv: Sequence[str], kinds: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
+    size = os.environ.get("LAB_SIZE", "")
     try:
         kinds = parse_fs(os.environ.get("FS", "all"))
     except ValueError as err:
         _say(str(err))
+        return 2
+    try:
+        sizes = parse_sizes(size) if size else None
+    except ValueError as err:
+        _say(f"LAB_SIZE={size!r}: {err}")
         return 2
     out_env = os.environ.get("OUT", "/out")
     out = Path(out_env) if out_env and Path(out_env).is_dir() else None
     with signals_held():
         if not argv:
             return default_mode(out)
-        return command_mode(argv, kinds)
+        return command_mode(argv, kinds, sizes)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from probe import _mounttable
 
 __all__ = [
     "CONTROL_LOCK",
@@ -109,24 +110,11 @@ class MountInfo:
         return None
 
 
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
-
-def _unescape(field: str) -> str:
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
 def mounts() -> list[MountInfo]:
-    out = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            parts = line.split()
-            sep = parts.index("-")
-            out.append(
-                MountInfo(int(parts[0]), _unescape(parts[4]), parts[sep + 1],
-                          _unescape(parts[sep + 2]), parts[2])
-            )
-    return out
+    return [
+        MountInfo(e.mount_id, e.mount_point, e.fstype, e.source, e.device)
+        for e in _mounttable.mounts()
+    ]
 
 
 def find_mount(mountpoint: str | os.PathLike[str]) -> MountInfo | None:
@@ -193,7 +181,7 @@ def unmount(mountpoint: str | os.PathLike[str], mount_id: int | None = None) -> 
             subprocess.run([tool, "-u", "-z", target], capture_output=True, check=False)
     else:
         try:
-            _umount2(target)
+            _mounttable.umount(target)
         except OSError as err:
             if err.errno != errno.EINVAL:
                 raise
@@ -203,17 +191,3 @@ def unmount(mountpoint: str | os.PathLike[str], mount_id: int | None = None) -> 
 def _still(target: str, mount_id: int) -> bool:
     info = find_mount(target)
     return info is not None and info.mount_id == mount_id
-
-
-def _umount2(target: str) -> None:
-    import ctypes
-    import ctypes.util
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.umount2(os.fsencode(target), 0) != 0:
-        err = ctypes.get_errno()
-        if err == errno.EBUSY:
-            if libc.umount2(os.fsencode(target), 2) == 0:  # MNT_DETACH
-                return
-            err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), target)

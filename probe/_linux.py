@@ -7,13 +7,13 @@ decides nothing. What an errno *means* lives in ``probe._outcome``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
 import struct
 from dataclasses import dataclass
-from functools import cache
+
+from . import _libc
 
 __all__ = [
     "FIEMAP_EXTENT_SHARED",
@@ -175,11 +175,6 @@ def change_dir_flags(path: str | os.PathLike[str], add: int = 0, remove: int = 0
         os.close(fd)
 
 
-@cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def renameat2(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -189,9 +184,12 @@ def renameat2(
     dst_dir_fd: int | None = None,
 ) -> None:
     """renameat2(2): RENAME_NOREPLACE (fail with EEXIST) or RENAME_EXCHANGE."""
-    fn = _libc().renameat2
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
+    fn = _libc.function(
+        "renameat2", ctypes.c_int,
+        ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint,
+    )
+    if fn is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not in this C library")
     rc = fn(
         _AT_FDCWD if src_dir_fd is None else src_dir_fd,
         os.fsencode(src),
@@ -222,12 +220,10 @@ _AT_SYMLINK_NOFOLLOW = 0x100
 
 def fstatfs_type(fd: int) -> int:
     """The filesystem magic number (``statfs.f_type``) of the open ``fd``."""
-    fn = _libc().fstatfs
+    fn = _libc.function("fstatfs", ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
     # struct statfs begins with f_type as a native long; the rest is read
     # through os.statvfs. 256 bytes is larger than any ABI's struct statfs.
     buf = ctypes.create_string_buffer(256)
-    fn.argtypes = [ctypes.c_int, ctypes.c_void_p]
-    fn.restype = ctypes.c_int
     if fn(fd, buf) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -236,10 +232,8 @@ def fstatfs_type(fd: int) -> int:
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     """fallocate(2) itself: EOPNOTSUPP when the filesystem lacks ``mode``."""
-    lib = _libc()
-    fn = getattr(lib, "fallocate64", None) or lib.fallocate
-    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    fn.restype = ctypes.c_int
+    types = (ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fn = _libc.function("fallocate64", *types) or _libc.function("fallocate", *types)
     if fn(fd, mode, offset, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -263,11 +257,12 @@ _STATX_SIZE = 256
 
 def statx(fd: int, mask: int = STATX_BTIME) -> Statx:
     """statx(2) on the open ``fd`` (AT_EMPTY_PATH); ENOSYS before glibc 2.28."""
-    fn = getattr(_libc(), "statx", None)
+    fn = _libc.function(
+        "statx", ctypes.c_int,
+        ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p,
+    )
     if fn is None:
         raise OSError(errno.ENOSYS, "statx is not in this C library")
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
-    fn.restype = ctypes.c_int
     buf = ctypes.create_string_buffer(_STATX_SIZE)
     if fn(fd, b"", _AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW, mask, buf) != 0:
         err = ctypes.get_errno()

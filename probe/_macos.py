@@ -8,9 +8,11 @@ check the classification with macOS's own errno values.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from collections.abc import Callable
 
+from . import _libc
 from ._outcome import ErrnoTable
 
 __all__ = ["MACOS_ERRNOS", "ClonefileatFn", "load_clonefileat", "make_clone"]
@@ -29,10 +31,12 @@ ClonefileatFn = Callable[[int, bytes, int, bytes, int], int]
 
 
 def load_clonefileat() -> tuple[ClonefileatFn, Callable[[], int]]:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = libc.clonefileat
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-    fn.restype = ctypes.c_int
+    fn = _libc.function(
+        "clonefileat", ctypes.c_int,
+        ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32,
+    )
+    if fn is None:
+        raise OSError(errno.ENOSYS, "clonefileat is not in this C library (not macOS 10.12+)")
     return fn, ctypes.get_errno
 
 

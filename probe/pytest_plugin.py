@@ -23,6 +23,7 @@ Options
   ``--cowprobe-strict``       missing prerequisites fail (default on when CI=true)
   ``--cowprobe-tmp-fs=KIND``  put tmp_path's basetemp and TMPDIR on a lab filesystem,
                               so an existing suite runs on btrfs or XFS unchanged
+  ``--cowprobe-lab-size=SIZE`` lab filesystem sizes (``64G``, ``btrfs=32G,tmpfs=2G``)
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from typing import Any, NamedTuple, NoReturn
 import pytest
 
 from probe.lab import KINDS as _KINDS
-from probe.lab import Lab, LabUnavailable, missing_prerequisites
+from probe.lab import SIZE_HELP, Lab, LabUnavailable, enospc_hints, missing_prerequisites
+from probe.lab import parse_sizes as _parse_sizes
 
 __all__ = [
     "DirPair",
@@ -83,6 +85,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="put the session's temporary directories (tmp_path's basetemp and TMPDIR) on "
         f"this lab filesystem ({', '.join(_KINDS)}); needs root",
     )
+    group.addoption("--cowprobe-lab-size", default=None, metavar="SIZE",
+                    help=f"size of the lab filesystems: {SIZE_HELP}")
 
 
 _STRICT: bool = False
@@ -99,6 +103,7 @@ class _Session:
         self.saved_env: dict[str, str | None] = {}
         self.saved_tempdir: str | None = None
         self.saved_strict = False
+        self.sizes: dict[str, int] = {}
 
     def lab_for(self, kind: str) -> Lab:
         """A lab holding ``kind``, built on first use; one per kind, so a
@@ -107,7 +112,7 @@ class _Session:
             return self.labs[kind]
         if kind in self.lab_errors:
             _missing(self.lab_errors[kind])
-        lab = Lab(kinds=(kind,))
+        lab = Lab(kinds=(kind,), sizes_mb=self.sizes)
         try:
             lab.start()
         except LabUnavailable as err:
@@ -145,6 +150,11 @@ def pytest_configure(config: pytest.Config) -> None:
     _STRICT = bool(opt) if opt is not None else os.environ.get("CI", "").lower() == "true"
     for line in _MARKERS:
         config.addinivalue_line("markers", line)
+    size = config.getoption("--cowprobe-lab-size")
+    try:
+        state.sizes = _parse_sizes(size) if size else {}
+    except ValueError as err:
+        raise pytest.UsageError(f"--cowprobe-lab-size={size}: {err}") from None
     kind = config.getoption("--cowprobe-tmp-fs")
     if kind:
         _redirect_tmp(config, kind)
@@ -255,6 +265,16 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_line(f"cowprobe: filesystems used: {used}")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    state = item.config.stash.get(_SESSION_KEY, None)
+    used = [(k, lab[k].size_mb) for k, lab in state.labs.items()] if state else []
+    exc = call.excinfo.value if call.excinfo is not None else None
+    for hint in enospc_hints(exc, used, "--cowprobe-lab-size"):
+        outcome.get_result().sections.append(("cowprobe", hint))
+
+
 # -------------------------------------------------------------- markers
 
 
@@ -323,9 +343,9 @@ def _require_reflink_tmp(item: pytest.Item) -> None:
 
 
 @pytest.fixture(scope="session")
-def cowprobe_lab() -> Iterator[Lab]:
+def cowprobe_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """The whole lab (btrfs, XFS reflink on/off, ext4, tmpfs), built once per session."""
-    lab = Lab()
+    lab = Lab(sizes_mb=_session(request.config).sizes)
     try:
         lab.start()
     except LabUnavailable as err:

@@ -1,10 +1,16 @@
 """What the kernel says is mounted or attached, asked through the same
 tools a person would use (findmnt, losetup) -- independent of the lab's own
-bookkeeping, so a leak the lab does not know about still shows."""
+bookkeeping, so a leak the lab does not know about still shows.
+
+Deliberately not ``probe._mounttable``: these checks are the oracle for the
+lab's teardown, which reads the mount table through that module; a bug
+there must not hide itself from the tests. findmnt's JSON output names
+paths unescaped (its ``-r`` output would show a space as ``\x20``)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +20,12 @@ from probe._linux import FS_IMMUTABLE_FL, change_dir_flags
 
 def mounts_under(root: Path) -> list[str]:
     out = subprocess.run(
-        ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True
+        ["findmnt", "--list", "--json", "-o", "TARGET"], capture_output=True, text=True,
+        check=True,
     ).stdout
     r = str(root)
-    return [m for m in out.splitlines() if m == r or m.startswith(r + "/")]
+    targets = [str(fs["target"]) for fs in json.loads(out)["filesystems"]]
+    return [m for m in targets if m == r or m.startswith(r + "/")]
 
 
 def loops_under(root: Path) -> list[str]:

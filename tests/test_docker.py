@@ -453,4 +453,4 @@ def test_missing_privileges_are_named(image: str, leak_guard: None) -> None:
 def test_unknown_fs_is_a_usage_error(image: str, leak_guard: None) -> None:
     ran = run(image, "--fs", "zfs", "true")
     assert ran.code == 2
-    assert "FS='zfs'" in ran.stderr and "btrfs, xfs, ext4 or all" in ran.stderr
+    assert "FS='zfs'" in ran.stderr and "btrfs, xfs, ext4, overlay-xfs" in ran.stderr

@@ -23,7 +23,19 @@ from typing import Any
 import pytest
 from _kernel_view import loops_under, mounts_under
 
-from probe.lab import KINDS, Lab, LabUnavailable, cleanup_stale, missing_prerequisites
+from probe.lab import (
+    KINDS,
+    LANES,
+    Lab,
+    LabUnavailable,
+    cleanup_stale,
+    missing_prerequisites,
+    parse_size,
+    parse_sizes,
+)
+from probe.pytest_plugin import require
+
+pytest_plugins = ("pytester",)
 
 FSTYPES = {"btrfs": "btrfs", "xfs": "xfs", "xfs-noreflink": "xfs", "ext4": "ext4", "tmpfs": "tmpfs"}
 
@@ -364,3 +376,74 @@ def test_cleanup_ignores_what_is_not_a_lab(base: Path) -> None:
             p.unlink()
         else:
             p.rmdir()
+
+
+# ------------------------------------------------------- real-suite sizes
+
+_SUITE = '''
+import os
+
+import pytest
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize("n", range(3))
+def test_writes_100_mib(tmp_path, n):
+    chunk = bytes([n + 1]) * MIB
+    path = tmp_path / "big"
+    with open(path, "wb") as fh:
+        for _ in range(100):
+            fh.write(chunk)
+        os.fsync(fh.fileno())  # allocated now: a full fs says ENOSPC here, not later
+    assert path.stat().st_size == 100 * MIB
+    assert path.stat().st_blocks * 512 >= 100 * MIB  # really written, not a hole
+'''
+
+
+@pytest.mark.parametrize("kind", ["btrfs", "ext4", "tmpfs"])
+def test_suite_writing_100_mib_per_test_passes_with_default_sizes(
+    pytester: pytest.Pytester, kind: str
+) -> None:
+    require(not missing_prerequisites((kind,)), f"needs {kind}: {missing_prerequisites((kind,))}")
+    pytester.makepyfile(test_suite=_SUITE)
+    result = pytester.runpytest_subprocess(f"--cowprobe-tmp-fs={kind}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    # The premise: the run really was on that filesystem.
+    result.stdout.fnmatch_lines([f"cowprobe: tmp_path and TMPDIR on {kind}: *"])
+
+
+def test_enospc_names_the_size_setting(pytester: pytest.Pytester) -> None:
+    require(not missing_prerequisites(("tmpfs",)), "needs tmpfs (root)")
+    pytester.makepyfile(test_suite=_SUITE)
+    result = pytester.runpytest_subprocess(
+        "--cowprobe-tmp-fs=tmpfs", "--cowprobe-lab-size=tmpfs=150M", "-p", "no:cacheprovider"
+    )
+    # The first test fits in 150 MiB, the second does not.
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines([
+        "*No space left on device*",
+        "*cowprobe lab's tmpfs filesystem is 150 MiB and is full (ENOSPC); "
+        "give it more room with --cowprobe-lab-size*",
+    ])
+
+
+def test_size_setting_grammar() -> None:
+    assert parse_size("16G") == 16384 and parse_size("512") == 512 and parse_size("2048K") == 2
+    assert parse_sizes("btrfs=32G, tmpfs=2g") == {"btrfs": 32768, "tmpfs": 2048}
+    assert parse_sizes("8G") == dict.fromkeys(LANES, 8192)
+    assert parse_sizes("overlay-ext4=1G") == {"overlay-ext4": 1024}
+    for bad in ("", "lots", "btrfs=", "zfs=1G", "0"):
+        with pytest.raises(ValueError):
+            parse_sizes(bad)
+
+
+def test_sizes_reach_the_filesystems(base: Path) -> None:
+    with Lab(("ext4", "tmpfs"), base_dir=base, sizes_mb={"ext4": 1024, "tmpfs": 300}) as lab:
+        ext4 = os.statvfs(lab.path("ext4"))
+        assert ext4.f_bsize == 4096  # 4 KiB blocks even on a small image
+        assert 900 * (1 << 20) < ext4.f_blocks * ext4.f_frsize <= 1024 * (1 << 20)
+        assert "size=307200k" in lab["tmpfs"].options
+        assert (lab["ext4"].size_mb, lab["tmpfs"].size_mb) == (1024, 300)
+        image = lab["ext4"].image
+        assert image is not None and image.stat().st_blocks * 512 < 64 * (1 << 20)  # sparse

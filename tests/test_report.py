@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 
 from probe.capabilities import CAPABILITY_NAMES, probe_capabilities, probe_pair, unavailable_report
 from probe.cli import EXIT_OK, EXIT_USAGE, main
-from probe.lab import KINDS, Lab
+from probe.lab import KINDS, LANES, Lab
 from probe.report import SCHEMA_VERSION, load_schema, render_markdown, to_document
 
 
@@ -65,7 +67,7 @@ def test_schema_rejects_what_it_must(lab: Lab) -> None:
     doc = to_document([probe_capabilities(lab.scratch_dir("btrfs", "bad"), only=["reflink"])])
     validate(doc)
     mutations: list[Callable[[dict[str, Any]], object]] = [
-        lambda d: d.update(schema_version=2),
+        lambda d: d.update(schema_version=1),
         lambda d: d["filesystems"][0]["capabilities"]["reflink"].update(status="maybe"),
         lambda d: d["filesystems"][0]["capabilities"]["reflink"].pop("evidence"),
         lambda d: d["filesystems"][0]["capabilities"]["reflink"].update(
@@ -178,7 +180,7 @@ def test_report_lab_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     doc = json.loads(out)
     validate(doc)
     labels = [f["label"] for f in doc["filesystems"]]
-    assert labels == [*KINDS, "fakefs (FUSE)"]
+    assert labels == [*LANES, "fakefs (FUSE)"]
     caps = {f["label"]: f["capabilities"] for f in doc["filesystems"]}
     for kind, want in {"btrfs": "supported", "xfs": "supported", "xfs-noreflink": "unsupported",
                        "ext4": "unsupported", "tmpfs": "unsupported"}.items():
@@ -193,3 +195,33 @@ def test_report_lab_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert pairs["btrfs → xfs"] == "unsupported"
     # The lab (and the fakefs mount on it) is gone again.
     assert our_lab_mounts() == before
+
+
+#: Runs one subcommand in-process with only its own module registered and
+#: prints the modules it loaded: what `cowprobe report PATH --format json`
+#: and `cowprobe check` cost at start-up is what they import.
+IMPORTS = r"""
+import argparse, importlib, io, contextlib, json, sys
+mod = importlib.import_module("probe.cli." + sys.argv[1])
+parser = argparse.ArgumentParser()
+mod.register(parser.add_subparsers())
+args = parser.parse_args(sys.argv[1:])
+with contextlib.redirect_stdout(io.StringIO()):
+    args.func(args)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("argv", [["report", "{d}", "--format", "json"],
+                                  ["report", "{d}", "--format", "markdown"],
+                                  ["check", "{d}", "--require", "reflink"]])
+def test_subcommand_imports_only_what_it_uses(tmpfs_dir: Path, argv: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-c", IMPORTS, *(a.format(d=tmpfs_dir) for a in argv)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(json.loads(proc.stdout))
+    assert "probe.capabilities" in loaded  # it did probe
+    unneeded = {m for m in loaded if m.split(".")[0] in ("rich", "fakefs")
+                or m.startswith(("probe.lab", "probe.conformance", "probe.report._fleet",
+                                 "probe.report._html", "probe.cli._render"))}
+    assert not unneeded, sorted(unneeded)

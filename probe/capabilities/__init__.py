@@ -7,6 +7,7 @@ Standard library only.
 """
 
 from ._context import ProbeContext
+from ._data import GRANULE as PROBE_GRANULE
 from ._identity import MAGIC_NAMES
 from ._model import Capability, CapabilityReport, Identity, PairReport, ProbePathError, Status
 from ._probe import (
@@ -25,6 +26,7 @@ __all__ = [
     "CAPABILITY_NAMES",
     "MAGIC_NAMES",
     "PRIVATE_PREFIX",
+    "PROBE_GRANULE",
     "Capability",
     "CapabilityReport",
     "Hook",

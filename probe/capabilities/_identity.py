@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 from .. import _linux
+from .._mounttable import MountEntry, find_mount, mounts
 from ._context import describe_errno
 from ._model import Identity
 
-__all__ = ["MAGIC_NAMES", "MountEntry", "find_mount", "read_identity"]
+__all__ = ["MAGIC_NAMES", "read_identity"]
 
 MAGIC_NAMES: dict[int, str] = {
     0x9123683E: "btrfs",
@@ -53,83 +52,9 @@ MAGIC_NAMES: dict[int, str] = {
 }
 
 
-@dataclass(frozen=True)
-class MountEntry:
-    mount_id: int
-    device: str  # "major:minor"
-    root: str
-    mount_point: str
-    options: tuple[str, ...]
-    fstype: str
-    source: str
-    super_options: tuple[str, ...]
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    out = []
-    i = 0
-    while i < len(field):
-        code = field[i + 1:i + 4]
-        if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    entries = []
-    for line in text.splitlines():
-        fields = line.split(" ")
-        try:
-            sep = fields.index("-", 6)
-        except ValueError:
-            continue
-        entries.append(MountEntry(
-            mount_id=int(fields[0]),
-            device=fields[2],
-            root=_unescape(fields[3]),
-            mount_point=_unescape(fields[4]),
-            options=tuple(fields[5].split(",")),
-            fstype=fields[sep + 1],
-            source=_unescape(fields[sep + 2]),
-            super_options=tuple(fields[sep + 3].split(",")) if len(fields) > sep + 3 else (),
-        ))
-    return entries
-
-
-def _within(path: str, mount_point: str) -> bool:
-    return mount_point in ("/", path) or path.startswith(mount_point + "/")
-
-
-def find_mount(real_path: str, st_dev: int, entries: list[MountEntry]) -> MountEntry | None:
-    """The mount serving ``real_path``: the deepest mount point above it --
-    the last such one in the table wins, because a later mount over the same
-    point hides the earlier. The device must match where it can: btrfs
-    subvolumes and overlay show their own anonymous devices, so a path-only
-    match is the fallback."""
-    dev = f"{os.major(st_dev)}:{os.minor(st_dev)}"
-    best: MountEntry | None = None
-    best_dev: MountEntry | None = None
-    for e in entries:
-        if not _within(real_path, e.mount_point):
-            continue
-        if best is None or len(e.mount_point) >= len(best.mount_point):
-            best = e
-        if e.device == dev and (best_dev is None
-                                or len(e.mount_point) >= len(best_dev.mount_point)):
-            best_dev = e
-    if best_dev is not None and best is not None and best_dev.mount_point == best.mount_point:
-        return best_dev
-    return best
-
-
 def _mount_table() -> list[MountEntry]:
     try:
-        return parse_mountinfo(Path("/proc/self/mountinfo").read_text(errors="replace"))
+        return mounts()
     except OSError:
         return []
 

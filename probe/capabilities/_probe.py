@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from .._paths import PathArg, as_path
-from . import _attrs, _clone, _links, _misc, _names, _rename, _space
+from . import _attrs, _clone, _links, _misc, _names, _overlay, _rename, _space
 from ._context import ProbeContext, ProbeSpec, Trial, describe_errno
 from ._identity import read_identity
 from ._model import Capability, CapabilityReport, Identity, PairReport, ProbePathError, Status
@@ -51,7 +51,7 @@ Hook = Callable[[str, ProbeContext], None]
 
 _SPECS: tuple[ProbeSpec, ...] = (
     _clone.PROBES + _links.PROBES + _attrs.PROBES + _space.PROBES + _names.PROBES
-    + _rename.PROBES + _misc.PROBES
+    + _rename.PROBES + _misc.PROBES + _overlay.PROBES
 )
 CAPABILITY_NAMES: tuple[str, ...] = tuple(s.name for s in _SPECS)
 PRIVATE_PREFIX = ".cowprobe-probe-"

@@ -3,8 +3,9 @@
   up      build the lab, print its mountpoints, keep it until Ctrl-C or
           SIGTERM, then tear it down
   clean   tear down leftovers of labs whose owner process died
-  matrix  build a lab and print the reflink outcome of every scenario the
-          kernel can show without fault injection, against DESIGN.md
+  matrix  build a lab and print the outcome of every conformance scenario
+          the lab's real filesystems show without fault injection (the
+          real column of probe/conformance/_scenarios.py), against DESIGN.md
 
 Exit codes: 0 done / every matrix cell as expected; 1 the lab could not be
 built, a teardown failed, or a matrix cell deviated; 2 bad usage.
@@ -13,19 +14,24 @@ built, a teardown failed, or a matrix cell deviated; 2 bad usage.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import signal
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probe._linux import FS_NOCOW_FL, change_dir_flags
-from probe._outcome import ReflinkResult, errno_name
-from probe._reflink import reflink
-from probe.lab import KINDS, Lab, LabError, cleanup_stale
+from probe.conformance import (
+    SCENARIOS,
+    CaseResult,
+    Column,
+    LabSite,
+    NotHere,
+    Scenario,
+    Status,
+    Variant,
+    run_case,
+)
+from probe.lab import KINDS, LANES, SIZE_HELP, Lab, LabError, cleanup_stale, parse_sizes
 
 from . import EXIT_FAILED, EXIT_OK
 from ._render import emit_json, print_table
@@ -50,10 +56,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--kinds",
         nargs="+",
-        choices=KINDS,
+        choices=LANES,
         default=list(KINDS),
-        help="filesystems to build (default: all)",
+        help="filesystems to build (default: the plain ones; overlay-* are overlayfs lanes)",
     )
+    up.add_argument("--size", type=_sizes, default={}, metavar="SIZE", help=SIZE_HELP)
     up.add_argument("--json", action="store_true", help="print the lab as JSON")
     up.set_defaults(func=_up)
 
@@ -69,6 +76,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 # -------------------------------------------------------------------- up
 
 
+def _sizes(text: str) -> dict[str, int]:
+    try:
+        return parse_sizes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _lab_doc(lab: Lab) -> dict[str, Any]:
     return {
         "root": str(lab.root),
@@ -81,6 +95,7 @@ def _lab_doc(lab: Lab) -> dict[str, Any]:
                 "device": fs.device,
                 "image": None if fs.image is None else str(fs.image),
                 "options": fs.options,
+                "size_mb": fs.size_mb,
             }
             for fs in lab
         ],
@@ -95,7 +110,7 @@ def _up(args: argparse.Namespace) -> int:
     old = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
     try:
         try:
-            lab = Lab(args.kinds, base_dir=args.base_dir).__enter__()
+            lab = Lab(args.kinds, base_dir=args.base_dir, sizes_mb=args.size).__enter__()
         except LabError as err:
             print(f"cowprobe lab up: {err}", file=sys.stderr)
             return EXIT_FAILED
@@ -105,8 +120,12 @@ def _up(args: argparse.Namespace) -> int:
             else:
                 print_table(
                     f"cowprobe lab at {lab.root} (built in {lab.build_seconds:.2f} s)",
-                    ("kind", "fstype", "mountpoint", "device"),
-                    [(fs.kind, fs.fstype, str(fs.mountpoint), fs.device or "-") for fs in lab],
+                    ("kind", "fstype", "size", "mountpoint", "device"),
+                    [
+                        (fs.kind, fs.fstype, f"{fs.size_mb} MiB", str(fs.mountpoint),
+                         fs.device or "-")
+                        for fs in lab
+                    ],
                 )
             sys.stdout.flush()
             print("lab is up; Ctrl-C or SIGTERM tears it down", file=sys.stderr, flush=True)
@@ -148,212 +167,62 @@ def _clean(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- matrix
 
 
-@dataclass(frozen=True)
-class Expect:
-    """What DESIGN.md says a cell must show: an outcome word and an errno."""
-
-    outcome: str  # "cloned", "unsupported", "source_vanished" or "error"
-    errno: int | None
-
-
-@dataclass(frozen=True)
-class Cell:
-    scenario: str
-    source_fs: str
-    dest_fs: str
-    expect: Expect
-    outcome: str
-    errno: int | None
-    #: Something wrong besides the outcome (e.g. a dest left behind).
-    detail: str = ""
-
-    @property
-    def problem(self) -> str | None:
-        """Why this cell is not what DESIGN.md says; None when it is."""
-        return deviation(self.expect, self.outcome, self.errno) or self.detail or None
-
-
-def deviation(expect: Expect, outcome: str, err: int | None) -> str | None:
-    """Why (outcome, errno) is not what ``expect`` says; None if it is."""
-    if outcome != expect.outcome:
-        return f"expected {expect.outcome}, got {outcome}"
-    if err != expect.errno:
-        want = "no errno" if expect.errno is None else errno_name(expect.errno)
-        got = "no errno" if err is None else errno_name(err)
-        return f"expected {want}, got {got}"
-    return None
-
-
-_SOURCE_BYTES = 128 * 1024  # well above btrfs's inline limit: a real extent
-
-
-def _kernel_at_least(major: int, minor: int) -> bool:
-    try:
-        parts = os.uname().release.split(".")
-        return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
-    except (ValueError, IndexError):
-        return True
-
-
-def _attempt(source: Path, dest: Path) -> tuple[str, int | None]:
-    try:
-        result: ReflinkResult = reflink(source, dest)
-    except OSError as err:
-        return "error", err.errno
-    return result.outcome.value, result.errno
-
-
-def _source_on(lab: Lab, kind: str, tag: str) -> Path:
-    src = lab.scratch_dir(kind, f"matrix-{tag}-src") / "source"
-    src.write_bytes(os.urandom(_SOURCE_BYTES))
-    return src
-
-
-def _nocow_dir(lab: Lab) -> Path:
-    d = lab.scratch_dir("btrfs", "matrix-nocow")
-    # On a directory the flag is inherited by files created in it later;
-    # btrfs then refuses to clone a COW file into them (EINVAL).
-    change_dir_flags(d, add=FS_NOCOW_FL)
-    return d
-
-
-def _through(mount: Path, lab: Lab) -> Path:
-    """A fresh empty btrfs directory, reached through the bind ``mount``."""
-    fresh = lab.scratch_dir("btrfs", "matrix-dest")
-    return mount / fresh.relative_to(lab.path("btrfs"))
-
-
-def build_matrix(lab: Lab) -> list[Cell]:
-    """Run every cell against ``lab`` (which must have all of KINDS)."""
-    eop, exdev = errno.EOPNOTSUPP, errno.EXDEV
-    cloned = Expect("cloned", None)
-    cells: list[Cell] = []
-
-    def run(
-        scenario: str, src_kind: str, dest_kind: str, expect: Expect, dest_dir: Callable[[], Path]
-    ) -> None:
-        src = _source_on(lab, src_kind, scenario.replace(" ", "-").replace("/", "-"))
-        outcome, err = _attempt(src, dest_dir() / "dest")
-        cells.append(Cell(scenario, src_kind, dest_kind, expect, outcome, err))
-
-    def on(kind: str) -> Callable[[], Path]:
-        return lambda: lab.scratch_dir(kind, "matrix-dest")
-
-    for kind in KINDS:
-        expect = cloned if kind in ("btrfs", "xfs") else Expect("unsupported", eop)
-        run(f"same fs ({kind})", kind, kind, expect, on(kind))
-    for src_kind, dest_kind in (
-        ("btrfs", "xfs"),
-        ("xfs", "btrfs"),
-        ("btrfs", "tmpfs"),
-        ("ext4", "btrfs"),
-    ):
-        run(
-            f"cross-fs {src_kind}->{dest_kind}",
-            src_kind,
-            dest_kind,
-            Expect("unsupported", exdev),
-            on(dest_kind),
-        )
-    # Linux 5.18 allowed clones across two mounts of one filesystem; older
-    # kernels answer EXDEV, which is still the right classification there.
-    bind_expect = cloned if _kernel_at_least(5, 18) else Expect("unsupported", exdev)
-    run(
-        "bind mount of btrfs",
-        "btrfs",
-        "btrfs (bind)",
-        bind_expect,
-        lambda: _through(lab.bind_mount("btrfs"), lab),
-    )
-    run(
-        "NOCOW dest dir",
-        "btrfs",
-        "btrfs (+C dir)",
-        Expect("unsupported", errno.EINVAL),
-        lambda: _nocow_dir(lab),
-    )
-    run(
-        "read-only bind",
-        "btrfs",
-        "btrfs (ro bind)",
-        Expect("error", errno.EROFS),
-        lambda: _through(lab.readonly_bind("btrfs"), lab),
-    )
-    run(
-        "dest parent missing",
-        "btrfs",
-        "btrfs",
-        Expect("error", errno.ENOENT),
-        lambda: lab.scratch_dir("btrfs", "matrix-dest") / "missing",
-    )
-    missing = lab.scratch_dir("btrfs", "matrix-missing")
-    outcome, err = _attempt(missing / "no-such-source", missing / "dest")
-    cells.append(
-        Cell(
-            "source missing",
-            "btrfs",
-            "btrfs",
-            Expect("source_vanished", None),
-            outcome,
-            err,
-            "dest created" if (missing / "dest").exists() else "",
-        )
-    )
+def lab_matrix() -> list[tuple[Scenario, Variant]]:
+    """The real-filesystem cells of the conformance scenarios that a lab
+    alone can show: no fault injection, no user directories, no FUSE."""
+    cells: list[tuple[Scenario, Variant]] = []
+    for s in SCENARIOS:
+        if isinstance(s.real, NotHere):
+            continue
+        cells.extend((s, v) for v in s.real if {v.source, v.dest} <= LabSite.places)
     return cells
 
 
-def _errno_cell(err: int | None) -> str:
-    return "-" if err is None else errno_name(err)
+def _row(res: CaseResult) -> dict[str, Any]:
+    v = res.variant
+    assert v is not None
+    return {
+        "scenario": res.scenario.id,
+        "title": res.scenario.title,
+        "variant": v.label,
+        "source": v.source,
+        "dest": v.dest,
+        "op": v.op.value,
+        "observed": res.observed or None,
+        "expected": res.scenario.expect_for(v).describe(),
+        "status": res.status.value,
+        "ok": res.status is not Status.FAIL,
+        "problem": res.detail or None,
+    }
 
 
 def _matrix(args: argparse.Namespace) -> int:
     # A lab that fails to build, to bind-mount or to tear down is exit 1 with
     # its message, as documented -- not a traceback.
     try:
-        with Lab(KINDS, base_dir=args.base_dir) as lab:
-            cells = build_matrix(lab)
+        with Lab(KINDS, base_dir=args.base_dir) as lab, LabSite(lab) as site:
+            results = [run_case(site, s, Column.REAL, v) for s, v in lab_matrix()]
     except LabError as err:
         print(f"cowprobe lab matrix: {err}", file=sys.stderr)
         return EXIT_FAILED
-    bad = [c for c in cells if c.problem]
+    rows = [_row(r) for r in results]
+    bad = [r for r in rows if not r["ok"]]
     if args.json:
-        emit_json(
-            {
-                "kernel": os.uname().release,
-                "cells": [
-                    {
-                        "scenario": c.scenario,
-                        "source": c.source_fs,
-                        "dest": c.dest_fs,
-                        "outcome": c.outcome,
-                        "errno": None if c.errno is None else errno_name(c.errno),
-                        "expected": c.expect.outcome,
-                        "expected_errno": None
-                        if c.expect.errno is None
-                        else errno_name(c.expect.errno),
-                        "ok": c.problem is None,
-                        "problem": c.problem,
-                    }
-                    for c in cells
-                ],
-                "ok": not bad,
-            }
-        )
+        emit_json({"kernel": os.uname().release, "cells": rows, "ok": not bad})
     else:
         print_table(
-            f"reflink outcome matrix (kernel {os.uname().release})",
-            ("scenario", "source", "dest", "outcome", "errno", "expected", "verdict"),
+            f"reflink outcome matrix (kernel {os.uname().release}; "
+            "the real column of `cowprobe conformance`)",
+            ("scenario", "set-up", "observed", "expected", "verdict"),
             [
                 (
-                    c.scenario,
-                    c.source_fs,
-                    c.dest_fs,
-                    c.outcome.replace("_", " "),
-                    _errno_cell(c.errno),
-                    f"{c.expect.outcome.replace('_', ' ')} {_errno_cell(c.expect.errno)}",
-                    "ok" if c.problem is None else f"fail ({c.problem})",
+                    r["title"],
+                    r["variant"],
+                    r["observed"] or "-",
+                    r["expected"],
+                    r["status"] if r["problem"] is None else f"{r['status']} ({r['problem']})",
                 )
-                for c in cells
+                for r in rows
             ],
         )
     return EXIT_FAILED if bad else EXIT_OK

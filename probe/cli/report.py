@@ -14,13 +14,22 @@ under PATH (removed afterwards, also on Ctrl-C), never looked up in a table:
   cowprobe report --lab                       build btrfs, XFS (reflink on and
                                               off), ext4, tmpfs and a FUSE
                                               mount, and report on all of them
+  cowprobe report merge A.json B.json --format html > matrix.html
+                                              join reports from many machines
+                                              (CI matrix jobs) into one matrix:
+                                              a row per capability, a column
+                                              per host and filesystem
 
 Formats: table (the terminal; colour where it has it), json (validated by the
-JSON Schema shipped as probe/report.schema.json), markdown (a pull-request
-comment).
+JSON Schema shipped as probe/report.schema.json; for merge,
+probe/matrix.schema.json), markdown (a pull-request comment or job summary),
+html (one self-contained page: no script, nothing fetched).
+--host NAME names the machine in the JSON (default: its hostname); merge
+uses it as the column's host. A directory called "merge" is ./merge.
 
 Exit codes: 0 the report was produced; 1 the lab could not be built or probe
-files could not be removed; 2 bad usage (a PATH missing or not a directory).
+files could not be removed; 2 bad usage (a PATH missing or not a directory;
+for merge, a FILE missing, not a report, or of another schema version).
 """
 
 from __future__ import annotations
@@ -28,13 +37,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from probe.capabilities import (
     CapabilityReport,
@@ -46,10 +56,20 @@ from probe.capabilities import (
     unavailable_report,
     validate_directory,
 )
-from probe.report import matrix, pair_matrix, render_markdown, to_document
+from probe.report import context_line, matrix, pair_matrix, render_markdown, to_document
 
 from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from ._render import emit_json, print_table, progress
+
+if TYPE_CHECKING:
+    from probe.report import Fleet
+
+    from ._render import Progress
+
+# Imported where used, not here: _render (and with it rich, ~30 ms of
+# start-up) only where a table or a progress bar is drawn, the lab only for
+# --lab, the fleet matrix and HTML only for merge and --format html.
+# `cowprobe report PATH --format json` in a CI job needs none of them
+# (issue 15: report whole-process <= 0.15 s).
 
 __all__ = ["lab_reports", "register"]
 
@@ -62,6 +82,7 @@ _LAB_PAIRS = (
     ("btrfs → btrfs (bind mount)", "btrfs", "bind:btrfs"),
     ("btrfs → xfs", "btrfs", "xfs"),
     ("ext4 → tmpfs", "ext4", "tmpfs"),
+    ("overlay-xfs → overlay-btrfs (two overlay mounts)", "overlay-xfs", "overlay-btrfs"),
 )
 
 
@@ -75,7 +96,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH", help="directories to probe")
     p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="also probe reflink and copy_file_range from A to B (repeatable)")
-    p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    p.add_argument("--format", choices=("table", "json", "markdown", "html"), default="table")
+    p.add_argument("--host", metavar="NAME",
+                   help="the machine's name in the report (default: its hostname)")
     p.add_argument("--lab", action="store_true",
                    help="build the real-filesystem lab (and a fakefs mount) and report on it")
     p.add_argument("--only", metavar="CAPS",
@@ -108,6 +131,8 @@ def _err(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.paths[:1] == ["merge"]:
+        return _merge(args, args.paths[1:])
     if not args.paths and not args.pair and not args.lab:
         _err("nothing to report on: give PATH..., --pair A B or --lab")
         return EXIT_USAGE
@@ -146,7 +171,7 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
     reports: list[CapabilityReport] = []
     pairs: list[PairReport] = []
     total = len(args.paths) + len(args.pair)
-    with progress("probing", total) as bar:
+    with _progress("probing", total) as bar:
         for path in args.paths:
             reports.append(probe_capabilities(path, only=only, label=path))
             bar.advance(label=path)
@@ -165,7 +190,8 @@ def lab_reports(only: Sequence[str] | None = None, *,
                 ) -> tuple[list[CapabilityReport], list[PairReport]]:
     """Build the lab, probe every filesystem in it plus a fakefs mount and
     the lab's directory pairs, tear it all down, return the reports."""
-    from probe.lab import KINDS, Lab, LabError
+    from probe.lab import LANES as KINDS  # every lane, the overlays too
+    from probe.lab import Lab, LabError
 
     reports: list[CapabilityReport] = []
     pairs: list[PairReport] = []
@@ -175,7 +201,7 @@ def lab_reports(only: Sequence[str] | None = None, *,
     except LabError as err:
         raise _LabFailed(f"the lab could not be built: {err}") from None
     # closing(), not `with lab`: entering a Lab starts it, and it is started.
-    with contextlib.closing(lab), progress("probing the lab",
+    with contextlib.closing(lab), _progress("probing the lab",
                                            len(KINDS) + 1 + len(_LAB_PAIRS)) as bar:
         for kind in lab.kinds:
             reports.append(probe_capabilities(lab.scratch_dir(kind, "report"), only=only,
@@ -222,14 +248,84 @@ _LEGEND = ("yes = tried and verified · no (ERRNO) = refused by the kernel · "
            "no (checked) = succeeded but the result was wrong · could not tell = see --verbose")
 
 
+class _Quiet:
+    def advance(self, n: int = 1, *, label: str | None = None) -> None:
+        pass
+
+
+def _progress(description: str, total: int) -> contextlib.AbstractContextManager[Progress]:
+    # A bar is only ever drawn on a terminal; elsewhere rich stays unloaded.
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext(_Quiet())
+    from ._render import progress
+
+    return progress(description, total)
+
+
+def _print_json(document: object) -> None:
+    # json.dump here rather than _render.emit_json: importing _render loads rich.
+    json.dump(document, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _merge(args: argparse.Namespace, files: Sequence[str]) -> int:
+    """`cowprobe report merge FILE.json...`: many machines' reports, one matrix."""
+    extra = [flag for flag, used in (("--pair", args.pair), ("--lab", args.lab),
+                                     ("--only", args.only), ("--verbose", args.verbose),
+                                     ("--host", args.host)) if used]
+    if extra:
+        _err(f"merge joins existing reports; {', '.join(extra)} cannot be used with it")
+        return EXIT_USAGE
+    if not files:
+        _err("merge: give the JSON reports to join (`cowprobe report PATH --format json`)")
+        return EXIT_USAGE
+    from probe.report import ReportFileError, fleet_of, read_report
+
+    try:
+        fleet = fleet_of([(f, read_report(f)) for f in files])
+    except ReportFileError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    _emit_fleet(args.format, fleet)
+    return EXIT_OK
+
+
+def _emit_fleet(fmt: str, fleet: Fleet) -> None:
+    from probe.report import fleet_document, render_fleet_markdown, render_html
+
+    if fmt == "json":
+        _print_json(fleet_document(fleet))
+    elif fmt == "markdown":
+        sys.stdout.write(render_fleet_markdown(fleet))
+    elif fmt == "html":
+        sys.stdout.write(render_html(fleet))
+    else:
+        from ._render import print_table
+
+        width = None if sys.stdout.isatty() else 400
+        for table in fleet.tables:
+            headers, rows = table.grid()
+            print_table(table.title, headers, rows, width=width)
+        print(_LEGEND)
+
+
 def _emit(args: argparse.Namespace, reports: list[CapabilityReport],
           pairs: list[PairReport]) -> None:
-    if args.format == "json":
-        emit_json(to_document(reports, pairs))
+    if args.format in ("json", "html"):
+        doc = to_document(reports, pairs, host_name=args.host)
+        if args.format == "json":
+            _print_json(doc)
+        else:
+            from probe.report import fleet_of, render_html
+
+            # One machine's report is a one-host matrix.
+            sys.stdout.write(render_html(fleet_of([("(this run)", doc)])))
         return
     if args.format == "markdown":
         sys.stdout.write(render_markdown(reports, pairs))
         return
+    from ._render import print_table
+
     # A terminal folds the table to its own width; a log or a pipe gets
     # the table's natural width instead of rich's assumed 80 columns.
     width = None if sys.stdout.isatty() else 400
@@ -240,6 +336,7 @@ def _emit(args: argparse.Namespace, reports: list[CapabilityReport],
         headers, rows = pair_matrix(pairs)
         print_table("between directories", headers, rows, width=width)
     print(_LEGEND)
+    print(context_line())
     everything: list[CapabilityReport | PairReport] = [*reports, *pairs]
     for rep in everything:
         if rep.limitation:

@@ -31,7 +31,7 @@ def junit_xml(report: Report, *, suite_name: str = "cowprobe.conformance") -> by
         errors="0",
         skipped=str(report.count(Status.NA)),
         time=f"{report.seconds:.3f}",
-        timestamp=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        timestamp=_dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
         hostname=socket.gethostname(),
     )
     for key in ("tests", "failures", "errors", "skipped", "time"):

@@ -8,7 +8,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -22,9 +21,18 @@ from types import TracebackType
 from ._errors import LabError, LabUnavailable
 from ._loops import Loop, arm_autoclear, attach
 from ._mounts import MS_BIND, MS_RDONLY, MS_REMOUNT, mount_options, sys_mount, unmount
+from ._overlay import make_squashfs, mount_data, write_kit
 from ._owner import DEFAULT_BASE, LOCK, ROOT_PREFIX, cleanup_stale, write_owner
-from ._specs import KINDS, SPECS, check_kinds, missing_prerequisites
+from ._specs import (
+    KINDS,
+    OVERLAYS,
+    SPECS,
+    check_kinds,
+    default_size_mb,
+    missing_prerequisites,
+)
 from ._teardown import dismantle
+from ._tool import run_tool
 
 _MIB = 1 << 20
 
@@ -44,6 +52,12 @@ class LabFs:
     options: str
     #: the mkfs arguments that made this variant (e.g. ``-m reflink=0``)
     mkfs_args: tuple[str, ...] = ()
+    #: the size it was made with (the image, or tmpfs's size=), MiB
+    size_mb: int = 0
+    #: overlay lanes: the lower layer (a read-only squashfs mount, or a
+    #: directory on the base filesystem) and the upper directory; else None
+    lower: Path | None = None
+    upper: Path | None = None
 
 
 class Lab:
@@ -65,7 +79,7 @@ class Lab:
     ) -> None:
         self.kinds = check_kinds(kinds)
         self.base_dir = Path(base_dir) if base_dir is not None else DEFAULT_BASE
-        self._sizes = {k: SPECS[k].size_mb for k in KINDS}
+        self._sizes = {k: default_size_mb(k) for k in (*KINDS, *OVERLAYS)}
         if sizes_mb:
             check_kinds(sizes_mb)
             self._sizes.update(sizes_mb)
@@ -180,6 +194,8 @@ class Lab:
         return self._root
 
     def _build(self, kind: str, name: str, size_mb: int) -> LabFs:
+        if kind in OVERLAYS:
+            return self._build_overlay(kind, name, size_mb)
         root = self._require_root()
         spec = SPECS[kind]
         mountpoint = root / "mnt" / name
@@ -187,23 +203,14 @@ class Lab:
         if spec.mkfs is None:
             data = ",".join(filter(None, [f"size={size_mb}m", spec.mount_data]))
             self._mount("cowprobe-lab", mountpoint, spec.fstype, 0, data)
-            return LabFs(kind, mountpoint, spec.fstype, None, None, mount_options(mountpoint))
+            return LabFs(
+                kind, mountpoint, spec.fstype, None, None, mount_options(mountpoint), (), size_mb
+            )
         image = root / "images" / f"{name}.img"
         with image.open("xb") as fh:
             fh.truncate(size_mb * _MIB)  # sparse: no blocks until written
-        proc = subprocess.run(
-            [spec.mkfs, *spec.mkfs_args, str(image)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            msg = (proc.stderr or proc.stdout).strip().splitlines()
-            raise LabError(
-                f"{spec.mkfs} failed on a {size_mb} MiB image (exit {proc.returncode}): "
-                + (msg[-1] if msg else "no message")
-            )
+        run_tool([spec.mkfs, *spec.mkfs_args, str(image)],
+                 f"{spec.mkfs} failed on a {size_mb} MiB image")
         device = self._attach(image)
         self._mount(device, mountpoint, spec.fstype, 0, spec.mount_data)
         arm_autoclear(device)
@@ -215,7 +222,38 @@ class Lab:
             image,
             mount_options(mountpoint),
             spec.mkfs_args,
+            size_mb,
         )
+
+    def _build_overlay(self, kind: str, name: str, size_mb: int) -> LabFs:
+        """Layers first (each a lab filesystem of its own), the kit in the
+        lower, then the overlay on top; teardown unmounts in reverse."""
+        root = self._require_root()
+        spec = OVERLAYS[kind]
+        base = self._build(spec.base, f"{name}-base", size_mb)
+        if spec.lower_fs is None:
+            lower = base.mountpoint / "lower"
+            lower.mkdir()
+            write_kit(lower)
+        else:
+            stage = root / "images" / f"{name}-lower.d"
+            stage.mkdir()
+            write_kit(stage)
+            image = root / "images" / f"{name}-lower.img"
+            make_squashfs(stage, image)
+            lower = root / "mnt" / f"{name}-lower"
+            lower.mkdir()
+            device = self._attach(image)
+            self._mount(device, lower, spec.lower_fs, MS_RDONLY, "")
+            arm_autoclear(device)
+        upper, work = base.mountpoint / "upper", base.mountpoint / "work"
+        upper.mkdir()
+        work.mkdir()
+        mountpoint = root / "mnt" / name
+        mountpoint.mkdir()
+        self._mount("overlay", mountpoint, "overlay", 0, mount_data(lower, upper, work))
+        return LabFs(kind, mountpoint, "overlay", base.device, base.image,
+                     mount_options(mountpoint), base.mkfs_args, size_mb, lower, upper)
 
     def _attach(self, image: Path) -> str:
         loop = attach(image)

@@ -15,8 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._mounttable import under
 from ._errors import LabError
-from ._mounts import under
 
 _LOOP_CLR_FD = 0x4C01
 _LOOP_SET_STATUS64 = 0x4C04

@@ -1,10 +1,10 @@
-"""Who owns a lab root: the owner record (pid + start time + boot id), the
-liveness check, and reaping the labs of dead owners (``cleanup_stale``)."""
+"""Who owns a lab root: the owner record (pid + start time + boot id, the
+rule of ``probe._liveness``), and reaping the labs of dead owners
+(``cleanup_stale``)."""
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import stat
@@ -12,6 +12,8 @@ import time
 import warnings
 from pathlib import Path
 
+from .._liveness import owner_alive
+from .._liveness import write_owner as _write_owner
 from ._teardown import dismantle
 
 DEFAULT_BASE = Path("/tmp")
@@ -23,57 +25,13 @@ _OWNER = "owner.json"
 LOCK = "lock"
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def start_ticks(pid: int) -> int | None:
-    """The start time of live process ``pid`` (clock ticks after boot);
-    None if there is no such process or only its zombie is left."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # comm (field 2) may contain spaces and parentheses; fields after the
-    # last ')' are fixed. State is field 3, starttime field 22.
-    rest = text[text.rindex(")") + 2 :].split()
-    if rest[0] in ("Z", "X", "x"):  # a zombie holds nothing and will do nothing
-        return None
-    return int(rest[19])
-
-
 def _owner_alive(root: Path, name_pid: int) -> bool:
-    try:
-        owner = json.loads((root / _OWNER).read_text())
-        pid, ticks, boot = int(owner["pid"]), int(owner["start_ticks"]), str(owner["boot_id"])
-    except FileNotFoundError:
-        return start_ticks(name_pid) is not None
-    except (OSError, ValueError, KeyError, TypeError):
-        # Unreadable or torn: all we know is the pid in the name. Treat a
-        # live pid as the owner; mistaking a dead lab for live only delays
-        # its cleanup, the reverse would destroy someone's running tests.
-        return start_ticks(name_pid) is not None
-    if boot != _boot_id():
-        return False
-    # pid AND start time: a recycled pid belongs to a different process.
-    return start_ticks(pid) == ticks
+    # The pid in the name answers while the record is not written yet.
+    return owner_alive(root / _OWNER, name_pid)
 
 
 def write_owner(root: Path) -> None:
-    pid = os.getpid()
-    doc = {
-        "pid": pid,
-        "start_ticks": start_ticks(pid),
-        "boot_id": _boot_id(),
-        "created": time.time(),
-    }
-    tmp = root / f".{_OWNER}.tmp"
-    tmp.write_text(json.dumps(doc))
-    # A reader sees the whole file or none (then it falls back to the pid).
-    tmp.replace(root / _OWNER)
+    _write_owner(root / _OWNER, created=time.time())
 
 
 def _is_lab_root(entry: Path) -> int | None:

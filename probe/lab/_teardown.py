@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ._loops import Loop, detach_loop, loops_backed_under
-from ._mounts import mounts_under, unmount
+from ._mounts import mountpoints_under, unmount
 
 
 def dismantle(root: Path, loops: Iterable[Loop] = ()) -> list[str]:
@@ -23,7 +23,7 @@ def dismantle(root: Path, loops: Iterable[Loop] = ()) -> list[str]:
     errors: list[str] = []
     # Reverse mount order: bind mounts and anything stacked come off before
     # the filesystem they sit on.
-    for mp in reversed(mounts_under(real)):
+    for mp in reversed(mountpoints_under(real)):
         problem = unmount(mp)
         if problem:
             errors.append(problem)
@@ -32,7 +32,7 @@ def dismantle(root: Path, loops: Iterable[Loop] = ()) -> list[str]:
         problem = detach_loop(device, real, known.get(device))
         if problem:
             errors.append(problem)
-    left = mounts_under(real)
+    left = mountpoints_under(real)
     if left:
         # Never rmtree through a live mount: that would delete a
         # filesystem's contents instead of the empty mountpoint.

@@ -7,11 +7,20 @@ follows in parentheses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from ..capabilities import Capability, CapabilityReport, Identity, PairReport, Status
 
-__all__ = ["capability_cell", "identity_rows", "matrix", "pair_matrix", "short_size"]
+__all__ = [
+    "capability_cell",
+    "capability_order",
+    "identity_rows",
+    "matrix",
+    "options_cell",
+    "pair_matrix",
+    "short_size",
+    "state_cell",
+]
 
 
 def short_size(n: int | None) -> str:
@@ -25,18 +34,26 @@ def short_size(n: int | None) -> str:
     return f"{n} B"  # pragma: no cover - loop always returns
 
 
-def capability_cell(cap: Capability | None) -> str:
-    if cap is None:
-        return "n/a"
-    if cap.status is Status.SUPPORTED:
-        if isinstance(cap.value, int) and cap.name == "max_name_length":
-            return f"yes ({cap.value} bytes)"
+def state_cell(name: str, status: str, errno_name: str | None,
+               value: int | str | None = None) -> str:
+    """One answer as a cell. Takes the JSON's strings, not a Capability, so
+    a merged report shows each machine's own errno name (macOS and Linux
+    number ENOTSUP differently)."""
+    if status == Status.SUPPORTED.value:
+        if isinstance(value, int) and name == "max_name_length":
+            return f"yes ({value} bytes)"
         return "yes"
-    tag = f" ({cap.errno_name})" if cap.errno_name else ""
-    if cap.status is Status.UNSUPPORTED:
+    tag = f" ({errno_name})" if errno_name else ""
+    if status == Status.UNSUPPORTED.value:
         # No errno: the call "succeeded" and the check caught it lying.
         return f"no{tag}" if tag else "no (checked)"
     return f"could not tell{tag}"
+
+
+def capability_cell(cap: Capability | None) -> str:
+    if cap is None:
+        return "n/a"
+    return state_cell(cap.name, cap.status.value, cap.errno_name, cap.value)
 
 
 def _ellipsize(text: str, width: int) -> str:
@@ -46,6 +63,15 @@ def _ellipsize(text: str, width: int) -> str:
         return text
     keep = width - 1
     return text[: keep // 2] + "…" + text[-(keep - keep // 2):]
+
+
+def options_cell(options: Sequence[str]) -> str:
+    """Mount options minus "rw"/"ro"/"relatime", which are on nearly every
+    mount (and "access" says rw/ro): what is left distinguishes this one.
+    Used for the per-mount options and for the filesystem's own (super)
+    options, where btrfs keeps compress=, XFS its log and quota settings."""
+    shown = [o for o in options if o and o not in ("rw", "ro", "relatime")]
+    return ",".join(shown) or "defaults"
 
 
 def _fstype(ident: Identity) -> str:
@@ -59,16 +85,11 @@ def identity_rows(reports: Sequence[CapabilityReport]) -> list[list[str]]:
     def col(fn: Callable[[Identity], str]) -> list[str]:
         return [fn(r.identity) if r.identity is not None else "—" for r in reports]
 
-    def opts(i: Identity) -> str:
-        # "rw" and "relatime" are on nearly every mount; dropping them keeps
-        # the cell to what distinguishes this one.
-        shown = [o for o in i.mount_options if o not in ("rw", "relatime")]
-        return ",".join(shown) or "defaults"
-
     return [
         ["filesystem", *col(_fstype)],
         ["device", *col(lambda i: f"{_ellipsize(i.source or '?', 24)} ({i.device})")],
-        ["mount options", *col(opts)],
+        ["mount options", *col(lambda i: options_cell(i.mount_options))],
+        ["fs options", *col(lambda i: options_cell(i.super_options))],
         ["block size", *col(lambda i: "?" if i.block_size is None else str(i.block_size))],
         ["size", *col(lambda i: short_size(i.total_bytes))],
         ["free", *col(lambda i: short_size(i.available_bytes))],
@@ -78,17 +99,25 @@ def identity_rows(reports: Sequence[CapabilityReport]) -> list[list[str]]:
     ]
 
 
+def capability_order(seen: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """(name, title, group) once each, groups kept together in the order
+    they first appear: reports probed with different ``--only`` lists (or
+    by different cowprobe versions) still give one heading per group."""
+    groups: dict[str, list[tuple[str, str, str]]] = {}
+    for row in seen:
+        members = groups.setdefault(row[2], [])
+        if all(m[0] != row[0] for m in members):
+            members.append(row)
+    return [row for members in groups.values() for row in members]
+
+
 def matrix(reports: Sequence[CapabilityReport], *,
            with_identity: bool = True) -> tuple[list[str], list[list[str]]]:
     """(headers, rows): one column per report, one row per capability,
     grouped, in the probe's order."""
     headers = ["", *(r.label or r.path for r in reports)]
     rows: list[list[str]] = identity_rows(reports) if with_identity else []
-    order: list[tuple[str, str, str]] = []
-    for r in reports:
-        for c in r.capabilities:
-            if (c.name, c.title, c.group) not in order:
-                order.append((c.name, c.title, c.group))
+    order = capability_order((c.name, c.title, c.group) for r in reports for c in r.capabilities)
     group = None
     for name, title, grp in order:
         if grp != group:

@@ -9,29 +9,53 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import platform
 from collections.abc import Sequence
 from functools import cache
-from importlib import resources
 from typing import Any
 
-from ..capabilities import Capability, CapabilityReport, Identity, PairReport
+from ..capabilities import PROBE_GRANULE, Capability, CapabilityReport, Identity, PairReport
+from ._host import describe_context, host_context
 
-__all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "load_schema", "to_document"]
+__all__ = [
+    "PROBE_REPETITIONS",
+    "SCHEMA_NAME",
+    "SCHEMA_VERSION",
+    "context_line",
+    "load_schema",
+    "probe_parameters",
+    "to_document",
+    "utc_now",
+]
 
 SCHEMA_NAME = "cowprobe-report"
-SCHEMA_VERSION = 1
+#: 2: ``host`` gained the probing process's context (name, ids, user
+#: namespace, seccomp) and the document a ``probe`` object (payload sizes,
+#: repetitions); both required, so a version-1 reader's
+#: ``additionalProperties: false`` rejects a version-2 document.
+SCHEMA_VERSION = 2
+
+#: How often each capability is tried per report: once. The runner
+#: (capabilities._probe) trusts one verified answer and never retries, so
+#: a flaky filesystem shows as "could not tell", not as a majority vote.
+PROBE_REPETITIONS = 1
+
+
+def utc_now() -> str:
+    """Now, UTC, ISO 8601 with microseconds (the schemas' generated_at)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @cache
-def _schema_text() -> str:
-    return resources.files("probe").joinpath("report.schema.json").read_text(encoding="utf-8")
+def _schema_text(name: str) -> str:
+    from importlib import resources  # only when a schema is asked for, not per report
+
+    return resources.files("probe").joinpath(name).read_text(encoding="utf-8")
 
 
-def load_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of ``to_document``'s output."""
-    schema: dict[str, Any] = json.loads(_schema_text())
+def load_schema(name: str = "report") -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``to_document``'s output, or with
+    ``name="matrix"`` of ``cowprobe report merge --format json``'s."""
+    schema: dict[str, Any] = json.loads(_schema_text(f"{name}.schema.json"))
     return schema
 
 
@@ -100,18 +124,32 @@ def _pair(rep: PairReport) -> dict[str, Any]:
     }
 
 
-def to_document(reports: Sequence[CapabilityReport],
-                pairs: Sequence[PairReport] = ()) -> dict[str, Any]:
+def probe_parameters() -> dict[str, int]:
+    return {"granule_bytes": PROBE_GRANULE, "repetitions": PROBE_REPETITIONS}
+
+
+def context_line(host_name: str | None = None) -> str:
+    """This process's probing context in one line, for the table and the
+    Markdown of a report made here and now."""
     from .. import __version__
 
-    uname = os.uname()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    rows = describe_context(host_context(host_name), probe_parameters(), __version__)
+    return " · ".join(f"{title}: {text}" for title, text in rows)
+
+
+def to_document(reports: Sequence[CapabilityReport], pairs: Sequence[PairReport] = (),
+                *, host_name: str | None = None) -> dict[str, Any]:
+    """The report as JSON-ready data. ``host_name`` names the machine for
+    `cowprobe report merge` (default: its hostname)."""
+    from .. import __version__
+
     return {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
         "cowprobe_version": __version__,
-        "generated_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "host": {"system": platform.system(), "kernel": uname.release, "machine": uname.machine},
+        "generated_at": utc_now(),
+        "host": host_context(host_name),
+        "probe": probe_parameters(),
         "filesystems": [_filesystem(r) for r in reports],
         "pairs": [_pair(p) for p in pairs],
     }

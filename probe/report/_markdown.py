@@ -5,11 +5,16 @@ the pairs, and one line of "why" for everything that is not a plain yes
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..capabilities import CapabilityReport, PairReport, Status
 from ._cells import matrix, pair_matrix
+from ._document import context_line
 
-__all__ = ["render_markdown"]
+if TYPE_CHECKING:
+    from ._fleet import Fleet
+
+__all__ = ["render_fleet_markdown", "render_markdown"]
 
 _MARK = {"yes": "✅", "no": "❌", "could": "❔"}
 
@@ -33,8 +38,11 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, marks: bool
 
 
 def render_markdown(reports: Sequence[CapabilityReport], pairs: Sequence[PairReport] = (),
-                    *, title: str = "cowprobe filesystem report") -> str:
-    lines = [f"### {title}", ""]
+                    *, title: str = "cowprobe filesystem report",
+                    context: str | None = None) -> str:
+    """``context``: the line under the title (default: this process's
+    kernel, uid, user namespace, seccomp -- the reports were made here)."""
+    lines = [f"### {title}", "", context if context is not None else context_line(), ""]
     if reports:
         headers, rows = matrix(reports)
         lines += _table(headers, rows, marks=True)
@@ -57,7 +65,24 @@ def render_markdown(reports: Sequence[CapabilityReport], pairs: Sequence[PairRep
                 notes.append(f"- **{label}** · {cap.title}: {cap.reason}")
         if rep.leftover:
             notes.append(f"- **{label}**: ⚠️ {rep.leftover}")
-    if notes:
-        lines += ["<details><summary>Why not (one line each)</summary>", "", *notes, "",
-                  "</details>", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _details(notes))
+
+
+def _details(notes: Sequence[str]) -> list[str]:
+    if not notes:
+        return []
+    return ["<details><summary>Why not (one line each)</summary>", "", *notes, "",
+            "</details>", ""]
+
+
+def render_fleet_markdown(fleet: Fleet, *, title: str = "cowprobe support matrix") -> str:
+    """The merged matrix (``cowprobe report merge``) for a job summary."""
+    hosts = fleet.hosts()
+    lines = [f"### {title}", "",
+             f"{len(fleet.sources)} report(s) from {len(hosts)} host(s): {', '.join(hosts)}", ""]
+    for table in fleet.tables:
+        headers, rows = table.grid()
+        lines += [f"#### {table.title}", "", *_table(headers, rows, marks=True), ""]
+    notes = [f"- **{heading}**{f' · {what}' if what else ''}: {why}"
+             for heading, what, why in fleet.notes()]
+    return "\n".join(lines + _details(notes))

@@ -1,7 +1,8 @@
 """Torture working directories, and reaping the ones a killed run left.
 
 Every family of replays lives in ``/tmp/cowprobe-torture-<pid>-<random>/``
-with an owner file (pid and process start time). A run killed with SIGKILL
+with an owner file (pid, process start time and boot id: the one liveness
+rule, ``probe._liveness``). A run killed with SIGKILL
 -- or whose fakefs daemon was SIGKILLed first, so the daemon's own lifeline
 could not unmount -- leaves a dead FUSE mount there ("Transport endpoint is
 not connected") that nothing else would ever remove. The next run reaps
@@ -19,48 +20,28 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-# One liveness rule for every "is the owner still alive" question: pid plus
-# start time, and a zombie counts as dead (PID 1 may never reap it).
-from probe.lab._owner import start_ticks
+from probe._liveness import owner_alive, write_owner
+from probe._mounttable import mounts_under as _mounts_under
 
-__all__ = ["PREFIX", "fakefs_mounts_under", "new_base", "reap_stale"]
+__all__ = ["PREFIX", "fakefs_mounts_under", "mounts_under", "new_base", "reap_stale"]
 
 PREFIX = "cowprobe-torture-"
 _NAME = re.compile(rf"^{re.escape(PREFIX)}(\d+)-\w+$")
 _OWNER = "owner"
-_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 def _owner_alive(root: Path, name_pid: int) -> bool:
-    try:
-        pid_text, ticks_text = (root / _OWNER).read_text().split()
-        pid, ticks = int(pid_text), int(ticks_text)
-    except (OSError, ValueError):
-        # Not written yet (the instant after mkdtemp) or unreadable: trust
-        # the pid in the name, so a live owner is never reaped.
-        return start_ticks(name_pid) is not None
-    # Same pid but another start time: a recycled pid, the owner is dead.
-    return start_ticks(pid) == ticks
-
-
-def _mounts() -> list[tuple[str, str]]:
-    """(mountpoint, fstype) of every mount this process sees."""
-    out = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            parts = line.split()
-            sep = parts.index("-")
-            out.append((_OCTAL.sub(lambda m: chr(int(m.group(1), 8)), parts[4]), parts[sep + 1]))
-    return out
+    # The pid in the name answers while the record is not written yet.
+    return owner_alive(root / _OWNER, name_pid)
 
 
 def mounts_under(root: Path) -> list[tuple[str, str]]:
-    prefix = str(root).rstrip("/") + "/"
-    return [(mp, fs) for mp, fs in _mounts() if mp == str(root) or mp.startswith(prefix)]
+    """(mountpoint, fstype) of every mount at or below ``root``."""
+    return [(e.mount_point, e.fstype) for e in _mounts_under(root)]
 
 
 def fakefs_mounts_under(root: Path) -> list[str]:
-    return [mp for mp, fs in mounts_under(root) if fs == "fuse.fakefs"]
+    return [e.mount_point for e in _mounts_under(root) if e.fstype == "fuse.fakefs"]
 
 
 def _unmount_fuse(mountpoint: str) -> None:
@@ -102,7 +83,6 @@ def new_base(parent: Path | None = None) -> Path:
     parent = Path(tempfile.gettempdir()) if parent is None else parent
     reap_stale(parent)
     root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent))
-    ticks = start_ticks(os.getpid())
     with contextlib.suppress(OSError):
-        (root / _OWNER).write_text(f"{os.getpid()} {ticks}\n")
+        write_owner(root / _OWNER)
     return root

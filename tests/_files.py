@@ -1,0 +1,23 @@
+"""Small file helpers shared by the tests (plain functions, not fixtures)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o644) -> Path:
+    """Create ``path`` exclusively with ``data`` and exactly ``mode`` (fchmod,
+    so the umask cannot change what a test means by the mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return path
+
+
+def open_fds() -> int:
+    """Descriptors this process holds now: a leak check before/after a call."""
+    return len(os.listdir("/proc/self/fd"))
