@@ -35,22 +35,22 @@ def test_import_probe_loads_no_subsystem() -> None:
     assert not any(m.startswith("probe.") for m in mods), sorted(mods)
 
 
-def test_help_imports_no_subcommand() -> None:
-    mods = _modules_after(
+def _modules_after_cli(argv: list[str]) -> set[str]:
+    return _modules_after(
         "import contextlib, io\nfrom probe.cli import main\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
-        "    main(['--help'])"
+        f"    main({argv!r})"
     )
+
+
+def test_help_imports_no_subcommand() -> None:
+    mods = _modules_after_cli(["--help"])
     assert _heavy(mods) == []
     assert not any(m.startswith("probe.cli.") for m in mods), sorted(mods)
 
 
 def test_materialize_does_not_load_the_lab_or_conformance() -> None:
-    mods = _modules_after(
-        "import contextlib, io\nfrom probe.cli import main\n"
-        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
-        "    main(['materialize', '--help'])"
-    )
+    mods = _modules_after_cli(["materialize", "--help"])
     assert "probe.cli.materialize" in mods
     assert [m for m in _heavy(mods) if m.startswith(("probe.lab", "probe.conformance"))] == []
 
