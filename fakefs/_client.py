@@ -20,18 +20,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ._errors import ControlError, DaemonError, MountError
 from ._mounts import (
     CONTROL_DIR_PREFIX,
-    MountError,
     check_backing,
     check_mountpoint,
+    check_not_nested,
     find_mount,
     unmount,
 )
-from ._rules import FaultRule, parse_rule
+from ._rules import FaultRule, RuleError, parse_rule
 from ._trace import to_jsonl
 
-__all__ = ["ControlError", "FakeFS", "connect", "mount"]
+__all__ = ["ControlError", "FakeFS", "connect", "fuse_rule_text", "mount"]
 
 #: how long a daemon may take to mount before we give up on it
 START_TIMEOUT = 30.0
@@ -39,8 +40,16 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
 
-class ControlError(RuntimeError):
-    """The daemon refused a command, or the control channel broke."""
+def fuse_rule_text(rule: str | FaultRule) -> str:
+    """The canonical text of a rule for the daemon; a syscall rule is refused:
+    the daemon only sees FUSE requests, never a process's syscalls."""
+    parsed = rule if isinstance(rule, FaultRule) else parse_rule(rule)
+    if parsed.syscall:
+        raise RuleError(
+            f"{parsed.text!r} is a syscall rule: it applies through 'fakefs run' or "
+            "fakefs.syscall_faults(), not on a mount"
+        )
+    return parsed.text
 
 
 class _Channel:
@@ -118,8 +127,7 @@ class FakeFS:
     # -- rules -----------------------------------------------------------------
     def add_fault(self, rule: str | FaultRule) -> int:
         """Arm a rule; returns its id. Raises RuleError for a bad rule."""
-        text = rule.text if isinstance(rule, FaultRule) else parse_rule(rule).text
-        return int(self._chan.call("add", rule=text)["id"])
+        return int(self._chan.call("add", rule=fuse_rule_text(rule))["id"])
 
     def remove_fault(self, rule_id: int) -> None:
         self._chan.call("remove", id=rule_id)
@@ -198,14 +206,16 @@ def _read_ready(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> dict[
     while b"\n" not in buf:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise MountError(f"fakefs daemon (pid {proc.pid}) did not become ready in {timeout}s")
+            raise DaemonError(
+                f"fakefs daemon (pid {proc.pid}) did not become ready in {timeout}s"
+            )
         ready, _, _ = select.select([fd], [], [], left)
         if not ready:
             continue
         chunk = os.read(fd, 4096)
         if not chunk:
             code = proc.wait()
-            raise MountError(f"fakefs daemon exited with status {code} before it was ready")
+            raise DaemonError(f"fakefs daemon exited with status {code} before it was ready")
         buf += chunk
     msg: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
     return msg
@@ -225,8 +235,11 @@ def start(
     With ``background`` the daemon outlives this process (the CLI's
     ``mount --background``); otherwise it exits when this process does.
     """
-    rules = [r.text if isinstance(r, FaultRule) else parse_rule(r).text for r in faults]
+    rules = [fuse_rule_text(r) for r in faults]
     back = check_backing(backing)
+    # Nesting first: the more telling reason (a mountpoint holding its own
+    # backing directory is also "not empty").
+    check_not_nested(back, Path(os.path.abspath(mountpoint)))
     mnt = check_mountpoint(mountpoint)
     cmd = [sys.executable, "-m", "fakefs._daemon", str(back), str(mnt),
            "--cache-timeout", str(cache_timeout), "--trace-limit", str(trace_limit)]
@@ -265,8 +278,10 @@ def start(
     finally:
         os.close(ready_r)
     if "error" in msg:
+        # The client checked every input already: what the daemon still
+        # refuses is a start-up failure (FUSE, permissions), not bad input.
         _abort(proc, mnt, life_w)
-        raise MountError(msg["error"])
+        raise DaemonError(msg["error"])
     info = find_mount(mnt)
     mount_id = info.mount_id if info is not None and info.control == msg["control"] else None
     return FakeFS(back, mnt, int(msg["pid"]), str(msg["control"]),
@@ -302,7 +317,8 @@ def mount(
     Returns once the mount serves; always unmounts -- when the block raises,
     and when the daemon was killed (no "Transport endpoint is not
     connected" left behind). Bad input raises ``MountError`` or
-    ``RuleError`` (both ValueError) before anything is mounted.
+    ``RuleError`` (both ValueError) before anything is mounted; a daemon
+    that cannot start raises ``DaemonError``.
     """
     fs = start(backing, mountpoint, faults, cache_timeout=cache_timeout, trace_limit=trace_limit)
     try:

@@ -2,6 +2,13 @@
 
 Pure Python (no FUSE), used by the daemon. Every decision happens on the
 daemon's single trio thread, so the counters need no lock.
+
+Rules are indexed so that a rule that cannot match an operation costs it
+nothing: per operation, rules with a literal path sit in a dict keyed by
+that path, and rules with wildcards in a dict keyed by the directory part
+before their first wildcard (``data/*.tmp`` under ``data/``); a path looks
+up itself and each of its directory prefixes, O(depth) whatever the number
+of rules. Adding a rule compiles that rule alone.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ class ArmedRule:
     #: and reported, so an unlucky schedule can be replayed)
     seed: int | None = None
     rng: random.Random | None = field(default=None, repr=False)
+    #: the compiled glob, for rules with wildcards
+    regex: re.Pattern[str] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,12 +49,85 @@ class ArmedRule:
         }
 
 
+_WILD = frozenset("*?[")
+
+
+def literal_prefix(glob: str) -> str | None:
+    """None for a glob without wildcards, else the directory part (with its
+    trailing slash, "" for none) before the first wildcard."""
+    cut = next((i for i, ch in enumerate(glob) if ch in _WILD), None)
+    if cut is None:
+        return None
+    return glob[: glob.rfind("/", 0, cut) + 1]
+
+
+def dir_prefixes(path: str) -> list[str]:
+    """"" and every "a/", "a/b/" ... prefix of ``path``."""
+    out = [""]
+    i = path.find("/")
+    while i != -1:
+        out.append(path[: i + 1])
+        i = path.find("/", i + 1)
+    return out
+
+
+class _Index:
+    """Rules by the paths they can match."""
+
+    __slots__ = ("exact", "prefixed")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, list[ArmedRule]] = {}
+        self.prefixed: dict[str, list[ArmedRule]] = {}
+
+    def add(self, armed: ArmedRule) -> None:
+        prefix = literal_prefix(armed.rule.glob)
+        if prefix is None:
+            self.exact.setdefault(armed.rule.glob, []).append(armed)
+        else:
+            self.prefixed.setdefault(prefix, []).append(armed)
+
+    def remove(self, armed: ArmedRule) -> None:
+        prefix = literal_prefix(armed.rule.glob)
+        where, key = (self.exact, armed.rule.glob) if prefix is None else (self.prefixed, prefix)
+        bucket = where.get(key, [])
+        if armed in bucket:
+            bucket.remove(armed)
+            if not bucket:
+                del where[key]
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixed)
+
+    def candidates(self, path: str) -> list[ArmedRule]:
+        """The rules matching ``path``, oldest first."""
+        found = list(self.exact.get(path, ()))
+        if self.prefixed:
+            for prefix in dir_prefixes(path):
+                for armed in self.prefixed.get(prefix, ()):
+                    if armed.regex is not None and armed.regex.match(path):
+                        found.append(armed)
+            if len(found) > 1:
+                found.sort(key=lambda a: a.id)
+        return found
+
+    def any_match(self, path: str) -> bool:
+        if path in self.exact:
+            return True
+        if self.prefixed:
+            for prefix in dir_prefixes(path):
+                for armed in self.prefixed.get(prefix, ()):
+                    if armed.regex is not None and armed.regex.match(path):
+                        return True
+        return False
+
+
 class FaultTable:
     def __init__(self) -> None:
-        self._rules: list[ArmedRule] = []
-        self._by_op: dict[str, list[ArmedRule]] = {}
+        self._rules: dict[int, ArmedRule] = {}
+        self._by_op: dict[str, _Index] = {}
+        self._all = _Index()
         self._next_id = 1
-        self._targets: re.Pattern[str] | None = None
         #: bumped on every change, so per-inode "is this path targeted"
         #: answers can be cached and dropped cheaply
         self.generation = 0
@@ -58,42 +140,41 @@ class FaultTable:
             if seed is None:
                 seed = int.from_bytes(os.urandom(4), "little")
             rng = random.Random(seed)  # noqa: S311 -- a replayable schedule, not a secret
-        armed = ArmedRule(self._next_id, rule, seed=seed, rng=rng)
+        regex = None
+        if literal_prefix(rule.glob) is not None:
+            regex = re.compile(fnmatch.translate(rule.glob))
+        armed = ArmedRule(self._next_id, rule, seed=seed, rng=rng, regex=regex)
         self._next_id += 1
-        self._rules.append(armed)
-        self._rebuild()
+        self._rules[armed.id] = armed
+        for op in rule.ops:
+            self._by_op.setdefault(op, _Index()).add(armed)
+        self._all.add(armed)
+        self.generation += 1
         return armed
 
     def remove(self, rule_id: int) -> ArmedRule | None:
-        for armed in self._rules:
-            if armed.id == rule_id:
-                self._rules.remove(armed)
-                self._rebuild()
-                return armed
-        return None
+        armed = self._rules.pop(rule_id, None)
+        if armed is None:
+            return None
+        for op in armed.rule.ops:
+            index = self._by_op.get(op)
+            if index is not None:
+                index.remove(armed)
+                if not index:
+                    del self._by_op[op]
+        self._all.remove(armed)
+        self.generation += 1
+        return armed
 
     def clear(self) -> list[ArmedRule]:
-        gone, self._rules = self._rules, []
-        self._rebuild()
-        return gone
-
-    def _rebuild(self) -> None:
-        by_op: dict[str, list[ArmedRule]] = {}
-        for armed in self._rules:
-            for op in armed.rule.ops:
-                by_op.setdefault(op, []).append(armed)
-        self._by_op = by_op
-        if self._rules:
-            self._targets = re.compile(
-                "|".join(f"(?:{fnmatch.translate(a.rule.glob)})" for a in self._rules)
-            )
-        else:
-            self._targets = None
+        gone = list(self._rules.values())
+        self._rules, self._by_op, self._all = {}, {}, _Index()
         self.generation += 1
+        return gone
 
     # -- queries -----------------------------------------------------------
     def listing(self) -> list[dict[str, Any]]:
-        return [a.as_dict() for a in self._rules]
+        return [a.as_dict() for a in self._rules.values()]
 
     def has_op(self, op: str) -> bool:
         return op in self._by_op
@@ -104,38 +185,47 @@ class FaultTable:
         Such paths get no kernel caching: a cached entry, attribute or page
         would answer the caller without asking fakefs, hiding the fault.
         """
-        pattern = self._targets
-        return pattern is not None and pattern.match(path) is not None
+        return bool(self._all) and self._all.any_match(path)
 
     def decide(self, op: str, path: str, path2: str | None, pid: int) -> ArmedRule | None:
         """The rule that fires *before* ``op`` runs (errno, delay, short)."""
-        rules = self._by_op.get(op)
-        if not rules:
+        index = self._by_op.get(op)
+        if index is None:
             return None
+        rules = index.candidates(path)
+        if path2 is not None:
+            rules = sorted({a.id: a for a in rules + index.candidates(path2)}.values(),
+                           key=lambda a: a.id)
         for armed in rules:
-            rule = armed.rule
-            if rule.vanish:
+            if armed.rule.vanish:
                 continue
-            if self._eligible(armed, path, path2, pid):
+            if self._eligible(armed, pid):
                 return armed
         return None
 
-    def vanish_after(self, op: str, path: str, pid: int) -> ArmedRule | None:
-        """The vanish rule that fires now that ``op`` on ``path`` succeeded."""
-        rules = self._by_op.get(op)
-        if not rules:
+    def vanish_after(self, op: str, path: str, pid: int, is_dir: bool = False,
+                     is_root: bool = False) -> ArmedRule | None:
+        """The vanish rule that fires now that ``op`` on ``path`` succeeded.
+
+        The mount root never vanishes, and a directory only for a rule that
+        asked for it (``vanish-tree``): such a rule simply waits for a
+        matching entry it may remove.
+        """
+        index = self._by_op.get(op)
+        if index is None or is_root:
             return None
-        for armed in rules:
-            if armed.rule.vanish and armed.hits == 0 and self._eligible(armed, path, None, pid):
+        for armed in index.candidates(path):
+            rule = armed.rule
+            if not rule.vanish or armed.hits or (is_dir and not rule.tree):
+                continue
+            if self._eligible(armed, pid):
                 return armed
         return None
 
     @staticmethod
-    def _eligible(armed: ArmedRule, path: str, path2: str | None, pid: int) -> bool:
+    def _eligible(armed: ArmedRule, pid: int) -> bool:
         rule = armed.rule
         if rule.pid is not None and rule.pid != pid:
-            return False
-        if not (rule.matches_path(path) or (path2 is not None and rule.matches_path(path2))):
             return False
         armed.matches += 1
         if rule.nth is not None and armed.matches != rule.nth:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from probe import _mounttable
 
+from ._errors import MountError
+
 __all__ = [
     "CONTROL_LOCK",
     "FSTYPE",
@@ -24,6 +26,8 @@ __all__ = [
     "MountInfo",
     "check_backing",
     "check_mountpoint",
+    "check_not_nested",
+    "clear_dead_mount",
     "find_mount",
     "make_control_dir",
     "reap_control_dirs",
@@ -91,8 +95,6 @@ def reap_control_dirs(parent: str | None = None) -> list[str]:
     return reaped
 
 
-class MountError(ValueError):
-    """Bad input for a mount (one line), or a mount that could not be made."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,11 @@ def check_mountpoint(mountpoint: str | os.PathLike[str]) -> Path:
     # Ask the mount table before touching the path: stat() of a mount whose
     # daemon died fails with ENOTCONN, which must read as "already mounted".
     existing = find_mount(path)
+    if existing is not None and existing.control is not None and _dead(path):
+        raise MountError(
+            f"mountpoint {str(path)!r} holds a dead fakefs mount (its daemon is gone: "
+            f"ENOTCONN); clear it with: fakefs unmount {str(path)!r}"
+        )
     if existing is not None:
         raise MountError(
             f"mountpoint {str(path)!r} is already mounted ({existing.fstype} from "
@@ -157,6 +164,45 @@ def check_mountpoint(mountpoint: str | os.PathLike[str]) -> Path:
     if any(True for _ in os.scandir(path)):
         raise MountError(f"mountpoint {str(path)!r} is not empty")
     return path
+
+
+def _dead(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as err:
+        return err.errno == errno.ENOTCONN
+    return False
+
+
+def check_not_nested(backing: Path, mountpoint: Path) -> None:
+    """Refuse a mountpoint inside (or equal to) its backing directory, and a
+    backing directory inside the mountpoint: the daemon's own lookups would
+    go through its own mount and deadlock it (and ``fakefs trace`` with it)."""
+    back = os.path.realpath(backing)
+    # The mountpoint is not stat()ed through a possibly dead mount: realpath
+    # of its parent, then its own name.
+    mnt = os.path.join(os.path.realpath(mountpoint.parent), mountpoint.name)
+
+    def inside(child: str, parent: str) -> bool:
+        return child == parent or child.startswith(parent.rstrip("/") + "/")
+
+    if inside(mnt, back):
+        raise MountError(f"mountpoint {str(mountpoint)!r} is inside (or is) the backing "
+                         f"directory {str(backing)!r}: the daemon would deadlock on itself")
+    if inside(back, mnt):
+        raise MountError(f"backing directory {str(backing)!r} is inside the mountpoint "
+                         f"{str(mountpoint)!r}: the daemon would deadlock on itself")
+
+
+def clear_dead_mount(info: MountInfo) -> None:
+    """Remove the control directory of a mount whose daemon died (a live
+    daemon removes its own; its lock says which is which)."""
+    ctl = info.control
+    if ctl is None:
+        return
+    ctl_dir = os.path.dirname(ctl)
+    if os.path.basename(ctl_dir).startswith(CONTROL_DIR_PREFIX):
+        reap_control_dirs(os.path.dirname(ctl_dir))
 
 
 def unmount(mountpoint: str | os.PathLike[str], mount_id: int | None = None) -> bool:

@@ -7,7 +7,9 @@ handle can reject a bad rule before any mount exists.
 * GLOB: a path relative to the mount root, matched with ``fnmatch`` rules
   (``*`` also crosses ``/``; ``.`` is the root itself).
 * ACTION: an errno name (``EIO``), ``vanish`` (after the first matching
-  operation succeeds the path is removed from the backing store),
+  operation succeeds the entry is removed from the backing directory --
+  files, symlinks, fifos; never the mount root, never a directory),
+  ``vanish-tree`` (the same, and a directory goes with everything in it),
   ``delay=50ms`` or ``short=N`` (a read/write transfers at most N bytes).
 * TRIGGER: ``times=N``, ``nth=N``, ``p=0.1``, ``seed=7``, ``pid=1234``, and
   ``delay=...`` once more to stall before failing.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "OPS",
+    "SYSCALL_OPS",
     "FaultRule",
     "RuleError",
     "parse_rule",
@@ -47,6 +50,31 @@ OPS: frozenset[str] = frozenset(
 
 #: What ``*`` in OPS means: every operation whose errno reaches a caller.
 ALL_OPS: frozenset[str] = OPS - {"release", "releasedir"}
+
+#: Calls the syscall layer (fakefs._syscall, seccomp user notification)
+#: can fail on a real filesystem. Upper case names are ioctl requests, the
+#: rest system calls. The FUSE refusal table does not apply to them: the
+#: errno goes straight back to the caller's syscall, no kernel FUSE code
+#: reinterprets it.
+SYSCALL_OPS: frozenset[str] = frozenset(
+    {
+        "FICLONE", "FICLONERANGE", "FIDEDUPERANGE", "copy_file_range", "fallocate",
+        "fsync", "fdatasync", "ftruncate", "rename", "renameat", "renameat2", "link",
+        "linkat",
+    }
+)  # fmt: skip
+#: Names that are both a FUSE operation and a system call. In a rule they
+#: mean the FUSE operation unless the rule is parsed for the syscall layer
+#: (``syscall_faults()``, ``fakefs run`` without a mount) or the op is
+#: written ``sys.fsync``: existing FUSE rules keep their meaning.
+AMBIGUOUS_OPS: frozenset[str] = SYSCALL_OPS & OPS
+SYS_PREFIX = "sys."
+#: Syscall ops with a second path (``src=`` matches it): the clone/copy
+#: source, or the old name of a rename/link.
+SOURCE_OPS: frozenset[str] = frozenset(
+    {"FICLONE", "FICLONERANGE", "FIDEDUPERANGE", "copy_file_range", "rename", "renameat",
+     "renameat2", "link", "linkat"}
+)  # fmt: skip
 
 _ENOSYS_CACHED = {
     # fs/fuse/file.c fuse_file_open(): -ENOSYS sets fc->no_open, the open
@@ -172,6 +200,7 @@ class FaultRule:
     errno: int | None = None  # the errno to fail with, if any
     errno_name: str | None = None
     vanish: bool = False
+    tree: bool = False  # vanish-tree: a directory may vanish too, with its contents
     delay: float = 0.0  # seconds to stall before acting
     short: int | None = None  # cap on bytes transferred by read/write
     times: int | None = None
@@ -179,24 +208,38 @@ class FaultRule:
     p: float | None = None
     seed: int | None = None
     pid: int | None = None
+    #: syscall rules only: a glob the call's source (or old name) must match
+    src: str | None = None
+    #: "fuse" or "syscall": which layer answers the rule
+    layer: str = "fuse"
+
+    @property
+    def syscall(self) -> bool:
+        """Does this rule act at the syscall layer (not on the FUSE mount)?"""
+        return self.layer == "syscall"
+
+    def matches_source(self, path: str | None) -> bool:
+        return self.src is None or (path is not None and fnmatch.fnmatchcase(path, self.src))
 
     @property
     def text(self) -> str:
         ops = "*" if self.ops == ALL_OPS else ",".join(sorted(self.ops))
+        if self.syscall and self.ops & AMBIGUOUS_OPS:
+            ops = ",".join(SYS_PREFIX + op if op in OPS else op for op in sorted(self.ops))
         parts = [ops, self.glob]
         if self.errno_name is not None:
             parts.append(self.errno_name)
             if self.delay:
                 parts.append(f"delay={_fmt_delay(self.delay)}")
         elif self.vanish:
-            parts.append("vanish")
+            parts.append("vanish-tree" if self.tree else "vanish")
         elif self.short is not None:
             parts.append(f"short={self.short}")
             if self.delay:
                 parts.append(f"delay={_fmt_delay(self.delay)}")
         else:
             parts.append(f"delay={_fmt_delay(self.delay)}")
-        for key in ("times", "nth", "p", "seed", "pid"):
+        for key in ("times", "nth", "p", "seed", "pid", "src"):
             value = getattr(self, key)
             if value is not None:
                 parts.append(f"{key}={value}")
@@ -214,8 +257,13 @@ def _fmt_delay(seconds: float) -> str:
     return f"{ms:g}ms"
 
 
-def parse_rule(text: str) -> FaultRule:
-    """Parse ``OPS:GLOB:ACTION[:TRIGGER]...``; raises RuleError (one line)."""
+def parse_rule(text: str, *, layer: str | None = None) -> FaultRule:
+    """Parse ``OPS:GLOB:ACTION[:TRIGGER]...``; raises RuleError (one line).
+
+    ``layer="syscall"`` reads every op as a system call (fsync, rename and
+    link are then the calls, not the FUSE operations) and refuses FUSE-only
+    ones; None decides from the names.
+    """
     if not isinstance(text, str):
         raise RuleError(f"a fault rule is a string, got {type(text).__name__}")
     rule = text.strip()
@@ -223,15 +271,21 @@ def parse_rule(text: str) -> FaultRule:
     if len(fields) < 3 or not all(fields[:3]):
         raise RuleError(f"malformed rule {rule!r}: expected OPS:GLOB:ACTION[:TRIGGER]...")
     ops_text, glob, action, *triggers = fields
-    ops = _parse_ops(ops_text, rule)
+    ops, syscall = _parse_ops(ops_text, rule, layer)
     if glob.startswith("/"):
         raise RuleError(f"glob {glob!r} in rule {rule!r} must be relative to the mount root")
     if "\x00" in glob:
         raise RuleError(f"glob in rule {rule!r} contains a NUL byte")
 
     kw: dict[str, object] = {}
-    if action == "vanish":
+    if syscall and (action in {"vanish", "vanish-tree"} or action.startswith("short=")):
+        raise RuleError(
+            f"{action.partition('=')[0]} is a FUSE action; a syscall rule takes an errno "
+            f"or delay=, rule {rule!r}"
+        )
+    if action in {"vanish", "vanish-tree"}:
         kw["vanish"] = True
+        kw["tree"] = action == "vanish-tree"
     elif action.startswith("delay="):
         kw["delay"] = _duration(action[len("delay="):], rule)
     elif action.startswith("short="):
@@ -243,9 +297,9 @@ def parse_rule(text: str) -> FaultRule:
         if number is None:
             raise RuleError(
                 f"unknown action {action!r} in rule {rule!r}: "
-                "use an errno name (EIO), vanish, delay=50ms or short=N"
+                "use an errno name (EIO), vanish, vanish-tree, delay=50ms or short=N"
             )
-        for op in sorted(ops):
+        for op in sorted(() if syscall else ops):
             why = refusal(op, action)
             if why is not None:
                 raise RuleError(f"{action} is refused for {op}: {why}")
@@ -272,6 +326,15 @@ def parse_rule(text: str) -> FaultRule:
             if not 0.0 <= prob <= 1.0:
                 raise RuleError(f"p= must be within 0..1 in rule {rule!r}, got {value}")
             kw[key] = prob
+        elif key == "src":
+            if not ops <= SOURCE_OPS:
+                raise RuleError(
+                    f"src= needs calls with a source ({', '.join(sorted(SOURCE_OPS))}), "
+                    f"rule {rule!r}"
+                )
+            if value.startswith("/"):
+                raise RuleError(f"src= glob {value!r} in rule {rule!r} must be relative")
+            kw[key] = value
         elif key == "delay":
             if "delay" in kw or kw.get("vanish"):
                 raise RuleError(f"delay= cannot be combined with this action in rule {rule!r}")
@@ -279,23 +342,41 @@ def parse_rule(text: str) -> FaultRule:
         else:
             raise RuleError(
                 f"unknown trigger {key!r} in rule {rule!r}: "
-                "use times=, nth=, p=, seed=, pid= or delay="
+                "use times=, nth=, p=, seed=, pid=, src= or delay="
             )
     if "seed" in kw and "p" not in kw:
         raise RuleError(f"seed= only makes sense with p= in rule {rule!r}")
     if kw.get("vanish") and "times" in kw:
         raise RuleError(f"vanish fires once; times= is meaningless in rule {rule!r}")
+    kw["layer"] = "syscall" if syscall else "fuse"
     return FaultRule(ops=ops, glob=glob, **kw)  # type: ignore[arg-type]
 
 
-def _parse_ops(text: str, rule: str) -> frozenset[str]:
+def _parse_ops(text: str, rule: str, layer: str | None) -> tuple[frozenset[str], bool]:
+    """The ops, and whether they are syscalls."""
     if text == "*":
-        return ALL_OPS
-    ops = [op.strip() for op in text.split(",")]
+        if layer == "syscall":
+            raise RuleError(f"name the calls in syscall rule {rule!r}: * means every FUSE op")
+        return ALL_OPS, False
+    raw = [op.strip() for op in text.split(",")]
+    marked = any(op.startswith(SYS_PREFIX) for op in raw)
+    ops = [op.removeprefix(SYS_PREFIX) for op in raw]
+    syscall = layer == "syscall" or marked or any(op in SYSCALL_OPS - OPS for op in ops)
+    if syscall:
+        fuse_only = [op for op in ops if op not in SYSCALL_OPS]
+        if fuse_only and layer != "syscall" and fuse_only != ops:
+            # One layer per rule: a FUSE op and a syscall are answered by two
+            # different processes, so one rule's counters could not be one count.
+            raise RuleError(f"rule {rule!r} mixes FUSE operations and syscalls; write two rules")
+        if fuse_only:
+            raise RuleError(f"unknown syscall {fuse_only[0]!r} in rule {rule!r}: known: "
+                            f"{', '.join(sorted(SYSCALL_OPS))}")
+        return frozenset(ops), True
     for op in ops:
         if op not in OPS:
             hint = "access is never sent (default_permissions); " if op == "access" else ""
             raise RuleError(
-                f"unknown operation {op!r} in rule {rule!r}: {hint}known: {', '.join(sorted(OPS))}"
+                f"unknown operation {op!r} in rule {rule!r}: {hint}known: "
+                f"{', '.join(sorted(OPS))}; syscalls: {', '.join(sorted(SYSCALL_OPS))}"
             )
-    return frozenset(ops)
+    return frozenset(ops), False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,8 +12,12 @@ from probe._outcome import errno_name
 
 __all__ = ["Trace", "to_jsonl"]
 
-#: one record: seq, op, path, pid, errno (None = success), rule id
-Record = tuple[int, str, str, int, "int | None", "int | None"]
+#: seq, time_ns, op, path, path2, pid, errno (None = success), rule id,
+#: offset, length, delivered (for failures: reached the caller's syscall?)
+Record = tuple[int, int, str, str, "str | None", int, "int | None", "int | None",
+               "int | None", "int | None", "bool | None"]
+
+_COMM_CACHE = 4096
 
 
 class Trace:
@@ -28,17 +33,40 @@ class Trace:
         self._seq = 0
         self.ops: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
+        #: failures that reached the caller's syscall
         self.injected = 0
+        #: failures the kernel or the caller swallowed (a retried read, a
+        #: short count after a partial transfer)
+        self.absorbed = 0
+        #: read/write failures whose caller could not be examined
+        self.unconfirmed = 0
         self.delayed = 0
         self.shortened = 0
         self.vanished = 0
+        #: pid -> process name, read once per pid at record time (the
+        #: process may be gone by the time the trace is exported)
+        self._comm: dict[int, str] = {}
 
-    def record(self, op: str, path: str, pid: int, err: int | None, rule: int | None) -> None:
+    def record(self, op: str, path: str, pid: int, err: int | None, rule: int | None,
+               *, path2: str | None = None, off: int | None = None, size: int | None = None,
+               delivered: bool | None = None) -> None:
         self._seq += 1
-        self._records.append((self._seq, op, path, pid, err, rule))
+        if pid not in self._comm:
+            self._remember(pid)
+        self._records.append((self._seq, time.time_ns(), op, path, path2, pid, err, rule, off,
+                              size, delivered))
         self.ops[op] += 1
         if err is not None:
             self.errors[op] += 1
+
+    def _remember(self, pid: int) -> None:
+        if len(self._comm) >= _COMM_CACHE:
+            self._comm.clear()
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                self._comm[pid] = f.read().rstrip("\n")
+        except OSError:
+            self._comm[pid] = ""
 
     def clear(self) -> None:
         self._records.clear()
@@ -47,14 +75,20 @@ class Trace:
         return [
             {
                 "seq": seq,
+                "time": ts / 1e9,
                 "op": op,
                 "path": path,
+                "target": path2,
                 "pid": pid,
+                "process": self._comm.get(pid, ""),
                 "result": "ok" if err is None else errno_name(err),
                 "errno": err,
                 "rule": rule,
+                "offset": off,
+                "length": size,
+                "delivered": delivered if err is not None else None,
             }
-            for seq, op, path, pid, err, rule in self._records
+            for seq, ts, op, path, path2, pid, err, rule, off, size, delivered in self._records
         ]
 
     def counters(self) -> dict[str, Any]:
@@ -63,6 +97,8 @@ class Trace:
             "ops": dict(self.ops),
             "errors": dict(self.errors),
             "injected": self.injected,
+            "absorbed": self.absorbed,
+            "unconfirmed": self.unconfirmed,
             "delayed": self.delayed,
             "shortened": self.shortened,
             "vanished": self.vanished,

@@ -1,19 +1,31 @@
 """The ``fakefs`` command: mount, control, unmount, and run a command
-against a mount. Bad input: one line on stderr, exit status 2, nothing
-mounted."""
+against a mount and/or under syscall faults. Bad input: one line on stderr,
+exit status 2, nothing mounted; a daemon or the machine failing: exit 1;
+never a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
+import signal
 import sys
+from pathlib import Path
 from typing import NoReturn
 
-from ._client import ControlError, FakeFS, connect, mount, start
-from ._mounts import MountError, find_mount, unmount
-from ._rules import RuleError, parse_rule
+from ._client import FakeFS, connect, fuse_rule_text, start
+from ._errors import ControlError, DaemonError, MountError, SyscallLayerError
+from ._mounts import (
+    check_backing,
+    check_mountpoint,
+    check_not_nested,
+    clear_dead_mount,
+    find_mount,
+    unmount,
+)
+from ._rules import RuleError
+from ._runcmd import run_command
+from ._syscall._profiles import PROFILES
 from ._trace import to_jsonl
 
 __all__ = ["main"]
@@ -31,9 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="fakefs", description="FUSE passthrough that injects faults on command")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("backing", help="directory the mount passes through to")
-        sp.add_argument("mountpoint", help="empty directory to mount on")
+    def common(sp: argparse.ArgumentParser, optional: bool = False) -> None:
+        nargs = "?" if optional else None
+        sp.add_argument("backing", nargs=nargs, help="directory the mount passes through to")
+        sp.add_argument("mountpoint", nargs=nargs,
+                        help="empty directory to mount on, not inside BACKING (nor BACKING "
+                        "inside it)")
         sp.add_argument("--fault", action="append", default=[], metavar="RULE",
                         help="OPS:GLOB:ACTION[:TRIGGER]... (repeatable)")
         sp.add_argument("--cache-timeout", type=float, default=60.0,
@@ -66,9 +81,20 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("counters", help="print the counters as JSON")
     c.add_argument("mountpoint")
 
-    r = sub.add_parser("run", help="mount, run CMD against it, print counters, unmount",
-                       usage="fakefs run BACKING MOUNTPOINT [--fault RULE]... -- CMD [ARGS]")
-    common(r)
+    r = sub.add_parser(
+        "run", help="run CMD under FUSE and/or syscall faults, print counters",
+        usage="fakefs run [BACKING MOUNTPOINT] [--root DIR] [--profile NAME] "
+              "[--fault RULE]... [--trace FILE] -- CMD [ARGS]",
+        description="Without BACKING MOUNTPOINT nothing is mounted and only syscall rules "
+        "(FICLONE, copy_file_range, fsync, rename, ...) apply. CMD's exit status passes "
+        "through; SIGINT/SIGTERM/SIGHUP go to CMD, then fakefs exits 128+signal.")
+    common(r, optional=True)
+    r.add_argument("--root", metavar="DIR",
+                   help="directory syscall rules' globs are relative to (default: the "
+                   "mountpoint when mounting, else the current directory)")
+    r.add_argument("--profile", choices=sorted(PROFILES), metavar="NAME",
+                   help=f"a named syscall rule set: {', '.join(sorted(PROFILES))}")
+    r.add_argument("--trace", metavar="FILE", help="keep the trace as JSON lines in FILE")
     return p
 
 
@@ -91,15 +117,17 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except (RuleError, MountError) as err:
         return _die(str(err))
-    except ControlError as err:
+    except (ControlError, DaemonError, SyscallLayerError) as err:
         return _die(str(err), 1)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "mount":
         for rule in args.fault:
-            parse_rule(rule)
+            fuse_rule_text(rule)
         if args.background:
             fs = start(args.backing, args.mountpoint, args.fault,
                        cache_timeout=args.cache_timeout, trace_limit=args.trace_limit,
@@ -107,6 +135,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(json.dumps({"mountpoint": str(fs.mountpoint), "backing": str(fs.backing),
                               "pid": fs.pid, "control": fs.control}))
             return 0
+        # The daemon checks too, but only this side can say it before a
+        # process exists: a nested mount would deadlock it.
+        check_not_nested(check_backing(args.backing), Path(os.path.abspath(args.mountpoint)))
+        check_mountpoint(args.mountpoint)
         from ._daemon import main as daemon_main
 
         argv = [args.backing, args.mountpoint, "--cache-timeout", str(args.cache_timeout),
@@ -120,9 +152,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise MountError(f"{os.path.abspath(args.mountpoint)!r} is not a fakefs mount")
         if not unmount(args.mountpoint, info.mount_id):
             return _die(f"could not unmount {os.path.abspath(args.mountpoint)!r}", 1)
+        # A SIGKILLed daemon left its control directory too.
+        clear_dead_mount(info)
         return 0
     if cmd == "run":
-        return _run(args)
+        return run_command(args)
     fs = connect(args.mountpoint)
     try:
         return _control(fs, args)
@@ -133,9 +167,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _control(fs: FakeFS, args: argparse.Namespace) -> int:
     if args.command == "fault":
         if args.action == "add":
-            rules = [parse_rule(r) for r in args.rules]  # all valid, or none armed
+            rules = [fuse_rule_text(r) for r in args.rules]  # all valid, or none armed
             for rule in rules:
-                print(json.dumps({"id": fs.add_fault(rule), "rule": rule.text}))
+                print(json.dumps({"id": fs.add_fault(rule), "rule": rule}))
         elif args.action == "remove":
             for rule_id in args.ids:
                 fs.remove_fault(rule_id)
@@ -152,24 +186,6 @@ def _control(fs: FakeFS, args: argparse.Namespace) -> int:
         return 0
     print(json.dumps(fs.counters(), sort_keys=True))
     return 0
-
-
-def _run(args: argparse.Namespace) -> int:
-    command = list(args.cmd)
-    if not command:
-        raise MountError("run needs a command after --")
-    for rule in args.fault:
-        parse_rule(rule)
-    with mount(args.backing, args.mountpoint, args.fault, cache_timeout=args.cache_timeout,
-               trace_limit=args.trace_limit) as fs:
-        env = dict(os.environ, FAKEFS_MOUNTPOINT=str(fs.mountpoint))
-        try:
-            status = subprocess.run(command, env=env, check=False).returncode
-        except OSError as err:
-            print(f"fakefs: error: cannot run {command[0]!r}: {err.strerror}", file=sys.stderr)
-            status = 127
-        print(json.dumps(fs.counters(), sort_keys=True), file=sys.stderr)
-    return status if status >= 0 else 128 - status
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
 from functools import cache
 from typing import Any, NoReturn
 
@@ -26,20 +25,22 @@ __all__ = ["function", "libc", "raise_errno"]
 @cache
 def libc() -> ctypes.CDLL:
     """The C library, loaded once, with ``use_errno`` (see ``raise_errno``)."""
-    if sys.platform.startswith("linux"):
-        try:
-            return ctypes.CDLL("libc.so.6", use_errno=True)
-        except OSError:
-            pass  # musl or an unusual layout: the process's own namespace has it
-    return ctypes.CDLL(None, use_errno=True)
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        # macOS, musl or an unusual layout: the process's own namespace has it.
+        return ctypes.CDLL(None, use_errno=True)
 
 
 @cache
 def function(name: str, restype: Any, *argtypes: Any) -> Any:
     """``name`` from the C library with its types set, or None if it lacks it
     (statx before glibc 2.28, renameat2 before 2.28, clonefileat off macOS)."""
-    fn = getattr(libc(), name, None)
-    if fn is None:
+    # Item access makes a function object of our own: setting argtypes on
+    # the attribute ``libc().name`` would change them for every other user.
+    try:
+        fn = libc()[name]
+    except AttributeError:
         return None
     fn.argtypes = list(argtypes)
     fn.restype = restype

@@ -88,9 +88,10 @@ def test_markdown_matrix(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0] == "| scenario | expected | real filesystem | simulated (fakefs) |"
     row = next(line for line in lines if line.startswith("| clone on a CoW fs |"))
     assert "| pass (3): btrfs, xfs reflink=1, btrfs -> bind mount of btrfs |" in row
-    assert "n/a: FUSE has no clone operation" in row
+    # The simulated clone runs through a real FICLONE (syscall layer).
+    assert "| pass (2): FICLONE trapped, no errno (syscall layer, btrfs)" in row
     enosys = next(line for line in lines if line.startswith("| kernel lacks the call |"))
-    assert enosys.count("n/a: ") == 2 and "platform seam" in enosys
+    assert enosys.count("n/a: ") == 1 and "pass (2): ENOSYS at FICLONE" in enosys
 
 
 def test_broken_classifier_makes_the_suite_fail(

@@ -23,7 +23,7 @@ def _cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    from fakefs._pytest import require_fakefs
+    from probe.pytest_plugin import require_fakefs
 
     require_fakefs()
     backing, mnt = tmp_path / "backing", tmp_path / "mnt"
@@ -169,3 +169,96 @@ def test_foreground_mount_serves_until_unmounted(dirs: tuple[Path, Path]) -> Non
         if proc.stdout is not None:
             proc.stdout.close()
     assert find_mount(mnt) is None
+
+
+@pytest.mark.parametrize("where", ["mountpoint-in-backing", "same", "backing-in-mountpoint"])
+def test_nested_mount_is_refused_before_anything(dirs: tuple[Path, Path], where: str) -> None:
+    backing, mnt = dirs
+    if where == "mountpoint-in-backing":
+        (backing / "sub").mkdir()
+        args = [str(backing), str(backing / "sub")]
+    elif where == "same":
+        args = [str(mnt), str(mnt)]
+    else:
+        inner = mnt.parent / "outer" / "inner"
+        inner.mkdir(parents=True)
+        args = [str(inner), str(mnt.parent / "outer")]
+    for cmd in (["mount", *args, "--background"], ["run", *args, "--", "true"]):
+        res = _cli(*cmd)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.count("\n") == 1 and "inside" in res.stderr
+    assert find_mount(args[1]) is None
+
+
+# SIGINT at its default action too: the command's own KeyboardInterrupt
+# traceback would hide whether fakefs printed one.
+_WAITER = ("import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+           "print('ready', os.getpid(), flush=True); signal.pause()")
+
+
+@pytest.mark.parametrize("sig", [15, 2, 1])
+@pytest.mark.parametrize("mode", ["fuse", "syscall"])
+def test_signal_to_run_reaches_the_command_and_unmounts(
+    dirs: tuple[Path, Path], tmp_path: Path, sig: int, mode: str
+) -> None:
+    backing, mnt = dirs
+    where = [str(backing), str(mnt)] if mode == "fuse" else ["--root", str(tmp_path)]
+    fault = "open:nothing:EIO" if mode == "fuse" else "FICLONE:nothing:EXDEV"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakefs.cli", "run", *where, "--fault", fault, "--",
+         sys.executable, "-c", _WAITER],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        word, pid = proc.stdout.readline().split()  # the command runs: no race
+        assert word == "ready"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig
+    assert "Traceback" not in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)  # the command is gone, reaped
+    assert find_mount(mnt) is None
+
+
+def test_dead_daemon_mount_is_named_and_cleared(dirs: tuple[Path, Path]) -> None:
+    backing, mnt = dirs
+    res = _cli("mount", str(backing), str(mnt), "--background", check=True)
+    info = json.loads(res.stdout)
+    os.kill(int(info["pid"]), 9)
+    _wait_exit(int(info["pid"]))
+    again = _cli("mount", str(backing), str(mnt), "--background")
+    assert again.returncode == 2
+    assert "dead fakefs mount" in again.stderr and "fakefs unmount" in again.stderr
+    cleared = _cli("unmount", str(mnt))
+    assert cleared.returncode == 0, cleared.stderr
+    assert find_mount(mnt) is None
+    assert not os.path.exists(os.path.dirname(info["control"]))
+
+
+def test_startup_failures_are_not_bad_input() -> None:
+    # exit 2 means "bad input"; a daemon that failed must not read as one.
+    assert not issubclass(fakefs.DaemonError, ValueError)
+    assert issubclass(fakefs.MountError, ValueError)
+    assert issubclass(fakefs.DaemonError, fakefs.FakeFSError)
+
+
+def test_run_with_a_mount_takes_syscall_rules_relative_to_it(dirs: tuple[Path, Path]) -> None:
+    backing, mnt = dirs
+    (backing / "a").write_text("a\n")
+    script = "cp --reflink=always a b; echo b=$?; cp --reflink=always a c; echo c=$?"
+    res = _cli("run", str(backing), str(mnt), "--fault", "FICLONE:b:EXDEV",
+               "--fault", "sys.fsync:nothing:EIO", "--", "sh", "-c", f"cd {mnt} && {script}")
+    assert res.returncode == 0, res.stderr
+    # b: our EXDEV at the syscall; c: the kernel's own answer for a FUSE file.
+    assert "b=1" in res.stdout and "c=1" in res.stdout
+    assert "Invalid cross-device link" in res.stderr
+    assert "Operation not supported" in res.stderr
+    counters = json.loads(res.stderr.strip().splitlines()[-1])
+    assert [r["hits"] for r in counters["syscall_rules"]] == [1, 0]
+    assert "ops" in counters  # the FUSE daemon's counters too

@@ -5,43 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _fakefs_util import child_errno, errno_of
 
 import fakefs
 from fakefs._mounts import find_mount
 
 MARK = errno.EHOSTDOWN  # an errno no passthrough operation here produces by itself
 MARK_NAME = "EHOSTDOWN"
-
-
-def _errno_of(fn: Callable[[], object]) -> int | None:
-    try:
-        fn()
-    except OSError as err:
-        return err.errno
-    return None
-
-
-def _child_errno(code: str, *args: str) -> int | None:
-    """Run ``code`` in a fresh process; the errno it died with (None: ok)."""
-    wrapped = (
-        "import os, sys\n"
-        "try:\n"
-        + "".join(f"    {line}\n" for line in code.splitlines())
-        + "except OSError as e:\n    print(e.errno)\nelse:\n    print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", wrapped, *args], capture_output=True,
-                         text=True, check=True).stdout.strip()
-    return None if out == "ok" else int(out)
-
 
 def _populate(root: Path) -> None:
     (root / "dir").mkdir()
@@ -98,9 +74,9 @@ def test_errno_injected_on_its_operation_only(fakefs: fakefs.FakeFS, op: str) ->
     rid = fakefs.add_fault(f"{op}:{target}:{MARK_NAME}")
     fakefs.clear_trace()
 
-    assert _child_errno(code, str(mnt / target)) == MARK
+    assert child_errno(code, str(mnt / target)) == MARK
     # The same syscall on a path the rule does not match is untouched.
-    assert _child_errno(code, str(mnt / twin)) is None
+    assert child_errno(code, str(mnt / twin)) is None
 
     trace = fakefs.trace()
     failed = [r for r in trace if r["errno"] == MARK]
@@ -116,8 +92,8 @@ def test_errno_injected_on_its_operation_only(fakefs: fakefs.FakeFS, op: str) ->
 
 def test_statfs_errno(fakefs: fakefs.FakeFS) -> None:
     fakefs.add_fault(f"statfs:.:{MARK_NAME}")
-    assert _child_errno("os.statvfs(sys.argv[1])", str(fakefs.mountpoint)) == MARK
-    assert _child_errno("os.stat(sys.argv[1])", str(fakefs.mountpoint)) is None
+    assert child_errno("os.statvfs(sys.argv[1])", str(fakefs.mountpoint)) == MARK
+    assert child_errno("os.stat(sys.argv[1])", str(fakefs.mountpoint)) is None
 
 
 def test_cat_and_cp_see_the_injected_errno(fakefs: fakefs.FakeFS) -> None:
@@ -145,7 +121,7 @@ def test_vanish_after_lookup(fakefs: fakefs.FakeFS) -> None:
     rid = fakefs.add_fault("lookup:blobs/a:vanish")
     path = fakefs.mountpoint / "blobs" / "a"
     assert path.exists()
-    assert _errno_of(lambda: open(path).close()) == errno.ENOENT
+    assert errno_of(lambda: open(path).close()) == errno.ENOENT
     assert not path.exists()
     assert not (fakefs.backing / "blobs" / "a").exists()
     [entry] = fakefs.faults()
@@ -155,155 +131,8 @@ def test_vanish_after_lookup(fakefs: fakefs.FakeFS) -> None:
     assert [(r["op"], r["result"]) for r in fired] == [("lookup", "ok")]
 
 
-def test_counters_and_trace_match_what_happened(fakefs: fakefs.FakeFS) -> None:
-    (fakefs.backing / "big.bin").write_bytes(os.urandom(64 * 1024))
-    rid = fakefs.add_fault("read:big.bin:EIO:nth=3")
-    fakefs.clear_trace()
-    before = fakefs.counters()
-    fd = os.open(fakefs.mountpoint / "big.bin", os.O_RDONLY)
-    try:
-        results = [_errno_of(functools.partial(os.pread, fd, 4096, off)) for off in
-                   (0, 4096, 8192, 12288)]
-    finally:
-        os.close(fd)
-    assert results == [None, None, errno.EIO, None]
-    reads = [r for r in fakefs.trace() if r["op"] == "read"]
-    assert [(r["result"], r["errno"], r["rule"]) for r in reads] == [
-        ("ok", None, None), ("ok", None, None), ("EIO", errno.EIO, rid), ("ok", None, None)
-    ]
-    assert {r["pid"] for r in reads} == {os.getpid()}
-    assert [r["seq"] for r in reads] == sorted(r["seq"] for r in reads)
-    after = fakefs.counters()
-    assert after["ops"]["read"] - before["ops"].get("read", 0) == 4
-    assert after["errors"]["read"] - before["errors"].get("read", 0) == 1
-    assert after["injected"] - before["injected"] == 1
-    assert after["rules"] == {str(rid): 1}
-    [entry] = fakefs.faults()
-    assert (entry["hits"], entry["matches"]) == (1, 4)
-    lines = fakefs.trace_jsonl().splitlines()
-    assert len(lines) == len(fakefs.trace())
-
-
-def test_times_limits_the_hits(fakefs: fakefs.FakeFS) -> None:
-    (fakefs.backing / "a.tmp").write_text("x")
-    fakefs.add_fault("open,create:*.tmp:EIO:times=2")
-    path = fakefs.mountpoint / "a.tmp"
-    got = [_errno_of(lambda: open(path).close()) for _ in range(3)]
-    assert got == [errno.EIO, errno.EIO, None]
-    new = fakefs.mountpoint / "b.tmp"
-    assert _errno_of(lambda: open(new, "w").close()) is None
-
-
-def _schedule(fs: fakefs.FakeFS, rule: str) -> list[bool]:
-    rid = fs.add_fault(rule)
-    fd = os.open(fs.mountpoint / "f", os.O_RDONLY)
-    try:
-        out = [_errno_of(lambda: os.pread(fd, 16, 0)) == errno.EIO for _ in range(40)]
-    finally:
-        os.close(fd)
-    fs.remove_fault(rid)
-    return out
-
-
-def test_seeded_probability_gives_the_same_schedule_twice(fakefs: fakefs.FakeFS) -> None:
-    (fakefs.backing / "f").write_text("data" * 10)
-    first = _schedule(fakefs, "read:f:EIO:p=0.5:seed=7")
-    second = _schedule(fakefs, "read:f:EIO:p=0.5:seed=7")
-    other = _schedule(fakefs, "read:f:EIO:p=0.5:seed=8")
-    assert first == second
-    assert any(first) and not all(first)
-    assert other != first
-
-
-def test_unseeded_probability_reports_its_seed(fakefs: fakefs.FakeFS) -> None:
-    (fakefs.backing / "f").write_text("data")
-    rid = fakefs.add_fault("read:f:EIO:p=0.5")
-    [entry] = fakefs.faults()
-    assert entry["id"] == rid and isinstance(entry["seed"], int)
-
-
-def test_rule_added_at_runtime_beats_the_kernel_caches(fakefs: fakefs.FakeFS) -> None:
-    for name in ("r", "g", "l"):
-        (fakefs.backing / name).write_text(name * 100)
-    mnt = fakefs.mountpoint
-    for name in ("r", "g", "l"):
-        assert (mnt / name).read_text() == name * 100
-        os.stat(mnt / name)
-    # Prove the caches are live: a repeat stat and read ask the daemon nothing.
-    fakefs.clear_trace()
-    os.stat(mnt / "g")
-    os.stat(mnt / "l")
-    fd = os.open(mnt / "r", os.O_RDONLY)
-    assert os.read(fd, 1000) == b"r" * 100
-    os.close(fd)
-    ops = {(r["op"], r["path"]) for r in fakefs.trace()}
-    assert not ops & {("lookup", "g"), ("getattr", "g"), ("lookup", "l"), ("read", "r")}
-
-    fakefs.add_fault("read:r:EIO")
-    fakefs.add_fault("getattr:g:EIO")
-    fakefs.add_fault("lookup:l:EIO")
-    assert _errno_of((mnt / "r").read_text) == errno.EIO
-    assert _errno_of(lambda: os.stat(mnt / "g")) == errno.EIO
-    assert _errno_of(lambda: os.stat(mnt / "l")) == errno.EIO
-    cat = subprocess.run(["cat", str(mnt / "r")], capture_output=True, check=False)
-    assert cat.returncode == 1
-    fakefs.clear_faults()
-    assert (mnt / "r").read_text() == "r" * 100
-    assert os.stat(mnt / "g").st_size == 100
-
-
-def test_rule_on_an_already_open_file_takes_effect(fakefs: fakefs.FakeFS) -> None:
-    (fakefs.backing / "f").write_bytes(b"z" * 8192)
-    fd = os.open(fakefs.mountpoint / "f", os.O_RDONLY)
-    try:
-        assert os.pread(fd, 8192, 0) == b"z" * 8192  # now in the page cache
-        fakefs.add_fault("read:f:EIO")
-        assert _errno_of(lambda: os.pread(fd, 8192, 0)) == errno.EIO
-    finally:
-        os.close(fd)
-
-
-def test_short_read_reaches_the_caller(fakefs: fakefs.FakeFS) -> None:
-    (fakefs.backing / "f").write_bytes(b"abcdef")
-    fakefs.add_fault("read:f:short=2")
-    fd = os.open(fakefs.mountpoint / "f", os.O_RDONLY)
-    try:
-        assert os.read(fd, 6) == b"ab"
-        assert os.read(fd, 6) == b"cd"
-    finally:
-        os.close(fd)
-    assert fakefs.counters()["shortened"] == 2
-
-
-def test_short_write_reaches_the_caller(fakefs: fakefs.FakeFS) -> None:
-    (fakefs.backing / "f").write_bytes(b"")
-    fakefs.add_fault("write:f:short=3")
-    fd = os.open(fakefs.mountpoint / "f", os.O_WRONLY)
-    try:
-        assert os.write(fd, b"abcdef") == 3
-    finally:
-        os.close(fd)
-    assert (fakefs.backing / "f").read_bytes() == b"abc"
-
-
-def test_delay_counts_and_still_succeeds(fakefs: fakefs.FakeFS) -> None:
-    (fakefs.backing / "f").write_text("slow")
-    rid = fakefs.add_fault("open:f:delay=1ms")
-    assert (fakefs.mountpoint / "f").read_text() == "slow"
-    assert fakefs.counters()["delayed"] == 1
-    assert [r["result"] for r in fakefs.trace() if r["rule"] == rid] == ["ok"]
-
-
-def test_pid_trigger_hits_only_that_caller(fakefs: fakefs.FakeFS) -> None:
-    (fakefs.backing / "f").write_text("x")
-    fakefs.add_fault(f"open:f:EIO:pid={os.getpid()}")
-    path = fakefs.mountpoint / "f"
-    assert _errno_of(lambda: open(path).close()) == errno.EIO
-    assert _child_errno("open(sys.argv[1]).close()", str(path)) is None
-
-
 def test_sigkilled_daemon_leaves_no_stale_mount(tmp_path: Path) -> None:
-    from fakefs._pytest import require_fakefs
+    from probe.pytest_plugin import require_fakefs
 
     require_fakefs()
     backing, mnt = tmp_path / "b", tmp_path / "m"
@@ -313,7 +142,7 @@ def test_sigkilled_daemon_leaves_no_stale_mount(tmp_path: Path) -> None:
     with fakefs.mount(backing, mnt) as fs:
         os.kill(fs.pid, signal.SIGKILL)
         assert fs.wait_daemon(30) == -signal.SIGKILL
-        assert _errno_of(lambda: os.stat(mnt / "f")) == errno.ENOTCONN
+        assert errno_of(lambda: os.stat(mnt / "f")) == errno.ENOTCONN
     assert find_mount(mnt) is None
     assert not os.path.exists(os.path.dirname(fs.control))
     assert os.listdir(mnt) == []
@@ -323,7 +152,7 @@ def test_sigkilled_daemon_leaves_no_stale_mount(tmp_path: Path) -> None:
 
 
 def test_unmount_while_busy_falls_back_to_lazy(tmp_path: Path) -> None:
-    from fakefs._pytest import require_fakefs
+    from probe.pytest_plugin import require_fakefs
 
     require_fakefs()
     backing, mnt = tmp_path / "b", tmp_path / "m"
@@ -335,7 +164,7 @@ def test_unmount_while_busy_falls_back_to_lazy(tmp_path: Path) -> None:
     try:
         assert find_mount(mnt) is None
         # Detached, daemon gone: the open file is dead, not hanging.
-        assert _errno_of(lambda: os.read(fd, 4)) == errno.ENOTCONN
+        assert errno_of(lambda: os.read(fd, 4)) == errno.ENOTCONN
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -415,7 +244,7 @@ def test_metadata_passthrough(fakefs: fakefs.FakeFS) -> None:
     assert os.getxattr(f, "user.a") == b"1"
     assert "user.a" in os.listxattr(f)
     os.removexattr(f, "user.a")
-    assert _errno_of(lambda: os.getxattr(f, "user.a")) == errno.ENODATA
+    assert errno_of(lambda: os.getxattr(f, "user.a")) == errno.ENODATA
     old = os.umask(0o022)
     try:
         fd = os.open(mnt / "g", os.O_CREAT | os.O_WRONLY, 0o666)
@@ -427,7 +256,7 @@ def test_metadata_passthrough(fakefs: fakefs.FakeFS) -> None:
     (mnt / "b").write_text("b")
     from probe._linux import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 
-    assert _errno_of(lambda: renameat2(mnt / "a", mnt / "b", RENAME_NOREPLACE)) == errno.EEXIST
+    assert errno_of(lambda: renameat2(mnt / "a", mnt / "b", RENAME_NOREPLACE)) == errno.EEXIST
     renameat2(mnt / "a", mnt / "b", RENAME_EXCHANGE)
     assert (mnt / "a").read_text() == "b" and (mnt / "b").read_text() == "a"
     # An unlinked file that is still open keeps working.
@@ -454,31 +283,9 @@ async def test_fixture_works_from_a_trio_test(fakefs: fakefs.FakeFS) -> None:
     assert (fakefs.backing / "t").read_text() == "trio"
 
 
-def test_trace_is_bounded_but_counters_are_not(tmp_path: Path) -> None:
-    from fakefs._pytest import require_fakefs
-
-    require_fakefs()
-    backing, mnt = tmp_path / "b", tmp_path / "m"
-    backing.mkdir()
-    mnt.mkdir()
-    (backing / "f").write_text("x")
-    with fakefs.mount(backing, mnt, trace_limit=5) as fs:
-        for _ in range(10):
-            fd = os.open(mnt / "f", os.O_RDONLY)
-            os.close(fd)
-        trace = fs.trace()
-        counters = fs.counters()
-        assert len(trace) == 5
-        assert counters["ops"]["open"] == 10
-        assert counters["total"] > 5
-        # RELEASE arrives asynchronously after close(); compare only what
-        # the kernel forwards synchronously.
-        assert trace[-1]["seq"] > 5
-
-
 def test_dead_daemons_control_dir_is_reaped_and_live_ones_kept(tmp_path: Path) -> None:
     from fakefs._mounts import reap_control_dirs
-    from fakefs._pytest import require_fakefs
+    from probe.pytest_plugin import require_fakefs
 
     require_fakefs()
     dirs = [tmp_path / n for n in ("b1", "m1", "b2", "m2")]
@@ -497,13 +304,3 @@ def test_dead_daemons_control_dir_is_reaped_and_live_ones_kept(tmp_path: Path) -
             assert live_ctl not in reap_control_dirs()
             assert os.path.isdir(live_ctl)
             assert live.faults() == []  # and its channel still answers
-
-
-def test_trace_names_errnos_as_rules_do(fakefs: fakefs.FakeFS) -> None:
-    # Python's errno table names 95 ENOTSUP; a trace must say EOPNOTSUPP,
-    # the name the rule was written with and the kernel uses.
-    (fakefs.backing / "x").write_text("x\n")
-    rid = fakefs.add_fault("getxattr:x:EOPNOTSUPP")
-    assert _errno_of(lambda: os.getxattr(fakefs.mountpoint / "x", "user.k")) == errno.EOPNOTSUPP
-    fired = [r["result"] for r in fakefs.trace() if r["rule"] == rid]
-    assert fired == ["EOPNOTSUPP"]

@@ -145,3 +145,36 @@ def test_client_side_imports_without_pyfuse3_or_trio() -> None:
                          check=False)
     assert res.stdout.strip() == "ok", res.stderr
     assert "is not a fakefs mount" in res.stderr
+
+
+def test_syscall_rules_parse_with_their_own_vocabulary() -> None:
+    from fakefs import parse_rule
+
+    r = parse_rule("FICLONE,copy_file_range:wt/*:ENOSYS:src=blobs/*:times=2")
+    assert r.syscall and r.src == "blobs/*" and r.errno_name == "ENOSYS"
+    assert parse_rule(r.text) == r  # canonical text round-trips
+    # fsync is also a FUSE op: it keeps its FUSE meaning unless asked for.
+    assert not parse_rule("fsync:*:EIO").syscall
+    assert parse_rule("sys.fsync:*:EIO").syscall
+    assert parse_rule("fsync:*:ENOSYS", layer="syscall").text == "sys.fsync:*:ENOSYS"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("FICLONE,open:*:EIO", "mixes FUSE operations and syscalls"),
+    ("FICLONE:*:vanish", "is a FUSE action"),
+    ("fsync:*:EIO:src=x", "src= needs calls with a source"),
+    ("FICLONE:*:EXDEV:src=/abs", "must be relative"),
+])
+def test_bad_syscall_rules_are_refused(text: str, message: str) -> None:
+    from fakefs import RuleError, parse_rule
+
+    with pytest.raises(RuleError, match=message):
+        parse_rule(text)
+
+
+def test_a_syscall_rule_is_refused_on_a_mount() -> None:
+    from fakefs import RuleError
+    from fakefs._client import fuse_rule_text
+
+    with pytest.raises(RuleError, match="applies through 'fakefs run'"):
+        fuse_rule_text("FICLONE:*:EXDEV")

@@ -179,12 +179,12 @@ def test_missing_pyfuse3_skips_naming_it(downstream: pytest.Pytester) -> None:
     downstream.makeconftest("import sys\nsys.modules['pyfuse3'] = None\n")
     res = _run(downstream, "-k", "fuse_available or fakefs_fault")
     res.assert_outcomes(skipped=2)
-    assert "needs FUSE: pyfuse3 not installed" in res.stdout.str()
+    assert "needs FUSE: pyfuse3 is not installed" in res.stdout.str()
     assert "pyfuse3 is not installed" in res.stdout.str()
     res = _run(downstream, "-k", "fuse_available or fakefs_fault", "--cowprobe-strict")
     res.assert_outcomes(errors=2)
     out = res.stdout.str()
-    assert "missing prerequisite (strict mode): needs FUSE: pyfuse3 not installed" in out
+    assert "missing prerequisite (strict mode): needs FUSE: pyfuse3 is not installed" in out
 
 
 def test_tmp_fs_that_cannot_be_built_is_a_usage_error(

@@ -216,7 +216,7 @@ def _spawn(code: str, *args: str) -> tuple[subprocess.Popen[str], dict[str, obje
 
 def test_sigkilled_fakefs_daemon_and_holder_are_reaped_by_the_next_run(tmp_path: Path) -> None:
     from fakefs._mounts import reap_control_dirs
-    from fakefs._pytest import require_fakefs
+    from probe.pytest_plugin import require_fakefs
 
     require_fakefs()
     base = tmp_path / "base"

@@ -18,7 +18,7 @@ import os
 
 from .. import _linux
 from .._mounttable import MountEntry, mount_of
-from ..lab import KIT_DIR, KIT_FILE, KIT_SPARES, KIT_SUBDIR, kit_bytes
+from .._overlaykit import KIT_DIR, KIT_FILE, KIT_SPARES, KIT_SUBDIR, kit_bytes
 from ._context import ProbeContext, ProbeSpec, Trial, describe_errno, pread_all
 from ._model import Capability
 

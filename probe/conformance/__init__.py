@@ -12,14 +12,13 @@ for it on real and simulated filesystems, and a JUnit report.
 Standard library only (fakefs is imported only when a simulated case runs).
 """
 
+from ._case import Observed, payload
 from ._junit import junit_xml, write_junit
 from ._runner import (
     CaseResult,
     CellResult,
-    Observed,
     Report,
     Status,
-    payload,
     plan,
     run,
     run_case,

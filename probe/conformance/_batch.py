@@ -53,6 +53,12 @@ class BatchOutcome:
                 out.append(f"the vanished blob was reported {self.kinds[0]!r}")
             if os.path.lexists(dests[0]):
                 out.append("a dest exists for the vanished blob")
+        if Check.ALL_CLONED in checks:
+            bad = [i for i, k in enumerate(self.kinds) if k != "cloned"]
+            if bad:
+                out.append(f"jobs {bad} not CLONED ({[self.kinds[i] for i in bad]})")
+        if Check.FIRST_COPIED in checks and self.kinds[0] != "copied":
+            out.append(f"the refused job was reported {self.kinds[0]!r}, not copied")
         if Check.STOPS_AFTER_FIRST_UNSUPPORTED in checks:
             tried = [i for i, a in enumerate(self.attempted) if a]
             if len(tried) != 1:

@@ -20,13 +20,27 @@ directories a user names:
 * ``fakefs``: a directory on the fault-injecting FUSE mount.
 
 Fault rules may say ``{source}`` / ``{dest}``: the paths of this case's files
-relative to the fakefs mount root, filled in by the runner.
+relative to the fakefs mount root (syscall rules: relative to the common
+root of the case's two directories), filled in by the runner.
+
+Syscall-layer variants (``syscall_faults``) run on a real lab btrfs or XFS:
+the clone syscall itself answers the errno (or runs for real), which FUSE
+can never do.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
+from ._model import (
+    Check,
+    Column,
+    Deleter,
+    Expect,
+    NotHere,
+    Op,
+    Result,
+    Scenario,
+    Variant,
+)
 
 __all__ = [
     "LAB_PLACES",
@@ -45,129 +59,6 @@ __all__ = [
 ]
 
 
-class Column(enum.Enum):
-    REAL = "real"
-    SIMULATED = "simulated"
-
-
-class Op(enum.Enum):
-    """Which library call a variant exercises."""
-
-    #: ``reflink()`` through the platform seam: one clone attempt, no fallback.
-    REFLINK = "reflink"
-    #: ``clonefile_or_copy()``: clone or copy, replacing an existing dest atomically.
-    CLONE_OR_COPY = "clonefile_or_copy"
-    #: ``probe.materialize()``: a batch of (source, dest) jobs.
-    BATCH = "batch"
-
-
-class Result(enum.Enum):
-    """What a call answered: a ReflinkOutcome, a copy, or a raised error."""
-
-    CLONED = "cloned"
-    UNSUPPORTED = "unsupported"
-    SOURCE_VANISHED = "source_vanished"
-    COPIED = "copied"
-    ERROR = "error"
-
-
-class Deleter(enum.Enum):
-    #: The source is unlinked before the call starts.
-    BEFORE = "before"
-    #: Another thread unlinks the source in the window between the library's
-    #: pre-check and its clone syscall (held there at the platform seam, so
-    #: the race is won the same way every run -- no sleeps, no luck).
-    MID_FLIGHT = "mid-flight"
-
-
-class Check(enum.Enum):
-    """Post-conditions a variant's outcome must leave behind."""
-
-    DEST_EXACT = "dest bytes exact"
-    DEST_MODE = "dest has the source's permission bits"
-    NO_DEST = "no dest left (and nothing else created)"
-    INODE_DISTINCT = "dest inode distinct from source"
-    BLOCKS_SHARED = "blocks shared (FIEMAP)"
-    BLOCKS_NOT_SHARED = "blocks not shared (FIEMAP)"
-    WRITES_ISOLATED = "source untouched after writing the dest (and vice versa)"
-    SOURCE_UNTOUCHED = "source bytes untouched"
-    SOURCE_GONE = "source really gone afterwards"
-    EXISTING_DEST_UNTOUCHED = "existing dest untouched after the failure"
-    # Batch post-conditions.
-    REST_CLONED = "every other job CLONED"
-    REST_EXACT = "every other dest exact"
-    VANISHED_JOB_REPORTED = "the vanished job reported, its dest absent"
-    STOPS_AFTER_FIRST_UNSUPPORTED = "reflink not retried after the pair's first UNSUPPORTED"
-
-
-@dataclass(frozen=True)
-class Expect:
-    result: Result
-    #: errno name (``"EXDEV"``); None: no errno (a clean clone, a pre-check).
-    errno: str | None = None
-
-    def describe(self) -> str:
-        word = self.result.value.upper()
-        return f"{word} ({self.errno})" if self.errno else word
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One concrete set-up of a scenario in one column."""
-
-    label: str
-    source: str
-    dest: str
-    op: Op = Op.REFLINK
-    #: Fault rules armed on the fakefs mount just before the call.
-    faults: tuple[str, ...] = ()
-    deleter: Deleter | None = None
-    #: The dest directory gets ``chattr +C`` (btrfs: new files are NOCOW).
-    nocow_dest: bool = False
-    #: The dest directory gets ``chattr +i`` (nothing can be created in it).
-    immutable_dest: bool = False
-    #: The dest directory is made read-only by permission bits (mode 0555).
-    readonly_mode_dest: bool = False
-    #: The dest's parent directory does not exist.
-    dest_parent_missing: bool = False
-    #: A file already sits at the dest before the call.
-    existing_dest: bool = False
-    #: Batch size for Op.BATCH; with a deleter or vanish rule, job 0 is hit.
-    jobs: int = 0
-    #: Capabilities the site must have besides its places (see ``Site.missing``).
-    requires: tuple[str, ...] = ()
-    #: Overrides of the scenario's expectation / checks for this set-up.
-    expect: Expect | None = None
-    checks: frozenset[Check] | None = None
-
-
-@dataclass(frozen=True)
-class NotHere:
-    """A column a scenario cannot be run in, and why (never a pass)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Scenario:
-    id: str
-    title: str
-    expect: Expect
-    checks: frozenset[Check]
-    real: tuple[Variant, ...] | NotHere
-    simulated: tuple[Variant, ...] | NotHere
-    notes: str = ""
-
-    def column(self, column: Column) -> tuple[Variant, ...] | NotHere:
-        return self.real if column is Column.REAL else self.simulated
-
-    def expect_for(self, variant: Variant) -> Expect:
-        return variant.expect or self.expect
-
-    def checks_for(self, variant: Variant) -> frozenset[Check]:
-        return variant.checks if variant.checks is not None else self.checks
-
-
 LAB_PLACES = frozenset(
     {"btrfs", "xfs", "xfs-noreflink", "ext4", "tmpfs", "btrfs-bind", "btrfs-ro", "tiny-full"}
 )
@@ -181,11 +72,19 @@ _CLONE_CHECKS = frozenset(
 _REFUSED = frozenset({_C.NO_DEST, _C.SOURCE_UNTOUCHED})
 _FAILED_REPLACE = frozenset({_C.EXISTING_DEST_UNTOUCHED, _C.SOURCE_UNTOUCHED})
 _SRC = "{source}"
-_FUSE_NO_CLONE = (
-    "FUSE has no clone operation: the kernel answers FICLONE itself "
-    "(EOPNOTSUPP or EXDEV) and never forwards it to a daemon, so a successful "
-    "clone cannot be simulated"
-)
+_DST = "{dest}"
+
+
+def _at_clone(label: str, errno: str, *, op: Op = Op.REFLINK, **kw: object) -> tuple[Variant, ...]:
+    """The same syscall-layer refusal at FICLONE on the lab's btrfs and XFS."""
+    return tuple(
+        Variant(f"{label} (syscall layer, {fs})", fs, fs, op=op,
+                syscall_faults=(f"FICLONE:{_DST}:{errno}",), **kw)  # type: ignore[arg-type]
+        for fs in ("btrfs", "xfs")
+    )
+
+
+_ZFS_NOT_HERE = "no filesystem here answers EAGAIN from FICLONE (ZFS block cloning does)"
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
@@ -200,7 +99,13 @@ SCENARIOS: tuple[Scenario, ...] = (
             Variant("source-dir -> dest-dir", "source-dir", "dest-dir",
                     requires=("pair-clones",)),
         ),
-        simulated=NotHere(_FUSE_NO_CLONE),
+        # The rule fires (a delay) and answers CONTINUE: the trapped call
+        # then runs for real, and must clone.
+        simulated=tuple(
+            Variant(f"FICLONE trapped, no errno (syscall layer, {fs})", fs, fs,
+                    syscall_faults=(f"FICLONE:{_DST}:delay=1ms",))
+            for fs in ("btrfs", "xfs")
+        ),
     ),
     Scenario(
         id="fs-without-reflink",
@@ -218,6 +123,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         simulated=(
             Variant("EOPNOTSUPP on source open", "fakefs", "fakefs",
                     faults=(f"open:{_SRC}:EOPNOTSUPP",)),
+            *_at_clone("EOPNOTSUPP at FICLONE", "EOPNOTSUPP"),
         ),
     ),
     Scenario(
@@ -236,6 +142,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
         simulated=(
             Variant("EXDEV on source open", "fakefs", "fakefs", faults=(f"open:{_SRC}:EXDEV",)),
+            *_at_clone("EXDEV at FICLONE", "EXDEV"),
         ),
     ),
     Scenario(
@@ -250,6 +157,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
         simulated=(
             Variant("EINVAL on source open", "fakefs", "fakefs", faults=(f"open:{_SRC}:EINVAL",)),
+            *_at_clone("EINVAL at FICLONE", "EINVAL"),
         ),
     ),
     Scenario(
@@ -259,12 +167,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         checks=_REFUSED,
         real=NotHere(
             "no filesystem on this kernel returns ENOSYS from FICLONE; "
-            "tested at the platform seam (tests/test_platform_seam.py, injected clone primitive)"
+            "the simulated column answers it from the real syscall"
         ),
-        simulated=NotHere(
-            "FUSE cannot carry ENOSYS (the kernel reads it as 'not implemented'); "
-            "tested at the platform seam"
-        ),
+        # FUSE cannot carry ENOSYS (the kernel reads it as 'not implemented');
+        # the syscall layer returns it from FICLONE itself.
+        simulated=_at_clone("ENOSYS at FICLONE", "ENOSYS"),
     ),
     Scenario(
         id="source-missing-before",
@@ -298,6 +205,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         simulated=(
             Variant("vanishes after its first lookup", "fakefs", "fakefs",
                     faults=(f"lookup:{_SRC}:vanish",)),
+            *_at_clone("ENOENT at FICLONE, source unlinked", "ENOENT",
+                       deleter=Deleter.DURING),
         ),
     ),
     Scenario(
@@ -313,6 +222,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         simulated=(
             Variant("ENOENT on source open, file kept", "fakefs", "fakefs",
                     faults=(f"open:{_SRC}:ENOENT",)),
+            *_at_clone("ENOENT at FICLONE, source kept", "ENOENT"),
         ),
     ),
     Scenario(
@@ -353,6 +263,11 @@ SCENARIOS: tuple[Scenario, ...] = (
                     "fakefs", op=Op.CLONE_OR_COPY, existing_dest=True,
                     faults=("write:*:ENOSPC",), checks=_FAILED_REPLACE,
                     expect=Expect(Result.ERROR, "ENOSPC")),
+            *_at_clone("EIO at FICLONE", "EIO", expect=Expect(Result.ERROR, "EIO")),
+            Variant("ENOSPC at copy_file_range, existing dest (syscall layer, ext4)", "ext4",
+                    "ext4", op=Op.CLONE_OR_COPY, existing_dest=True,
+                    syscall_faults=("copy_file_range:*:ENOSPC",), checks=_FAILED_REPLACE,
+                    expect=Expect(Result.ERROR, "ENOSPC")),
         ),
     ),
     Scenario(
@@ -391,7 +306,37 @@ SCENARIOS: tuple[Scenario, ...] = (
         simulated=(
             Variant("btrfs -> fakefs", "btrfs", "fakefs", op=Op.BATCH, jobs=8),
             Variant("source-dir -> fakefs", "source-dir", "fakefs", op=Op.BATCH, jobs=8),
+            Variant("EOPNOTSUPP at every FICLONE (syscall layer, btrfs)", "btrfs", "btrfs",
+                    op=Op.BATCH, jobs=8, syscall_faults=("FICLONE:*:EOPNOTSUPP",)),
         ),
+    ),
+    Scenario(
+        id="transient",
+        title="transient refusal in a batch",
+        expect=Expect(Result.CLONED),
+        checks=frozenset({_C.ALL_CLONED, _C.REST_EXACT}),
+        real=NotHere(_ZFS_NOT_HERE),
+        simulated=tuple(
+            Variant(f"EAGAIN at FICLONE, twice (syscall layer, {fs})", fs, fs, op=Op.BATCH,
+                    jobs=8, syscall_faults=("FICLONE:*:EAGAIN:times=2",))
+            for fs in ("btrfs", "xfs")
+        ),
+        notes="retried; the pair stays on",
+    ),
+    Scenario(
+        id="batch-one-refused",
+        title="batch with one per-file refusal",
+        expect=Expect(Result.CLONED),
+        checks=frozenset({_C.FIRST_COPIED, _C.REST_CLONED, _C.REST_EXACT}),
+        real=NotHere("tested per file in 'per-file refusal' (btrfs NOCOW dest)"),
+        simulated=tuple(
+            Variant(f"EINVAL at FICLONE for job 0 (syscall layer, {fs})", fs, fs, op=Op.BATCH,
+                    # The batch clones into a staging directory renamed into
+                    # place afterwards, so the rule matches job 0's file name.
+                    jobs=8, syscall_faults=("FICLONE:*/blob-0:EINVAL",))
+            for fs in ("btrfs", "xfs")
+        ),
+        notes="per-file EINVAL mid-batch: that job copies, reflink stays on for the rest",
     ),
 )
 

@@ -64,17 +64,11 @@ class Workdir:
 
 
 def fuse_missing() -> str | None:
-    """Why a fakefs mount cannot be made here, or None."""
-    if not os.path.exists("/dev/fuse"):
-        return "no /dev/fuse (FUSE kernel module or device not available)"
-    if importlib.util.find_spec("pyfuse3") is None:
-        return "pyfuse3 not installed (pip install 'cowprobe[fakefs]')"
-    if importlib.util.find_spec("fakefs") is None:
-        return "the fakefs package is not installed"
-    mod = importlib.import_module("fakefs")
-    if not hasattr(mod, "mount"):
-        return "fakefs.mount is not available (fakefs package incomplete)"
-    return None
+    """Why a fakefs mount cannot be made here, or None (fakefs's own check)."""
+    import fakefs
+
+    why = fakefs.missing_prerequisites()
+    return "; ".join(why) if why else None
 
 
 def _rmtree(path: Path) -> None:
@@ -141,6 +135,11 @@ class Site(ABC):
         for cap in variant.requires:
             if why := self.capability_missing(cap):
                 return why
+        if variant.syscall_faults:
+            import fakefs
+
+            if why_list := fakefs.syscall_missing():
+                return "; ".join(why_list)
         return None
 
     def fakefs_missing(self) -> str | None:

@@ -11,52 +11,22 @@ undefined, so the lab puts them there before it mounts.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
+from .._overlaykit import (
+    KIT_DIR,
+    KIT_FILE,
+    KIT_SPARES,
+    KIT_SUBDIR,
+    KIT_SUBFILE,
+    kit_bytes,
+    write_kit,
+)
 from ._errors import LabError
 from ._tool import run_tool
 
 __all__ = ["KIT_DIR", "KIT_FILE", "KIT_SPARES", "KIT_SUBDIR", "KIT_SUBFILE", "kit_bytes",
            "make_squashfs", "mount_data", "write_kit"]
-
-#: the directory at the overlay root that comes from the lower layer
-KIT_DIR = ".cowprobe-lower"
-#: a regular file big enough to span real extents (btrfs inlines < 4 KiB)
-KIT_FILE = "file"
-#: a lower-layer directory (for renames) and a file in it
-KIT_SUBDIR = "dir"
-KIT_SUBFILE = "inner"
-KIT_FILE_SIZE = 256 * 1024
-#: lower-layer files a probe may use up (copy-up is one-way: once a file
-#: has been copied up, it is an upper file for the life of the mount)
-KIT_SPARES = "spare"
-KIT_SPARE_COUNT = 16
-
-
-def kit_bytes() -> bytes:
-    """The kit file's content: deterministic, incompressible."""
-    return hashlib.shake_256(b"cowprobe overlay lower-layer kit").digest(KIT_FILE_SIZE)
-
-
-def _write(path: Path, data: bytes) -> None:
-    with path.open("xb") as fh:
-        fh.write(data)
-        # On disk before the overlay exists: a copy-up that clones, and
-        # FIEMAP afterwards, see real extents rather than delayed allocation.
-        os.fsync(fh.fileno())
-
-
-def write_kit(lower: Path) -> None:
-    kit = lower / KIT_DIR
-    (kit / KIT_SUBDIR).mkdir(parents=True)
-    _write(kit / KIT_FILE, kit_bytes())
-    _write(kit / KIT_SUBDIR / KIT_SUBFILE, b"a file in a lower-layer directory\n")
-    (kit / KIT_SPARES).mkdir()
-    for n in range(KIT_SPARE_COUNT):
-        _write(kit / KIT_SPARES / f"{n:02d}", kit_bytes()[: 64 * 1024])
-
 
 def make_squashfs(stage: Path, image: Path) -> None:
     """A squashfs image of ``stage`` (the read-only lower of an image layer)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fakefs._pytest import require_fakefs
+from probe.pytest_plugin import require_fakefs
 
 from ._harness import STATS, Family, family
 from ._known import KNOWN, split_known

@@ -14,6 +14,8 @@ Fixtures
                               ``cowprobe_fs(...)`` / ``needs_reflink``)
   ``cross_fs_dirs``           a (source, dest) pair on two different filesystems
   ``fakefs``                  a mounted fault-injecting FUSE filesystem
+  ``syscall_faults``          ``arm(rules, root=tmp_path)``: faults at FICLONE & co.
+                              on real filesystems (seccomp) for the rest of the test
 Markers
   ``cowprobe_fs(*kinds)``     needs these lab filesystems (and runs ``lab_dir`` on them)
   ``needs_reflink``           needs a directory that clones (``lab_dir`` on btrfs/XFS,
@@ -29,17 +31,32 @@ Options
 from __future__ import annotations
 
 import os
-import re
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import Any
 
 import pytest
 
 from probe.lab import KINDS as _KINDS
-from probe.lab import SIZE_HELP, Lab, LabUnavailable, enospc_hints, missing_prerequisites
+from probe.lab import SIZE_HELP, enospc_hints, missing_prerequisites
 from probe.lab import parse_sizes as _parse_sizes
+
+from . import _state
+from ._fixtures import (
+    DirPair,
+    btrfs_dir,
+    cowprobe_lab,
+    cross_fs_dirs,
+    ext4_dir,
+    fakefs,
+    lab_dir,
+    require_fakefs,
+    syscall_faults,
+    tmpfs_dir,
+    xfs_dir,
+    xfs_noreflink_dir,
+)
+from ._state import _SESSION_KEY, _missing, _session, require, strict_mode
 
 __all__ = [
     "DirPair",
@@ -50,7 +67,9 @@ __all__ = [
     "fakefs",
     "lab_dir",
     "require",
+    "require_fakefs",
     "strict_mode",
+    "syscall_faults",
     "tmpfs_dir",
     "xfs_dir",
     "xfs_noreflink_dir",
@@ -89,65 +108,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"size of the lab filesystems: {SIZE_HELP}")
 
 
-_STRICT: bool = False
-
-
-class _Session:
-    """Per-run state: the per-kind labs built so far and the tmp-fs redirect."""
-
-    def __init__(self) -> None:
-        self.labs: dict[str, Lab] = {}
-        self.lab_errors: dict[str, str] = {}
-        self.tmp_fs: str | None = None
-        self.tmp_dir: Path | None = None
-        self.saved_env: dict[str, str | None] = {}
-        self.saved_tempdir: str | None = None
-        self.saved_strict = False
-        self.sizes: dict[str, int] = {}
-
-    def lab_for(self, kind: str) -> Lab:
-        """A lab holding ``kind``, built on first use; one per kind, so a
-        missing mkfs.xfs never costs the btrfs tests."""
-        if kind in self.labs:
-            return self.labs[kind]
-        if kind in self.lab_errors:
-            _missing(self.lab_errors[kind])
-        lab = Lab(kinds=(kind,), sizes_mb=self.sizes)
-        try:
-            lab.start()
-        except LabUnavailable as err:
-            self.lab_errors[kind] = f"cannot build a {kind} lab filesystem: {err}"
-            _missing(self.lab_errors[kind])
-        self.labs[kind] = lab
-        return lab
-
-    def close(self) -> None:
-        errors = []
-        for lab in self.labs.values():
-            try:
-                lab.close()
-            except Exception as err:  # report every lab's teardown, not just the first
-                errors.append(str(err))
-        self.labs.clear()
-        if errors:
-            raise RuntimeError("cowprobe lab teardown: " + "; ".join(errors))
-
-
-_SESSION_KEY = pytest.StashKey[_Session]()
-
-
-def _session(config: pytest.Config) -> _Session:
-    return config.stash.setdefault(_SESSION_KEY, _Session())
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    global _STRICT
     state = _session(config)
     # An in-process inner session (pytester) must not leave its mode behind.
-    state.saved_strict = _STRICT
+    state.saved_strict = _state.STRICT
     opt = config.getoption("--cowprobe-strict")
-    _STRICT = bool(opt) if opt is not None else os.environ.get("CI", "").lower() == "true"
+    _state.STRICT = bool(opt) if opt is not None else os.environ.get("CI", "").lower() == "true"
     for line in _MARKERS:
         config.addinivalue_line("markers", line)
     size = config.getoption("--cowprobe-lab-size")
@@ -184,11 +151,10 @@ def _redirect_tmp(config: pytest.Config, kind: str) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    global _STRICT
     state = config.stash.get(_SESSION_KEY, None)
     if state is None:
         return
-    _STRICT = state.saved_strict
+    _state.STRICT = state.saved_strict
     for var, value in state.saved_env.items():
         if value is None:
             os.environ.pop(var, None)
@@ -197,22 +163,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state.tmp_fs:
         tempfile.tempdir = state.saved_tempdir
     state.close()
-
-
-def strict_mode() -> bool:
-    return _STRICT
-
-
-def require(ok: bool, reason: str) -> None:
-    """Skip (or, in strict mode, fail) unless ``ok``; ``reason`` names what is missing."""
-    if not ok:
-        _missing(reason)
-
-
-def _missing(reason: str) -> NoReturn:
-    if _STRICT:
-        pytest.fail(f"missing prerequisite (strict mode): {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 # -------------------------------------------------------------- header
@@ -249,7 +199,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         line += f"; unavailable {', '.join(missing)} ({' / '.join(reasons)})"
     fuse = fuse_missing()
     line += f"; fakefs {'available' if fuse is None else 'unavailable: ' + fuse}"
-    line += f"; strict {'on' if _STRICT else 'off'}"
+    line += f"; strict {'on' if _state.STRICT else 'off'}"
     lines.append(line)
     return lines
 
@@ -267,6 +217,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    # A test that ran out of room on a lab filesystem gets a section naming
+    # the setting that would have given it more.
     outcome = yield
     state = item.config.stash.get(_SESSION_KEY, None)
     used = [(k, lab[k].size_mb) for k, lab in state.labs.items()] if state else []
@@ -339,82 +291,3 @@ def _require_reflink_tmp(item: pytest.Item) -> None:
         )
 
 
-# -------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def cowprobe_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    """The whole lab (btrfs, XFS reflink on/off, ext4, tmpfs), built once per session."""
-    lab = Lab(sizes_mb=_session(request.config).sizes)
-    try:
-        lab.start()
-    except LabUnavailable as err:
-        _missing(f"cannot build the cowprobe lab: {err}")
-    try:
-        yield lab
-    finally:
-        lab.close()
-
-
-def _scratch_name(request: pytest.FixtureRequest) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:40].strip("-") or "test"
-
-
-def _kind_dir(request: pytest.FixtureRequest, kind: str) -> Path:
-    lab = _session(request.config).lab_for(kind)
-    return lab.scratch_dir(kind, _scratch_name(request))
-
-
-def _dir_fixture(kind: str) -> Any:
-    def fixture(request: pytest.FixtureRequest) -> Path:
-        return _kind_dir(request, kind)
-
-    fixture.__doc__ = f"A fresh directory on the lab's {kind} filesystem."
-    fixture.__name__ = kind.replace("-", "_") + "_dir"
-    return pytest.fixture(name=fixture.__name__)(fixture)
-
-
-btrfs_dir = _dir_fixture("btrfs")
-xfs_dir = _dir_fixture("xfs")
-xfs_noreflink_dir = _dir_fixture("xfs-noreflink")
-ext4_dir = _dir_fixture("ext4")
-tmpfs_dir = _dir_fixture("tmpfs")
-
-
-@pytest.fixture
-def lab_dir(request: pytest.FixtureRequest) -> Path:
-    """A fresh directory on each lab filesystem in turn (see ``cowprobe_fs``)."""
-    kind = getattr(request, "param", None)
-    if kind is None:  # requested indirectly, without pytest_generate_tests
-        kind = "btrfs"
-    return _kind_dir(request, str(kind))
-
-
-class DirPair(NamedTuple):
-    source: Path
-    dest: Path
-
-
-@pytest.fixture
-def cross_fs_dirs(request: pytest.FixtureRequest) -> DirPair:
-    """Source on btrfs, dest on XFS: both clone, but not across (EXDEV)."""
-    return DirPair(_kind_dir(request, "btrfs"), _kind_dir(request, "xfs"))
-
-
-try:
-    # The fixture itself lives with fakefs (its owner); re-exported here so
-    # the plugin's entry point makes it visible to every project.
-    from fakefs._pytest import fakefs  # type: ignore[import-not-found, unused-ignore]
-except ModuleNotFoundError as _err:
-    # Without the fakefs extra (pyfuse3, trio) the plugin must still load
-    # for every other fixture; the fakefs fixture then says what is missing.
-    _FAKEFS_MISSING = (
-        "the fakefs pytest fixture is not available (fakefs/_pytest.py missing)"
-        if _err.name in ("fakefs._pytest", "fakefs")
-        else f"{_err.name} not installed (pip install 'cowprobe[fakefs]')"
-    )
-
-    @pytest.fixture
-    def fakefs() -> Any:
-        """Placeholder: says why fakefs cannot run here."""
-        _missing(_FAKEFS_MISSING)

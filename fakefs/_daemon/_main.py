@@ -1,4 +1,4 @@
-"""The per-mount daemon: ``python -m fakefs._daemon BACKING MOUNTPOINT ...``.
+"""The daemon's entry point: ``python -m fakefs._daemon BACKING MOUNTPOINT ...``.
 
 pyfuse3 holds one mount per process, so every fakefs mount is one of these
 processes. It reports readiness (or the one-line reason it cannot mount) as
@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     report = _Reporter(args.ready_fd)
-    from ._mounts import MountError, check_backing, check_mountpoint, make_control_dir
-    from ._rules import RuleError, parse_rule
+    from .._mounts import MountError, check_backing, check_mountpoint, make_control_dir
+    from .._rules import RuleError, parse_rule
 
     try:
         rules = [parse_rule(r) for r in args.fault]
@@ -79,15 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         report.error(f"the fakefs daemon needs pyfuse3 and trio: {err}")
         return 2
 
-    from ._faults import FaultTable
+    from .._faults import FaultTable
+    from .._trace import Trace
     from ._ops import FakeOps
-    from ._trace import Trace
 
     table = FaultTable()
     for rule in rules:
         table.add(rule)
     trace = Trace(args.trace_limit)
     ops = FakeOps(str(backing), table, trace, args.cache_timeout)
+    # Node descriptors get three quarters of the limit; the rest is for open
+    # files, directories, the control socket and /dev/fuse.
+    ops.nodes.max_fds = _raise_fd_limit() * 3 // 4
     # The kernel has already applied the caller's umask to every mode it
     # sends; ours must not strip more bits.
     os.umask(0)
@@ -177,7 +180,7 @@ async def _run(d: _Daemon) -> None:
         # INIT is the kernel's first request; once it is answered the mount
         # serves, and only then may the starter touch it.
         await initialised.wait()
-        _widen_readahead(d.info["mountpoint"], d.info["control"])
+        d.ops.gate.mount_id = _tune_mount(d.info["mountpoint"], d.info["control"])
         d.report.send({"ready": True, **d.info})
 
 
@@ -187,24 +190,39 @@ async def _run(d: _Daemon) -> None:
 READAHEAD_KB = 1024
 
 
-def _widen_readahead(mountpoint: str, control: str) -> None:
-    from ._mounts import find_mount
+def _tune_mount(mountpoint: str, control: str) -> int:
+    """Widen the mount's readahead; its mount id (0: not found)."""
+    from .._mounts import find_mount
 
     info = find_mount(mountpoint)
     if info is None or info.control != control or not info.devno:
-        return
+        return 0
     # Best effort: without write access to sysfs the mount merely stays at
     # the kernel's default.
     with contextlib.suppress(OSError), open(
         f"/sys/class/bdi/{info.devno}/read_ahead_kb", "w"
     ) as f:
         f.write(str(READAHEAD_KB))
+    return info.mount_id
 
 
-if __name__ == "__main__":
-    status = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # The mount is gone and everything is cleaned up; skip finalising trio
-    # and pyfuse3, which only delays the starter waiting for our exit.
-    os._exit(status)
+def _raise_fd_limit() -> int:
+    # Every node the kernel holds pins one O_PATH descriptor (an `ls -l` of
+    # 100,000 entries: 100,000 of them until the kernel forgets the
+    # entries), so a limit of 1024 or 20,000 would fail lookups with
+    # EMFILE. Root may go up to the kernel's own ceiling (fs.nr_open).
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    with contextlib.suppress(OSError, ValueError), open("/proc/sys/fs/nr_open") as f:
+        want = max(hard, int(f.read()))
+    for limit in (want, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            return limit
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+

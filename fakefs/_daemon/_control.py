@@ -18,10 +18,11 @@ from typing import Any
 import pyfuse3
 import trio
 
-from ._faults import FaultTable
-from ._ops import ROOT, FakeOps
-from ._rules import FaultRule, RuleError, parse_rule
-from ._trace import Trace
+from .._faults import FaultTable, literal_prefix
+from .._rules import FaultRule, RuleError, parse_rule
+from .._trace import Trace
+from ._nodes import Node
+from ._ops import FakeOps
 
 __all__ = ["ControlServer"]
 
@@ -83,8 +84,10 @@ class ControlServer:
             gone = self.table.remove(int(req["id"]))
             if gone is None:
                 raise ValueError(f"no fault rule with id {req['id']}")
+            self.ops.gate.heal_rule(gone.id)
             return gone.as_dict()
         if cmd == "clear":
+            self.ops.gate.heal_rule(None)
             return [a.as_dict() for a in self.table.clear()]
         if cmd == "list":
             return self.table.listing()
@@ -110,13 +113,14 @@ class ControlServer:
         no rule targeted them; from now on lookups of them return zero
         timeouts and opens direct I/O, but what the kernel already holds
         must go, or the next stat/read would be answered from the cache.
+        Only the known names the rule can reach are visited: the one node
+        of a literal path, the subtree below a wildcard's literal directory.
         """
         victims: list[tuple[int, int, bytes]] = []
-        for node in list(self.ops.nodes.values()):
-            if node.ino == ROOT:
-                continue
-            if any(rule.matches_path(node.path) for rule in rules):
-                victims.append((node.ino, node.parent, os.fsencode(node.name)))
+        for rule in rules:
+            for node in self._reachable(rule):
+                if node.parent is not None:
+                    victims.append((node.ino, node.parent.ino, os.fsencode(node.name)))
         if not victims:
             return
 
@@ -132,3 +136,20 @@ class ControlServer:
                     pyfuse3.invalidate_inode(ino)
 
         await trio.to_thread.run_sync(run)
+
+    def _reachable(self, rule: FaultRule) -> list[Node]:
+        nodes = self.ops.nodes
+        prefix = literal_prefix(rule.glob)
+        if prefix is None:
+            node = nodes.walk(rule.glob)
+            return [node] if node is not None else []
+        top = nodes.walk(prefix.rstrip("/") or ".")
+        found: list[Node] = []
+        stack = [top] if top is not None else []
+        while stack:
+            node = stack.pop()
+            if rule.matches_path(nodes.path(node)):
+                found.append(node)
+            if node.children:
+                stack.extend(node.children.values())
+        return found

@@ -1,0 +1,127 @@
+"""Open files: open, create, read, write, flush, fsync, release.
+
+A node's file is opened through its O_PATH descriptor's magic link, so it is
+always the inode the kernel looked up, never whatever a name leads to now;
+a symlink node is refused (the kernel follows symlinks itself and never
+opens one through FUSE). New files are created by name inside the parent's
+descriptor with O_NOFOLLOW, so a planted symlink cannot redirect them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pyfuse3
+
+from ._base import Base, Handle, name_of
+from ._nodes import Node, proc
+
+#: Flags of the caller's open that must not reach the backing open.
+#: O_DIRECT: the kernel already honoured it on its side of FUSE, and the
+#: request buffer pyfuse3 hands to write() is at no particular alignment, so
+#: a backing fd opened O_DIRECT fails the pwrite with EINVAL or succeeds as
+#: malloc happens to align it. O_CREAT/O_EXCL: a reopen creates nothing.
+#: O_NOFOLLOW: the magic link must be followed to reach the inode (it ends
+#: exactly there; symlink nodes are refused before).
+_REOPEN_DROP = os.O_NOCTTY | os.O_DIRECT | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+_CREATE_DROP = os.O_NOCTTY | os.O_DIRECT
+
+
+class FileOps(Base):
+    def _file_info(self, fd: int, node: Node, pid: int) -> pyfuse3.FileInfo:
+        # Direct I/O for every file a rule could match: no page cache, no
+        # readahead, so each read/write syscall is a request fakefs answers.
+        direct = self.gate.targeted(node)
+        node.opens += 1
+        self.handles[fd] = Handle(fd, node, pid, direct)
+        if direct:
+            return pyfuse3.FileInfo(fh=fd, direct_io=True, keep_cache=False)
+        return pyfuse3.FileInfo(fh=fd, keep_cache=True)
+
+    def _handle(self, fh: int) -> Handle:
+        h = self.handles.get(fh)
+        if h is None:
+            # Never let a stray handle raise out of a handler: an exception
+            # escaping pyfuse3's loop ends the daemon and the connection.
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return h
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self.nodes.get(inode)
+        async with self.gate("open", ctx.pid, node):
+            if node.mode == stat.S_IFLNK:
+                raise OSError(errno.ELOOP, "symlink")
+            if node.gone:
+                raise OSError(errno.ENOENT, "vanished")
+            fd = os.open(proc(node.fd), (flags & ~_REOPEN_DROP) | os.O_CLOEXEC)
+            return self._file_info(fd, node, ctx.pid)
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
+                                                           pyfuse3.EntryAttributes]:
+        parent = self.nodes.get(parent_inode)
+        sname = name_of(name)
+        path = self.nodes.child_path(parent, sname)
+        async with self.gate("create", ctx.pid, path=path) as g:
+            fd = os.open(sname, (flags & ~_CREATE_DROP) | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, mode, dir_fd=parent.fd)
+            try:
+                # The O_PATH handle of the very inode just opened, not of
+                # whatever the name may lead to a moment later.
+                node, st = self.new_node(parent, sname,
+                                         os.open(proc(fd), os.O_PATH | os.O_CLOEXEC), ctx)
+            except OSError:
+                os.close(fd)
+                raise
+            g.node = node
+            return self._file_info(fd, node, ctx.pid), self.entry(node, st)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self._handle(fh)
+        async with self.gate("read", h.pid, h.node, off=off, size=size) as g:
+            armed = g.armed
+            if armed is not None and armed.rule.short is not None and size > armed.rule.short:
+                size = armed.rule.short
+                self.trace.shortened += 1
+            return os.pread(fh, size, off)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        h = self._handle(fh)
+        async with self.gate("write", h.pid, h.node, off=off, size=len(buf)) as g:
+            armed = g.armed
+            if armed is not None and armed.rule.short is not None and \
+                    len(buf) > armed.rule.short:
+                buf = buf[: armed.rule.short]
+                self.trace.shortened += 1
+            return os.pwrite(fh, buf, off)
+
+    async def flush(self, fh: int) -> None:
+        h = self._handle(fh)
+        async with self.gate("flush", h.pid, h.node):
+            pass
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        h = self._handle(fh)
+        async with self.gate("fsync", h.pid, h.node):
+            if datasync:
+                os.fdatasync(fh)
+            else:
+                os.fsync(fh)
+
+    async def release(self, fh: int) -> None:
+        h = self.handles.pop(fh, None)
+        if h is None:
+            return
+        node = h.node
+        node.opens -= 1
+        try:
+            async with self.gate("release", h.pid, node):
+                os.close(fh)
+        finally:
+            if node.opens == 0:
+                # The bad ranges of read/write faults heal with the last
+                # close, as a remapped sector would.
+                self.gate.heal(node)
+                self.nodes.release_if_unused(node)

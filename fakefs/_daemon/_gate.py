@@ -1,0 +1,216 @@
+"""The fault gate: one ``async with`` around every forwarded operation.
+
+::
+
+    async with self.gate("open", pid, node) as g:
+        fd = ...           # the passthrough; an OSError here is the backing
+                           # filesystem's answer and reaches the caller
+        g.node = new_node  # (ops that make a node: what a vanish rule removes)
+
+On entry the gate applies the rule that fires before the operation (stall,
+then fail with its errno); on exit it records the outcome in the trace,
+turns an OSError into the FUSE reply, and lets a vanish rule remove the
+entry the operation just succeeded on.
+
+One-shot read and write faults (``nth=``, ``times=``) are made to *arrive*:
+a failed request marks its byte range bad on the inode, and every later
+request overlapping it fails the same way until the inode's last open
+handle is closed (a bad sector that heals on close). The kernel folds a
+failure after a partial transfer into a short count, and callers retry at
+the failed offset (cat, dd, shutil's sendfile loop and its read() fallback,
+readahead's synchronous re-read): the retry now fails as the first request
+of its syscall, and so reaches the caller. Whether each failing request
+reached the caller is checked in /proc (``_delivery``); one that did not is
+counted as absorbed, one that could not be checked as unconfirmed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+from types import TracebackType
+
+import pyfuse3
+import trio
+
+from .._faults import ArmedRule, FaultTable
+from .._trace import Trace
+from ._delivery import Syscall, delivered
+from ._nodes import Node, NodeTable
+
+__all__ = ["Gate", "GateOp"]
+
+_RANGED = frozenset({"read", "write"})
+
+
+class Gate:
+    def __init__(self, table: FaultTable, trace: Trace, nodes: NodeTable) -> None:
+        self.table = table
+        self.trace = trace
+        self.nodes = nodes
+        #: the mount's id in mountinfo, once known: names our files in fdinfo
+        self.mount_id = 0
+        #: nodes carrying bad ranges, so removing a rule can heal them
+        self.wounded: set[Node] = set()
+        #: the syscall the last delivered read/write failure reached, and
+        #: the byte range that failed
+        self.last_syscall: tuple[Syscall | None, int, int] = (None, 0, 0)
+
+    def __call__(self, op: str, pid: int, node: Node | None = None, *,
+                 path: str | None = None,
+                 path2: str | None = None, off: int | None = None,
+                 size: int | None = None) -> GateOp:
+        return GateOp(self, op, pid, node, path=path, path2=path2, off=off, size=size)
+
+    def targeted(self, node: Node) -> bool:
+        gen, epoch = self.table.generation, self.nodes.epoch
+        if node.gen != gen or node.tepoch != epoch:
+            node.targeted = self.table.targets(self.nodes.path(node))
+            node.gen, node.tepoch = gen, epoch
+        return node.targeted
+
+    def heal(self, node: Node, rule_id: int | None = None) -> None:
+        node.bad = [b for b in node.bad if rule_id is not None and b[4] != rule_id]
+        if not node.bad:
+            self.wounded.discard(node)
+
+    def heal_rule(self, rule_id: int | None) -> None:
+        for node in list(self.wounded):
+            self.heal(node, rule_id)
+
+    def vanish(self, node: Node, tree: bool) -> bool:
+        """Remove ``node``'s name from the backing directory, by handle.
+
+        Refused (False) for the mount root, for a directory unless the rule
+        said ``vanish-tree``, and when the name no longer leads to the
+        node's inode (it was renamed or replaced meanwhile).
+        """
+        parent = node.parent
+        if parent is None or not parent.alive or (node.is_dir and not tree):
+            return False
+        try:
+            st = os.stat(node.name, dir_fd=parent.fd, follow_symlinks=False)
+            if (st.st_dev, st.st_ino) != node.key:
+                return False
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(node.name, dir_fd=parent.fd)
+            else:
+                os.unlink(node.name, dir_fd=parent.fd)
+        except OSError:
+            return False
+        self.nodes.unlinked(parent, node.name)
+        node.gone = True
+        self.trace.vanished += 1
+        return True
+
+
+class GateOp:
+    __slots__ = ("armed", "gate", "node", "off", "op", "path", "path2", "pid", "size")
+
+    def __init__(self, gate: Gate, op: str, pid: int, node: Node | None, *, path: str | None,
+                 path2: str | None, off: int | None, size: int | None) -> None:
+        self.gate = gate
+        self.op = op
+        self.pid = pid
+        self.node = node
+        self.path = path if path is not None else gate.nodes.path(node) if node else "."
+        self.path2 = path2
+        self.off = off
+        self.size = size
+        self.armed: ArmedRule | None = None
+
+    def _targeted(self) -> bool:
+        gate = self.gate
+        if self.node is not None and self.path2 is None:
+            return gate.targeted(self.node)
+        table = gate.table
+        return table.targets(self.path) or (self.path2 is not None and table.targets(self.path2))
+
+    async def __aenter__(self) -> GateOp:
+        gate = self.gate
+        # The hot path: an operation no rule names, or a path no rule can
+        # match, never consults the rules, however many are armed.
+        if gate.table.has_op(self.op) and self._targeted():
+            armed = gate.table.decide(self.op, self.path, self.path2, self.pid)
+            if armed is not None:
+                self.armed = armed
+                rule = armed.rule
+                if rule.delay:
+                    gate.trace.delayed += 1
+                    await trio.sleep(rule.delay)
+                if rule.errno is not None:
+                    # One-shot faults (nth=, times=) leave a bad range, so the
+                    # kernel's or the caller's retry cannot make them vanish;
+                    # p= faults stay independent draws per request.
+                    self._fail(rule.errno, armed.id,
+                               fresh=rule.nth is not None or rule.times is not None)
+        node = self.node
+        if node is not None and node.bad and self.op in _RANGED and self.off is not None:
+            end = self.off + max(self.size or 0, 1)
+            for start, stop, op, number, rule_id in node.bad:
+                if op == self.op and start < end and self.off < stop:
+                    self._fail(number, rule_id, fresh=False)
+        return self
+
+    def _fail(self, number: int, rule_id: int, *, fresh: bool) -> None:
+        gate = self.gate
+        trace = gate.trace
+        got: bool | None = True
+        node = self.node
+        if self.op in _RANGED and node is not None and self.off is not None:
+            size = self.size or 0
+            if fresh:
+                node.bad.append((self.off, self.off + max(size, 1), self.op, number, rule_id))
+                gate.wounded.add(node)
+            got, syscall = delivered(self.pid, gate.mount_id, node.ino, self.op, off=self.off,
+                                     size=size)
+            end = self.off + max(size, 1)
+            seen, seen_start, seen_end = gate.last_syscall
+            if got and syscall == seen and seen_start <= self.off and end <= seen_end and \
+                    end - self.off < seen_end - seen_start:
+                # The kernel's own retry inside the same syscall (one page
+                # re-read after a failed readahead window): one error
+                # reached the caller, not two.
+                trace.record(self.op, self.path, self.pid, number, rule_id, path2=self.path2,
+                             off=self.off, size=self.size, delivered=got)
+                raise pyfuse3.FUSEError(number)
+            if got:
+                gate.last_syscall = (syscall, self.off, end)
+        if got is None:
+            trace.unconfirmed += 1
+        elif got:
+            trace.injected += 1
+        else:
+            trace.absorbed += 1
+        trace.record(self.op, self.path, self.pid, number, rule_id, path2=self.path2,
+                     off=self.off, size=self.size, delivered=got)
+        raise pyfuse3.FUSEError(number)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        trace = self.gate.trace
+        rule_id = self.armed.id if self.armed is not None else None
+        if exc is None:
+            node = self.node
+            if node is not None and self.gate.table.has_op(self.op) and self._targeted():
+                vanish = self.gate.table.vanish_after(self.op, self.path, self.pid,
+                                                      node.is_dir, node.parent is None)
+                if vanish is not None and self.gate.vanish(node, vanish.rule.tree):
+                    rule_id = vanish.id
+            trace.record(self.op, self.path, self.pid, None, rule_id, path2=self.path2,
+                         off=self.off, size=self.size)
+            return
+        if isinstance(exc, OSError):
+            number = exc.errno or errno.EIO
+            trace.record(self.op, self.path, self.pid, number, rule_id, path2=self.path2,
+                         off=self.off, size=self.size)
+            raise pyfuse3.FUSEError(number) from None
+        if isinstance(exc, pyfuse3.FUSEError) and exc_type is not None:
+            # Raised by the handler itself (ESTALE, ELOOP): the daemon's own
+            # answer, traced like the backing filesystem's.
+            with contextlib.suppress(AttributeError):
+                trace.record(self.op, self.path, self.pid, exc.errno, rule_id,
+                             path2=self.path2, off=self.off, size=self.size)

@@ -1,0 +1,108 @@
+"""seccomp user notification, through ctypes: install a filter, receive a
+trapped call, answer it.
+
+Kernel interface (linux/seccomp.h, seccomp_unotify(2)):
+``seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, prog)``
+returns the listener descriptor; ``SECCOMP_IOCTL_NOTIF_RECV`` blocks until
+a filtered task makes a trapped call; ``SECCOMP_IOCTL_NOTIF_SEND`` answers
+with an errno or ``SECCOMP_USER_NOTIF_FLAG_CONTINUE`` (run the call for
+real); ``SECCOMP_IOCTL_NOTIF_ID_VALID`` says whether the task is still
+waiting on that very notification (so what we read from /proc in between
+belonged to it, not to a recycled pid).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import os
+import struct
+from dataclasses import dataclass
+
+from probe import _libc
+
+from ._filter import Arch, build_program
+from ._launch import install_program
+
+__all__ = ["Notification", "install", "notif_id_valid", "recv", "send_continue", "send_errno"]
+
+_USER_NOTIF_FLAG_CONTINUE = 1
+
+# struct seccomp_notif { u64 id; u32 pid; u32 flags; struct seccomp_data data; }
+_NOTIF = struct.Struct("=QIIiIQ6Q")
+# struct seccomp_notif_resp { u64 id; s64 val; s32 error; u32 flags; }
+_RESP = struct.Struct("=QqiI")
+
+
+def _iowr(nr: int, size: int, direction: int) -> int:
+    return (direction << 30) | (size << 16) | (ord("!") << 8) | nr
+
+
+_NOTIF_RECV = _iowr(0, _NOTIF.size, 3)  # _IOWR('!', 0, struct seccomp_notif)
+_NOTIF_SEND = _iowr(1, _RESP.size, 3)  # _IOWR('!', 1, struct seccomp_notif_resp)
+_NOTIF_ID_VALID = _iowr(2, 8, 1)  # _IOW('!', 2, __u64)
+
+
+#: ioctl taking a pointer to a struct the kernel reads or fills in place.
+_IOCTL = _libc.function("ioctl", ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: int
+    pid: int  # the calling thread, in the supervisor's pid namespace
+    nr: int
+    args: tuple[int, ...]
+
+
+def install(ops: frozenset[str], a: Arch) -> int:
+    """Install the filter for ``ops`` on the calling thread; the listener fd
+    (see ``_launch.install_program``)."""
+    return install_program(build_program(ops, a), a.nr["seccomp"])
+
+
+def _ioctl(fd: int, request: int, buf: ctypes.Array[ctypes.c_char]) -> int:
+    # ctypes releases the GIL for the call: the supervisor must never stall
+    # the threads it serves (in-process, they are this interpreter's).
+    rc = _IOCTL(fd, request, buf)
+    return 0 if rc == 0 else ctypes.get_errno()
+
+
+def recv(fd: int) -> Notification | None:
+    """The next trapped call; None if it was withdrawn before we got it
+    (the caller was killed or interrupted: ENOENT)."""
+    # The kernel refuses a buffer that is not zeroed (EINVAL).
+    buf = ctypes.create_string_buffer(_NOTIF.size)
+    err = _ioctl(fd, _NOTIF_RECV, buf)
+    if err in (_errno.ENOENT, _errno.EINTR):
+        return None
+    if err:
+        raise OSError(err, f"SECCOMP_IOCTL_NOTIF_RECV: {os.strerror(err)}")
+    nid, pid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf.raw)
+    return Notification(nid, pid, nr, tuple(args))
+
+
+def _send(fd: int, nid: int, error: int, flags: int) -> bool:
+    buf = ctypes.create_string_buffer(_RESP.pack(nid, 0, error, flags), _RESP.size)
+    err = _ioctl(fd, _NOTIF_SEND, buf)
+    if err == _errno.ENOENT:
+        return False  # the caller is gone (killed, or interrupted by a signal)
+    if err:
+        raise OSError(err, f"SECCOMP_IOCTL_NOTIF_SEND: {os.strerror(err)}")
+    return True
+
+
+def send_errno(fd: int, nid: int, errno: int) -> bool:
+    """Fail the call with ``errno``; False if the caller no longer waits
+    (the fault then reached nobody and must count as absorbed)."""
+    return _send(fd, nid, -errno, 0)
+
+
+def send_continue(fd: int, nid: int) -> bool:
+    """Let the call run for real in the kernel."""
+    return _send(fd, nid, 0, _USER_NOTIF_FLAG_CONTINUE)
+
+
+def notif_id_valid(fd: int, nid: int) -> bool:
+    buf = ctypes.create_string_buffer(struct.pack("=Q", nid), 8)
+    return _ioctl(fd, _NOTIF_ID_VALID, buf) == 0

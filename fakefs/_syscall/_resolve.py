@@ -1,0 +1,170 @@
+"""Turning a trapped call's registers into paths, through /proc.
+
+The supervisor only *reads* here (readlink of /proc/PID/fd/N and
+/proc/PID/cwd, path strings and structs from /proc/PID/mem): it never
+opens, follows or changes anything a path names, and the real call runs
+(or fails) in the caller with the caller's own credentials. A hostile name
+can therefore only decide whether a rule matches -- it cannot lend the
+supervisor's privileges to anyone. What we read can be stale by the time
+the call runs (another thread may swap a descriptor or rewrite the string):
+for fault injection that is the program's own race, and seccomp_unotify(2)
+says as much -- CONTINUE decisions are not a security boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+
+from ._filter import IOCTL_OPS, Arch
+
+__all__ = ["CallArgs", "decode"]
+
+_AT_FDCWD = -100
+_PATH_MAX = 4096
+_DELETED = " (deleted)"
+_BY_CODE = {v: k for k, v in IOCTL_OPS.items()}
+
+
+def _s32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+class CallArgs:
+    """Lazy readers over one trapped call's process (one /proc/PID/mem open)."""
+
+    def __init__(self, pid: int, *, want_source: bool = True) -> None:
+        self.pid = pid
+        #: read source paths at all (only a ``src=`` rule needs them; each
+        #: costs a readlink in /proc on every trapped call)
+        self.want_source = want_source
+        self._mem: int | None = None
+
+    def close(self) -> None:
+        if self._mem is not None:
+            os.close(self._mem)
+            self._mem = None
+
+    def src_fd_path(self, fd: int) -> str | None:
+        return self.fd_path(fd) if self.want_source else None
+
+    def src_at_path(self, dirfd: int, addr: int) -> str | None:
+        return self.at_path(dirfd, addr) if self.want_source else None
+
+    def fd_path(self, fd: int) -> str | None:
+        try:
+            target = os.readlink(f"/proc/{self.pid}/fd/{_s32(fd)}")
+        except OSError:
+            return None  # a bad fd: the kernel will answer EBADF itself
+        if target.endswith(_DELETED):
+            target = target[: -len(_DELETED)]
+        return target if target.startswith("/") else None  # pipe:[..], anon_inode:..
+
+    def _read(self, addr: int, size: int) -> bytes:
+        if self._mem is None:
+            self._mem = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        return os.pread(self._mem, size, addr)
+
+    def string(self, addr: int) -> str | None:
+        out = b""
+        # Read page by page: a string may end just before an unmapped page.
+        while len(out) < _PATH_MAX:
+            chunk_len = 4096 - (addr + len(out)) % 4096
+            try:
+                chunk = self._read(addr + len(out), chunk_len)
+            except OSError:
+                return None
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                return os.fsdecode(out + chunk[:nul])
+            if not chunk:
+                return None
+            out += chunk
+        return None
+
+    def at_path(self, dirfd: int, addr: int) -> str | None:
+        name = self.string(addr)
+        if name is None:
+            return None
+        if name.startswith("/"):
+            return os.path.normpath(name)
+        dfd = _s32(dirfd)
+        if dfd == _AT_FDCWD:
+            try:
+                base = os.readlink(f"/proc/{self.pid}/cwd")
+            except OSError:
+                return None
+        else:
+            found = self.fd_path(dfd)
+            if found is None:
+                return None
+            base = found
+        return os.path.normpath(os.path.join(base, name))
+
+    def s64_at(self, addr: int) -> int | None:
+        try:
+            data = self._read(addr, 8)
+        except OSError:
+            return None
+        return struct.unpack("=q", data)[0] if len(data) == 8 else None
+
+
+_NAMES: dict[str, dict[int, str]] = {}
+
+
+def _names(a: Arch) -> dict[int, str]:
+    names = _NAMES.get(a.name)
+    if names is None:
+        names = _NAMES[a.name] = {v: k for k, v in a.nr.items()}
+    return names
+
+
+def decode(a: Arch, nr: int, args: tuple[int, ...], reader: CallArgs) -> tuple[str, str | None,
+                                                                                 str | None]:
+    """(op, dest path, source path) of a trapped call; absolute paths."""
+    call = _names(a).get(nr, f"nr{nr}")
+    if call == "ioctl":
+        code = args[1] & 0xFFFFFFFF
+        op = _BY_CODE.get(code, f"ioctl{code:#x}")
+        if op == "FICLONE":
+            return op, reader.fd_path(args[0]), reader.src_fd_path(args[2])
+        if op == "FICLONERANGE":
+            # struct file_clone_range { __s64 src_fd; ... } at args[2]
+            src_fd = reader.s64_at(args[2]) if reader.want_source else None
+            src = None if src_fd is None else reader.fd_path(src_fd)
+            return op, reader.fd_path(args[0]), src
+        # FIDEDUPERANGE is issued on the *source*; the file written is
+        # info[0].dest_fd: struct file_dedupe_range { u64 src_offset,
+        # src_length; u16 dest_count, reserved1; u32 reserved2; info[] }.
+        dest_fd = reader.s64_at(args[2] + 24)
+        dest = None if dest_fd is None else reader.fd_path(dest_fd)
+        return op, dest, reader.src_fd_path(args[0])
+    if call == "copy_file_range":  # (fd_in, off_in, fd_out, off_out, len, flags)
+        return call, reader.fd_path(args[2]), reader.src_fd_path(args[0])
+    if call in {"fallocate", "fsync", "fdatasync", "ftruncate"}:
+        return call, reader.fd_path(args[0]), None
+    if call in {"rename", "link"}:  # (old, new)
+        return call, reader.at_path(_AT_FDCWD, args[1]), reader.src_at_path(_AT_FDCWD, args[0])
+    if call in {"renameat", "renameat2", "linkat"}:  # (olddfd, old, newdfd, new, ...)
+        return call, reader.at_path(args[2], args[3]), reader.src_at_path(args[0], args[1])
+    return call, None, None
+
+
+def relative(path: str | None, root: str) -> str | None:
+    """``path`` relative to ``root``; None outside it (never matches)."""
+    if path is None:
+        return None
+    if path == root:
+        return "."
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else None
+
+
+def tgid_of(pid: int) -> int:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("Tgid:"):
+                return int(line.split()[1])
+    return pid

@@ -1,0 +1,158 @@
+"""The supervisor: one thread answering every trapped call from a rule table.
+
+It serves any number of listeners (one per installed filter), each bound to
+a :class:`RuleTable` and a root directory. Its own system calls (poll,
+ioctl on the listener, readlink and pread in /proc, write to its wake-up
+pipe) are never among the trapped ones, so it cannot deadlock on itself
+even when it runs inside a filtered process (``fakefs run -- pytest``
+using ``syscall_faults`` again).
+
+Order per call: RECV; read the paths from /proc; ID_VALID (the pid we
+read is still the task waiting on this notification, not a recycled one);
+decide; SEND. A ``delay=`` answer is sent from a timer thread so a stalled
+call never holds up the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import os
+import select
+import threading
+from dataclasses import dataclass
+
+from ._filter import Arch
+from ._notify import Notification, notif_id_valid, recv, send_continue, send_errno
+from ._resolve import CallArgs, decode, relative, tgid_of
+from ._table import Armed, Call, RuleTable
+
+__all__ = ["Supervisor"]
+
+
+@dataclass
+class _Listener:
+    fd: int
+    table: RuleTable
+
+
+class Supervisor:
+    def __init__(self, arch: Arch) -> None:
+        self.arch = arch
+        self._lock = threading.Lock()
+        self._listeners: dict[int, _Listener] = {}
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="fakefs-seccomp", daemon=True)
+        self._thread.start()
+
+    def add(self, fd: int, table: RuleTable) -> None:
+        with self._lock:
+            self._listeners[fd] = _Listener(fd, table)
+        self._wake()
+
+    def stop(self) -> None:
+        """Stop serving and close every listener. Only for processes whose
+        filtered tasks are gone (``fakefs run``): a filtered task still
+        alive then gets ENOSYS from every trapped call."""
+        self._stop = True
+        self._wake()
+        self._thread.join()
+        with self._lock:
+            for fd in self._listeners:
+                os.close(fd)
+            self._listeners.clear()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def _loop(self) -> None:
+        # The poll set is rebuilt only when the listeners change (a wake-up):
+        # per notification the loop is one poll, one RECV, one SEND.
+        while not self._stop:
+            poller = select.poll()
+            poller.register(self._wake_r, select.POLLIN)
+            with self._lock:
+                listeners = dict(self._listeners)
+            for fd in listeners:
+                poller.register(fd, select.POLLIN)
+            changed = False
+            while not changed and not self._stop:
+                for fd, events in poller.poll():
+                    if fd == self._wake_r:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._wake_r, 4096)
+                        changed = True
+                    elif events & select.POLLIN:
+                        self._serve(listeners[fd])
+                    elif events & (select.POLLHUP | select.POLLERR):
+                        # Every filtered task has exited: nothing can call again.
+                        with self._lock:
+                            self._listeners.pop(fd, None)
+                        os.close(fd)
+                        changed = True
+
+    def _serve(self, entry: _Listener) -> None:
+        try:
+            notif = recv(entry.fd)
+        except OSError:
+            return
+        if notif is None:
+            return
+        table = entry.table
+        if not table.has_rules():
+            # Outside a syscall_faults() block, or no rule: the fast path.
+            send_continue(entry.fd, notif.id)
+            return
+        try:
+            call = self._call(notif, table)
+        except OSError:
+            call = None
+        if call is None:
+            send_continue(entry.fd, notif.id)
+            return
+        armed = table.decide(call)
+        if armed is not None and armed.rule.errno is not None and not notif_id_valid(
+            entry.fd, notif.id
+        ):
+            # The task stopped waiting while we read /proc: what we read may
+            # belong to a recycled pid, so no fault rides on it (the kernel
+            # drops the answer anyway). Only a fault needs this check: a
+            # CONTINUE on a stale id is refused by the kernel and harmless.
+            table.record(call, armed, False)
+            return
+        if armed is not None and armed.rule.delay:
+            timer = threading.Timer(armed.rule.delay, self._answer,
+                                    (entry, notif.id, call, armed))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._answer(entry, notif.id, call, armed)
+
+    def _call(self, notif: Notification, table: RuleTable) -> Call | None:
+        reader = CallArgs(notif.pid, want_source=table.needs_source())
+        try:
+            op, dest, src = decode(self.arch, notif.nr, notif.args, reader)
+        finally:
+            reader.close()
+        tgid = tgid_of(notif.pid) if table.needs_tgid() else notif.pid
+        root = table.root
+        return Call(op, relative(dest, root), relative(src, root), notif.pid, tgid)
+
+    def _answer(self, entry: _Listener, nid: int, call: Call, armed: Armed | None) -> None:
+        record = entry.table.record(call, armed, True)
+        try:
+            if armed is not None and armed.rule.errno is not None:
+                delivered = send_errno(entry.fd, nid, armed.rule.errno)
+            else:
+                delivered = send_continue(entry.fd, nid)
+        except OSError as err:
+            # EBADF: the listener was closed under a delayed answer.
+            if err.errno not in (_errno.EBADF, _errno.ENOENT):
+                raise
+            delivered = False
+        if not delivered:
+            entry.table.undeliver(record, armed if armed and armed.rule.errno else None)

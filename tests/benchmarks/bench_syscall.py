@@ -1,0 +1,133 @@
+"""Benchmark: the cost of the syscall layer (seccomp user notification).
+
+Run as root (it builds its own btrfs lab)::
+
+    .venv/bin/python tests/benchmarks/bench_syscall.py [--rounds 5] [--files 3000] [--out FILE]
+
+Two measurements, each against its peer in the same run:
+
+* ``materialize``: ``cowprobe materialize`` of FILES small files into one
+  worktree on btrfs, as whole processes -- plain, and under
+  ``fakefs run --fault FICLONE:no-such-name:EXDEV`` (every FICLONE is
+  trapped, resolved through /proc, and answered CONTINUE). Rounds are
+  interleaved (alternating who goes first) so a noisy neighbour hits both.
+  The ``fakefs run`` side also pays one extra interpreter start (the
+  launcher), which is part of what a user pays.
+* ``per_call``: in one process, N ``fdatasync`` calls on an empty file
+  (a near-free syscall, so the difference is the round trip): plain vs
+  inside ``fakefs.syscall_faults`` with a rule that never matches, and with
+  no rule at all after a block (the "continue everything" fast path).
+
+Prints one JSON document: medians, the ratio ours/plain for materialize
+(issue 13's target: <= 1.5), and microseconds per trapped call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fakefs
+from probe.lab import Lab
+
+
+def _materialize(src: Path, wt: Path, under_fakefs: bool) -> float:
+    cmd = [sys.executable, "-m", "probe.cli", "materialize", "--no-progress", "--json",
+           str(src), str(wt)]
+    if under_fakefs:
+        cmd = [sys.executable, "-m", "fakefs.cli", "run", "--root", str(src.parent),
+               "--fault", "FICLONE:no-such-name:EXDEV", "--", *cmd]
+    subprocess.run(["sync"], check=True)
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"materialize failed: {res.stderr[-500:]}")
+    cloned = json.loads(res.stdout)["totals"]["cloned"]
+    shutil.rmtree(wt)
+    if cloned == 0:
+        raise RuntimeError("nothing cloned: not the case being measured")
+    return seconds
+
+
+def _calls(path: Path, n: int) -> float:
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            os.fdatasync(fd)
+        return time.perf_counter() - t0
+    finally:
+        os.close(fd)
+
+
+def per_call(d: Path, n: int, rounds: int) -> dict[str, float]:
+    plain, trapped, after = [], [], []
+    target = d / "f"
+    for _ in range(rounds):
+        plain.append(_calls(target, n))
+    # From here on this thread is filtered for good (see fakefs/_syscall/_inprocess.py).
+    for _ in range(rounds):
+        with fakefs.syscall_faults(["fdatasync:no-such-name:EIO"], root=d):
+            trapped.append(_calls(target, n))
+        after.append(_calls(target, n))
+    med = {k: statistics.median(v) for k, v in
+           (("plain", plain), ("trapped", trapped), ("after_block", after))}
+    return {
+        "calls": n,
+        "plain_us": med["plain"] / n * 1e6,
+        "trapped_us": med["trapped"] / n * 1e6,
+        "after_block_us": med["after_block"] / n * 1e6,
+        "round_trip_us": (med["trapped"] - med["plain"]) / n * 1e6,
+        "fast_path_round_trip_us": (med["after_block"] - med["plain"]) / n * 1e6,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--files", type=int, default=3000)
+    ap.add_argument("--calls", type=int, default=20_000)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    with Lab(kinds=("btrfs",)) as lab:
+        root = lab.scratch_dir("btrfs", "bench-syscall")
+        src = root / "src"
+        src.mkdir()
+        for i in range(args.files):
+            (src / f"f{i:05d}").write_bytes(os.urandom(4096 + i % 512))
+        times: dict[str, list[float]] = {"plain": [], "fakefs": []}
+        for r in range(args.rounds):
+            order = ["plain", "fakefs"] if r % 2 == 0 else ["fakefs", "plain"]
+            for who in order:
+                times[who].append(_materialize(src, root / "wt", who == "fakefs"))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        doc = {
+            "benchmark": "syscall",
+            "materialize": {
+                "files": args.files,
+                "rounds": args.rounds,
+                "plain_median_s": med["plain"],
+                "fakefs_median_s": med["fakefs"],
+                "ratio": med["fakefs"] / med["plain"],
+                "target": 1.5,
+                "met": med["fakefs"] / med["plain"] <= 1.5,
+            },
+            "per_call": per_call(root, args.calls, args.rounds),
+        }
+    text = json.dumps(doc, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
