@@ -2,32 +2,78 @@
 can, know exactly why when it cannot, and copy safely either way.
 
 Only the standard library is needed to import this package.
+
+The public names are loaded on first use (PEP 562 module ``__getattr__``):
+``import probe`` alone costs almost nothing, so a command that needs only the
+materializer never pays for the capability probe, and ``cowprobe --help``
+stays well under 100 ms. ``probe.X`` and ``from probe import X`` work as
+before; type checkers see the real imports below.
 """
 
-from ._copy import CopyResult, ReflinkUnavailableError, clone_or_copy, clonefile_or_copy
-from ._outcome import ReflinkOutcome, ReflinkResult, errno_name
-from ._platform import SpecialFileError
-from ._reflink import reflink, try_reflink
-from ._support import filesystem_supports_reflink, probe_reflink
-from .capabilities import (
-    Capability,
-    CapabilityReport,
-    PairReport,
-    ProbePathError,
-    Status,
-    probe_capabilities,
-    probe_pair,
-)
-from .materialize import (
-    EntryResult,
-    JobResult,
-    JobStatus,
-    MaterializeReport,
-    MirrorReport,
-    PairStats,
-    materialize,
-    mirror,
-)
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._copy import CopyResult, ReflinkUnavailableError, clone_or_copy, clonefile_or_copy
+    from ._outcome import ReflinkOutcome, ReflinkResult, errno_name
+    from ._platform import SpecialFileError
+    from ._reflink import reflink, try_reflink
+    from ._support import filesystem_supports_reflink, probe_reflink
+    from .capabilities import (
+        Capability,
+        CapabilityReport,
+        PairReport,
+        ProbePathError,
+        Status,
+        probe_capabilities,
+        probe_pair,
+    )
+    from .materialize import (
+        EntryResult,
+        JobResult,
+        JobStatus,
+        MaterializeReport,
+        MirrorReport,
+        PairStats,
+        materialize,
+        mirror,
+    )
+
+# public name -> the submodule that defines it. One line per name, so an
+# export added on another branch merges as one added line.
+_LAZY = {
+    "Capability": ".capabilities",
+    "CapabilityReport": ".capabilities",
+    "CopyResult": "._copy",
+    "EntryResult": ".materialize",
+    "JobResult": ".materialize",
+    "JobStatus": ".materialize",
+    "MaterializeReport": ".materialize",
+    "MirrorReport": ".materialize",
+    "PairReport": ".capabilities",
+    "PairStats": ".materialize",
+    "ProbePathError": ".capabilities",
+    "ReflinkOutcome": "._outcome",
+    "ReflinkResult": "._outcome",
+    "ReflinkUnavailableError": "._copy",
+    "SpecialFileError": "._platform",
+    "Status": ".capabilities",
+    "clone_or_copy": "._copy",
+    "clonefile_or_copy": "._copy",
+    "errno_name": "._outcome",
+    "filesystem_supports_reflink": "._support",
+    "materialize": ".materialize",
+    "mirror": ".materialize",
+    "probe_capabilities": ".capabilities",
+    "probe_pair": ".capabilities",
+    "probe_reflink": "._support",
+    "reflink": "._reflink",
+    "try_reflink": "._reflink",
+}
 
 __all__ = [
     "Capability",
@@ -60,3 +106,32 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+if not TYPE_CHECKING:
+    # Hidden from type checkers: a module __getattr__ would make every
+    # misspelt ``probe.X`` type-check as Any.
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'probe' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))
+
+    class _Package(types.ModuleType):
+        def __setattr__(self, name: str, value: Any) -> None:
+            # ``probe.materialize`` is both a subpackage and the function it
+            # exports. Importing the subpackage (``import probe.materialize._report``)
+            # makes the import system bind the *module* here; the eager
+            # ``from .materialize import materialize`` used to overwrite that,
+            # and the lazy loading must too, or ``from probe import materialize``
+            # would depend on import order.
+            if isinstance(value, types.ModuleType) and _LAZY.get(name) == f".{name}":
+                value = getattr(value, name)
+            super().__setattr__(name, value)
+
+    sys.modules[__name__].__class__ = _Package

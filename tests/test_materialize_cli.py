@@ -27,7 +27,7 @@ def test_mirrors_tree_into_worktrees(btrfs_dir: Path, capsys: pytest.CaptureFixt
     src = btrfs_dir / "src"
     _tree(src)
     wts = [btrfs_dir / "wt1", btrfs_dir / "wt2"]
-    code = main(["materialize", "--json", str(src), *map(str, wts)])
+    code = main(["materialize", "--json", "--verify", str(src), *map(str, wts)])
     doc = json.loads(capsys.readouterr().out)
     assert code == EXIT_OK and doc["ok"]
     assert doc["totals"]["cloned"] == 4 and doc["totals"]["symlinks"] == 4

@@ -24,7 +24,18 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_COULD_NOT_TELL = 3
 
-_SUBCOMMANDS = ("clone", "report", "check", "materialize", "conformance", "lab")
+#: subcommand -> its one-line help. Only the chosen subcommand's module is
+#: imported (``cowprobe --help`` imports none: the lab, conformance and rich
+#: cost more than the rest of start-up together); this help must equal the
+#: one the module registers (tests/test_startup.py checks it).
+_SUBCOMMANDS = {
+    "clone": "clone one file (reflink where possible, copy otherwise)",
+    "report": "measure what each directory's filesystem can do (reflinks, links, xattrs, ...)",
+    "check": "exit 0 if PATH's filesystem has every --require'd capability (CI gate)",
+    "materialize": "mirror a directory tree into one or more worktrees (reflink or copy)",
+    "conformance": "run the reflink scenario matrix on the lab or on two directories",
+    "lab": "build / clean the real-filesystem lab, or print its reflink outcome matrix",
+}
 
 
 def octal_mode(text: str) -> int:
@@ -39,7 +50,10 @@ def octal_mode(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``cowprobe`` parser with ``command``'s real sub-parser (every
+    subcommand's with ``command="*"``); the others are listed by name and
+    help only, which is all the top-level ``--help`` shows."""
     parser = argparse.ArgumentParser(
         prog="cowprobe",
         description="Copy-on-write cloning, filesystem support reports and conformance checks.",
@@ -48,14 +62,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"cowprobe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _SUBCOMMANDS:
-        importlib.import_module(f"probe.cli.{name}").register(sub)
+    for name, text in _SUBCOMMANDS.items():
+        if command in (name, "*"):
+            importlib.import_module(f"probe.cli.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=text)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    # The top-level options (--help, --version) take no value, so the first
+    # word that is not an option is the subcommand, if it is one.
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word if word in _SUBCOMMANDS else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command(words))
+    args = parser.parse_args(words)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

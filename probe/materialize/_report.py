@@ -102,8 +102,16 @@ class MaterializeReport:
     seconds: float
     workers: int
     #: bytes the filesystem reports shared (FIEMAP) in cloned dests; None
-    #: unless the batch was asked to measure (one FIEMAP per cloned source)
+    #: unless the batch was asked to verify (``measure_sharing``: one FIEMAP
+    #: per cloned source) and every FIEMAP answered
     bytes_shared: int | None = None
+
+    @property
+    def sharing_verified(self) -> bool:
+        """Did the filesystem confirm the sharing? False means only that it
+        was not asked (the default, as with cp) or could not answer: the
+        clones themselves succeeded either way."""
+        return self.bytes_shared is not None
 
     def _count(self, status: JobStatus) -> int:
         return sum(1 for r in self.results if r.status is status)
@@ -173,6 +181,7 @@ class MaterializeReport:
                 "bytes": self.bytes,
                 "bytes_cloned": self.bytes_cloned,
                 "bytes_shared": self.bytes_shared,
+                "sharing_verified": self.sharing_verified,
                 "clone_calls": self.clone_calls,
                 "failed_clone_calls": self.failed_clone_calls,
                 "seconds": round(self.seconds, 6),
