@@ -25,8 +25,8 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .._copy import temp_name
 from .._platform import describe_mode
+from .._tempname import temp_name
 
 __all__ = ["MirrorPlan", "make_symlink", "plan_mirror"]
 
