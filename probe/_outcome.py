@@ -42,8 +42,12 @@ class ReflinkOutcome(enum.Enum):
     #: The clone succeeded: dest has its own inode and shares the source's
     #: blocks until either side is written.
     CLONED = "cloned"
-    #: The filesystem (or this source/dest pair) will not clone. A property of
-    #: the pair, so a batch may stop trying for that pair and copy instead.
+    #: The filesystem (or this source/dest pair) will not clone: EXDEV,
+    #: EOPNOTSUPP, ENOSYS, EINVAL, and from the clone call itself ENOTTY,
+    #: EPERM, EACCES, EBADF, ETXTBSY (Linux). A property of the pair (EINVAL
+    #: and ETXTBSY may be per file: ``is_per_file``), so a batch may stop
+    #: trying for that pair and copy instead. EAGAIN is none of these: it is
+    #: retried (``transient_delays``), then the file is copied.
     UNSUPPORTED = "unsupported"
     #: The source was gone -- before the call, or in the window between the
     #: pre-check and the syscall. Says nothing about the filesystem: a batch
