@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["copy_fd"]
+__all__ = ["copy_fd", "looks_sparse"]
 
 # copy_file_range answers these when it cannot serve this pair of files
 # (cross-filesystem before 5.3, a filesystem without the op, a FUSE daemon
@@ -39,6 +39,13 @@ _RW_CHUNK = 1 << 20
 _NO_SEEK_DATA = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
 
+def looks_sparse(st: os.stat_result) -> bool:
+    """cp's heuristic: fewer blocks than the size needs. Such a file must go
+    through ``copy_fd``: one whole-file copy_file_range on ext4 writes its
+    holes out as zeros."""
+    return st.st_blocks * 512 < st.st_size and hasattr(os, "SEEK_DATA")
+
+
 def copy_fd(src_fd: int, dst_fd: int, *, share: bool = True) -> int:
     """Copy from the current offset of ``src_fd`` to EOF, into ``dst_fd`` at
     its current offset; returns the bytes the copy spans (holes included).
@@ -51,10 +58,9 @@ def copy_fd(src_fd: int, dst_fd: int, *, share: bool = True) -> int:
     loop has the last word, and it checks an early EOF against fstat once.
     """
     start = os.lseek(src_fd, 0, os.SEEK_CUR)
-    st = os.fstat(src_fd)
-    # cp's heuristic: SEEK_DATA only when the file has fewer blocks than its
-    # size needs. A dense file costs no extra syscall.
-    if st.st_blocks * 512 >= st.st_size or not hasattr(os, "SEEK_DATA"):
+    # SEEK_DATA only when the file looks sparse: a dense one costs no extra
+    # syscall.
+    if not looks_sparse(os.fstat(src_fd)):
         return _copy_range(src_fd, dst_fd, None, share)
     return _copy_sparse(src_fd, dst_fd, start, share)
 
