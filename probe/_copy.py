@@ -9,6 +9,7 @@ sees the old file or the new one, never a torn or missing one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -53,7 +54,11 @@ def copy_file_at(
             os.fchmod(dst_fd, stat.S_IMODE(st.st_mode) & 0o777 if mode is None else mode)
             ours = os.fstat(dst_fd)
         except BaseException as exc:
-            remove_created(dest, dst_fd, dir_fd=dir_fd)
+            # An unlink refused here (EACCES, EIO) must not replace the error
+            # that says what went wrong; clone_or_copy tries again and names
+            # what is left.
+            with contextlib.suppress(OSError):
+                remove_created(dest, dst_fd, dir_fd=dir_fd)
             close_quietly(dst_fd)
             if isinstance(exc, OSError) and exc.filename is None:
                 raise OSError(exc.errno, exc.strerror, source, None, dest) from exc

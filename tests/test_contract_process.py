@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from probe import clone_or_copy
+from probe._copy import LEFTOVERS
 from probe._outcome import classify, eagain_window, transient_delays
 from probe._tempname import forget_reaped, is_ours, temp_name
 from probe.cli._render import collapse_failures
@@ -159,3 +161,26 @@ def test_eagain_window_is_spent_in_growing_steps(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValueError, match="COWPROBE_EAGAIN_WINDOW"):
         eagain_window()
     assert list(transient_delays(0)) == []
+
+
+def test_a_temporary_that_cannot_be_removed_is_named(fakefs: Any) -> None:
+    src = fakefs.backing / "src"
+    src.write_bytes(os.urandom(70_001))
+    dst = fakefs.mountpoint / "dst"
+    fakefs.add_fault("write:.dst.cowprobe-*.tmp:EIO")
+    fakefs.add_fault("unlink:.dst.cowprobe-*.tmp:EACCES")
+    try:
+        with pytest.raises(OSError) as exc:
+            clone_or_copy(fakefs.mountpoint / "src", dst)
+    finally:
+        fakefs.clear_faults()
+    assert exc.value.errno == errno.EIO
+    left = sorted(getattr(exc.value, LEFTOVERS))
+    # Every temporary really left is named (the clone attempt's and the
+    # copy's: neither unlink was allowed), in the notes too.
+    there = sorted(str(fakefs.mountpoint / n) for n in os.listdir(fakefs.mountpoint) if n != "src")
+    assert left == there and left
+    for path in left:
+        assert os.path.basename(path).startswith(".dst.cowprobe-")
+        assert any(path in note for note in exc.value.__notes__)
+        os.unlink(path)
