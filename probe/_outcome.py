@@ -95,10 +95,6 @@ class ErrnoTable:
         #   first (see the materializer), but it is never a hard error.
         return frozenset({self.EXDEV, self.EOPNOTSUPP, self.ENOTSUP, self.ENOSYS, self.EINVAL})
 
-    @cached_property
-    def unsupported_from_call(self) -> frozenset[int]:
-        return self.unsupported | self.call_refusals
-
 
 # Linux's FICLONE, errno by errno, against GNU cp's list (coreutils'
 # copy-file-data.c ``is_CLONENOTSUP``; cp --reflink=auto itself falls back
@@ -258,7 +254,7 @@ def classify(
     """
     if err is None:
         return None
-    if err in (table.unsupported_from_call if from_call else table.unsupported):
+    if err in table.unsupported or (from_call and err in table.call_refusals):
         return ReflinkOutcome.UNSUPPORTED
     if err == table.ENOENT and source_gone():
         return ReflinkOutcome.SOURCE_VANISHED
