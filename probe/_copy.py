@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import os
-import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from ._outcome import ReflinkOutcome, ReflinkResult
+from ._datacopy import copy_fd
+from ._outcome import ReflinkOutcome, ReflinkResult, is_transient
 from ._paths import PathArg, as_path
 from ._platform import close_quietly, create_dest, open_source, remove_created, remove_if_same
+from ._publish import KEEP, publish
 from ._reflink import reflink_at
+from ._tempname import reap_dead, temp_name
 
 __all__ = [
     "CopyResult",
     "ReflinkUnavailableError",
+    "check_mode",
+    "check_reflink",
     "clone_or_copy",
     "clonefile_or_copy",
     "copy_fd",
@@ -34,69 +37,10 @@ __all__ = [
     "temp_name",
 ]
 
-# copy_file_range answers these when it cannot serve this pair of files
-# (cross-filesystem before 5.3, a filesystem without the op, a FUSE daemon
-# without it); the data can still be moved by read/write. ENOSPC, EDQUOT and
-# EIO are deliberately absent: those are real failures, not "try another way".
-_CFR_FALLBACK = frozenset(
-    {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.EBADF}
-)
-_CFR_CHUNK = 1 << 30
-_RW_CHUNK = 1 << 20
 
-
-def copy_fd(src_fd: int, dst_fd: int) -> int:
-    """Copy from the current offset of ``src_fd`` to EOF; bytes copied.
-
-    In-kernel copy_file_range first (no user-space round trip, and on btrfs,
-    XFS and NFS it may even share blocks), then a read/write loop for the
-    rest. A copy_file_range answering 0 is never trusted as EOF: procfs,
-    sysfs and some FUSE daemons report size 0 or no support that way, and a
-    silently empty copy is the worst possible outcome. The read loop has the
-    last word, and it checks an early EOF against the source's size once.
-    """
-    copied = 0
-    use_cfr = hasattr(os, "copy_file_range")
-    while use_cfr:
-        try:
-            n = os.copy_file_range(src_fd, dst_fd, _CFR_CHUNK)
-        except OSError as err:
-            if err.errno not in _CFR_FALLBACK:
-                raise
-            break
-        if n == 0:
-            break
-        copied += n
-    rechecked = False
-    while True:
-        chunk = os.read(src_fd, _RW_CHUNK)
-        if not chunk:
-            if rechecked or not _ends_early(src_fd):
-                return copied
-            # One more read now that fstat has refreshed the size. A FUSE
-            # daemon's short read reply *means* EOF to the kernel, which
-            # then shrinks its cached size to match: trusting that EOF
-            # turned one flaky read into a silently truncated copy. A file
-            # that really is shorter than its size (sysfs attributes say
-            # 4096) reads 0 again and is accepted as it is.
-            rechecked = True
-            continue
-        rechecked = False
-        view = memoryview(chunk)
-        while view:
-            # write() may be short (a signal, a FUSE daemon, a nearly full
-            # disk reporting the partial count before ENOSPC).
-            written = os.write(dst_fd, view)
-            view = view[written:]
-        copied += len(chunk)
-
-
-def _ends_early(fd: int) -> bool:
-    """Does the file behind ``fd`` claim more bytes than we have read?"""
-    return os.fstat(fd).st_size > os.lseek(fd, 0, os.SEEK_CUR)
-
-
-def copy_file_at(source: str, dest: str, dir_fd: int | None, mode: int | None = None) -> int:
+def copy_file_at(
+    source: str, dest: str, dir_fd: int | None, mode: int | None = None, *, share: bool = True
+) -> int:
     """Copy ``source`` into the new file ``dest`` (relative to ``dir_fd``).
 
     Exclusive, no-follow create; mode from the source unless given; on any
@@ -106,11 +50,15 @@ def copy_file_at(source: str, dest: str, dir_fd: int | None, mode: int | None = 
     try:
         dst_fd = create_dest(dest, dir_fd=dir_fd)
         try:
-            n = copy_fd(src_fd, dst_fd)
+            n = copy_fd(src_fd, dst_fd, share=share)
             os.fchmod(dst_fd, stat.S_IMODE(st.st_mode) & 0o777 if mode is None else mode)
             ours = os.fstat(dst_fd)
         except BaseException as exc:
-            remove_created(dest, dst_fd, dir_fd=dir_fd)
+            # An unlink refused here (EACCES, EIO) must not replace the error
+            # that says what went wrong; clone_or_copy tries again and names
+            # what is left.
+            with contextlib.suppress(OSError):
+                remove_created(dest, dst_fd, dir_fd=dir_fd)
             close_quietly(dst_fd)
             if isinstance(exc, OSError) and exc.filename is None:
                 raise OSError(exc.errno, exc.strerror, source, None, dest) from exc
@@ -127,40 +75,11 @@ def copy_file_at(source: str, dest: str, dir_fd: int | None, mode: int | None = 
     return n
 
 
-class _TempNames:
-    """Unpredictable, unique temporary names without a getrandom() per file.
-
-    A random prefix per process plus a counter: a batch replacing 10,000
-    existing files would otherwise spend a syscall per file on names alone.
-    The prefix keeps names unguessable (a planted symlink or file can only
-    make our exclusive, no-follow create fail, never redirect it), and a
-    forked child draws its own so parent and child never collide.
-    """
-
-    def __init__(self) -> None:
-        self.reseed()
-
-    def reseed(self) -> None:
-        self.prefix = secrets.token_hex(4)
-        self.counter = itertools.count()
-
-    def next(self, final_name: str) -> str:
-        # next() on itertools.count is atomic under the GIL: threads of one
-        # batch never draw the same number.
-        return f".{final_name[:100]}.cowprobe-{self.prefix}{next(self.counter):04x}.tmp"
-
-
-_TEMP_NAMES = _TempNames()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_TEMP_NAMES.reseed)
-
-
-def temp_name(final_name: str) -> str:
-    """A hidden, unique sibling name for building ``final_name``."""
-    return _TEMP_NAMES.next(final_name)
-
-
 ReflinkMode = Literal["auto", "always", "never"]
+_REFLINK_MODES = ("auto", "always", "never")
+#: Attribute on an error raised by ``clone_or_copy``: full paths of
+#: temporaries that could not be removed (also in the error's notes).
+LEFTOVERS = "cowprobe_leftovers"
 
 
 @dataclass(frozen=True)
@@ -171,26 +90,79 @@ class CopyResult:
     #: The reflink attempt behind a copy (UNSUPPORTED with its errno, or
     #: SOURCE_VANISHED); None when cloned or when reflink was not tried.
     attempt: ReflinkResult | None
-    #: Bytes written by the copy (0 for a clone: no data moved).
+    #: Bytes the copy spans, holes included (0 for a clone: no data moved).
     copied_bytes: int
+    #: A transient refusal (EAGAIN: ZFS still syncing the source) that
+    #: outlasted the retry window, so the file was copied; nothing is known
+    #: against the pair. None otherwise.
+    transient_errno: int | None = None
+    #: Temporaries (full paths) that could not be removed: our own, or a dead
+    #: run's found in the directory. Never silently left.
+    leftovers: tuple[str, ...] = field(default=())
 
 
 class ReflinkUnavailableError(OSError):
     """``reflink="always"`` was asked for and the filesystem said no."""
 
 
+def check_reflink(reflink: object) -> ReflinkMode:
+    """``reflink`` if it is one of its three values, else ValueError (True
+    or "bogus" used to behave like "auto")."""
+    if not isinstance(reflink, str) or reflink not in _REFLINK_MODES:
+        raise ValueError(f"reflink must be 'auto', 'always' or 'never', not {reflink!r}")
+    return reflink  # type: ignore[return-value]
+
+
+def check_mode(mode: object) -> int | None:
+    """``mode`` if it is None or permission bits, else ValueError.
+
+    0..0o7777, and never set-user-ID or set-group-ID: the file is published
+    under its final name with its bits already set, so a mode computed from
+    an untrusted source (or a typo) would mint a set-id program owned by the
+    caller -- root, often. A caller who really wants one sets it afterwards
+    with os.chmod, deliberately. (Bits taken from the source are masked to
+    0o777 for the same reason, as cp does.) Sticky is allowed and harmless.
+    """
+    if mode is None:
+        return None
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise ValueError(f"mode must be an int of permission bits, not {mode!r}")
+    if not 0 <= mode <= 0o7777:
+        hint = " (use stat.S_IMODE(st_mode))" if mode > 0o7777 else ""
+        raise ValueError(f"mode must be 0..0o7777, not {mode:#o}{hint}")
+    if mode & (stat.S_ISUID | stat.S_ISGID):
+        raise ValueError(f"mode {mode:#o} sets setuid/setgid; set those with os.chmod afterwards")
+    return mode
+
+
 def clone_or_copy(
-    source: PathArg, dest: PathArg, *, mode: int | None = None, reflink: ReflinkMode = "auto"
+    source: PathArg,
+    dest: PathArg,
+    *,
+    mode: int | None = None,
+    reflink: ReflinkMode = "auto",
+    fsync: bool = False,
+    eagain_window: float | None = None,
 ) -> CopyResult:
     """Make ``dest`` a copy of ``source``, like ``cp --reflink=WHEN``.
 
     ``dest`` may exist; it is replaced atomically, and only by a complete
     file. If anything fails the old ``dest`` is untouched and no temporary is
-    left. A symlink at ``dest`` is replaced, never written through. Permission
-    bits follow the source unless ``mode`` is given. With ``reflink="always"``
-    a filesystem that cannot clone raises ``ReflinkUnavailableError`` (errno
-    set) and nothing is written; ``"never"`` copies without trying.
+    left (one that cannot be removed is named: ``CopyResult.leftovers``, or
+    the error's notes and its ``cowprobe_leftovers``). A symlink at ``dest``
+    is replaced, never written through. Permission bits follow the source
+    (without setuid/setgid) unless ``mode`` is given (``check_mode``). With
+    ``reflink="always"`` a filesystem that cannot clone raises
+    ``ReflinkUnavailableError`` (errno set) and nothing is written;
+    ``"never"`` makes a physical copy: no clone, and no copy_file_range
+    (which shares blocks on btrfs and XFS). A sparse source stays sparse.
+    ``fsync=True``: the file is synced before the rename and the directory
+    after it; a failed sync fails the call and keeps the old ``dest``.
+    EAGAIN from the clone is retried for ``eagain_window`` seconds
+    (``probe._outcome.eagain_window``), then the file is copied.
     """
+    when = check_reflink(reflink)
+    mode = check_mode(mode)
     src = as_path(source, "source")
     dst = as_path(dest, "destination")
     parent, name = os.path.split(dst)
@@ -207,44 +179,17 @@ def clone_or_copy(
         else:
             if stat.S_ISDIR(old.st_mode):
                 raise IsADirectoryError(errno.EISDIR, "destination is a directory", dst)
-        tmp = temp_name(name)
-        tmps = [tmp]
-        try:
-            attempt = None if reflink == "never" else reflink_at(src, tmp, dir_fd)
-            if attempt is not None and attempt.outcome is ReflinkOutcome.CLONED:
-                result = CopyResult(True, None, 0)
-                if mode is not None:
-                    os.chmod(tmp, mode, dir_fd=dir_fd)
-            elif reflink == "always" and attempt is not None:
-                err = attempt.errno or errno.ENOENT  # pre-check vanish carries none
-                raise ReflinkUnavailableError(
-                    err, f"cannot clone ({attempt.outcome.value})", src, None, dst
-                )
-            else:
-                # SOURCE_VANISHED lands here too: the copy then fails with the
-                # source's ENOENT, which is the loud error a really missing
-                # file deserves.
-                if attempt is not None:
-                    # A fresh name for the copy. The failed clone's cleanup
-                    # unlinks only a file it can prove is its own, so when
-                    # that proof fails (an fstat EIO) the name stays taken
-                    # and the copy's exclusive create would fail with an
-                    # EEXIST that says nothing about what went wrong.
-                    tmp = temp_name(name)
-                    tmps.append(tmp)
-                result = CopyResult(False, attempt, copy_file_at(src, tmp, dir_fd, mode))
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException as exc:
-            # Best effort only: where the failure was "cannot write here"
-            # (read-only mount: unlink checks EROFS before it even looks the
-            # name up) this unlink fails as well, and letting its error out
-            # would replace the one that says what went wrong.
-            discard(tmps, dir_fd)
-            if isinstance(exc, OSError):
-                _blame_dest(exc, tmps, name, dst)
-            raise
-        # The clone attempt's name, when the copy used another one.
-        discard(tmps[:-1], dir_fd)
+        # A run killed by SIGKILL ran no cleanup: its temporaries are ours
+        # to remove now.
+        left = [os.path.join(parent, n) for n in reap_dead(dir_fd)]
+        result = _build(
+            src, dst, name, dir_fd, mode=mode, when=when, fsync=fsync, window=eagain_window
+        )
+        if left:
+            result = CopyResult(
+                result.cloned, result.attempt, result.copied_bytes, result.transient_errno,
+                (*left, *result.leftovers),
+            )
     except OSError as exc:
         # A failure before any temporary existed (the stat of an existing
         # dest) names the dest relative to dir_fd; the caller knows it by
@@ -256,16 +201,101 @@ def clone_or_copy(
     return result
 
 
-def discard(names: list[str], dir_fd: int) -> None:
-    """Unlink our own temporaries, best effort.
+def _build(
+    src: str,
+    dst: str,
+    name: str,
+    dir_fd: int,
+    *,
+    mode: int | None,
+    when: ReflinkMode,
+    fsync: bool,
+    window: float | None,
+) -> CopyResult:
+    """Build the new file under a temporary name, then publish it."""
+    parent = os.path.dirname(dst)
+    tmp = temp_name(name)
+    tmps = [tmp]
+    transient = None
+    try:
+        attempt = None
+        if when != "never":
+            try:
+                attempt = reflink_at(src, tmp, dir_fd, window=window)
+            except OSError as err:
+                # EAGAIN outlasted the window: copy this one, and say so.
+                if not is_transient(err.errno) or when == "always":
+                    raise
+                transient = err.errno
+        if attempt is not None and attempt.outcome is ReflinkOutcome.CLONED:
+            result = CopyResult(True, None, 0)
+            if mode is not None:
+                os.chmod(tmp, mode, dir_fd=dir_fd)
+        elif when == "always" and attempt is not None:
+            err_no = attempt.errno or errno.ENOENT  # pre-check vanish carries none
+            raise ReflinkUnavailableError(
+                err_no, f"cannot clone ({attempt.outcome.value})", src, None, dst
+            )
+        else:
+            # SOURCE_VANISHED lands here too: the copy then fails with the
+            # source's ENOENT, which is the loud error a really missing
+            # file deserves.
+            if when != "never":
+                # A fresh name for the copy. The failed clone's cleanup
+                # unlinks only a file it can prove is its own, so when
+                # that proof fails (an fstat EIO) the name stays taken
+                # and the copy's exclusive create would fail with an
+                # EEXIST that says nothing about what went wrong.
+                tmp = temp_name(name)
+                tmps.append(tmp)
+            copied = copy_file_at(src, tmp, dir_fd, mode, share=when != "never")
+            result = CopyResult(False, attempt, copied, transient)
+        stuck = publish(tmp, name, dir_fd, fsync=fsync)
+    except BaseException as exc:
+        # Best effort, but never silent: where the failure was "cannot write
+        # here" (read-only mount: unlink checks EROFS before it even looks
+        # the name up) this unlink fails as well; its error must not replace
+        # the one that says what went wrong, so the names go into a note.
+        keep = getattr(exc, KEEP, None)
+        stuck = discard([t for t in tmps if t != keep], dir_fd)
+        if isinstance(exc, OSError):
+            _blame_dest(exc, tmps, name, dst)
+        if stuck:
+            left = [os.path.join(parent, t) for t in stuck]
+            setattr(exc, LEFTOVERS, left)
+            for path in left:
+                exc.add_note(f"temporary left behind: {path}")
+        raise
+    # The clone attempt's name, when the copy used another one.
+    stuck += discard(tmps[:-1], dir_fd)
+    if stuck:
+        result = CopyResult(
+            result.cloned,
+            result.attempt,
+            result.copied_bytes,
+            result.transient_errno,
+            tuple(os.path.join(parent, t) for t in stuck),
+        )
+    return result
+
+
+def discard(names: list[str], dir_fd: int) -> list[str]:
+    """Unlink our own temporaries; the names that could not be removed.
 
     Each name is random and was created exclusively by us, so unlinking by
-    name is safe; failures are ignored because this runs while another error
-    (the one that says what went wrong) is already on its way out.
+    name is safe. Errors are not raised because this runs while another
+    error (the one that says what went wrong) is already on its way out;
+    the caller names what is left instead.
     """
+    stuck = []
     for tmp in names:
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            stuck.append(tmp)
+    return stuck
 
 
 def _blame_dest(err: OSError, tmps: list[str], name: str, dest: str) -> None:
@@ -281,12 +311,15 @@ def _blame_dest(err: OSError, tmps: list[str], name: str, dest: str) -> None:
         err.filename2 = dest
 
 
-def clonefile_or_copy(source: PathArg, dest: PathArg, *, mode: int | None = None) -> bool:
+def clonefile_or_copy(
+    source: PathArg, dest: PathArg, *, mode: int | None = None, fsync: bool = False
+) -> bool:
     """Reflink ``source`` to ``dest`` where the filesystem can, copy where it
     cannot: True if cloned, False if copied. Either way, on return ``dest``
     holds the source's bytes and (unless ``mode``) its permission bits.
 
-    Unlike a remove-then-clone, an existing ``dest`` survives any failure:
-    see ``clone_or_copy``.
+    Unlike a remove-then-clone, an existing ``dest`` survives any failure,
+    and with ``fsync=True`` a crash cannot publish a torn file: see
+    ``clone_or_copy``.
     """
-    return clone_or_copy(source, dest, mode=mode).cloned
+    return clone_or_copy(source, dest, mode=mode, fsync=fsync).cloned

@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import enum
 import errno as _errno
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import cached_property
 
 __all__ = [
+    "DEFAULT_EAGAIN_WINDOW",
     "ErrnoTable",
     "ReflinkOutcome",
     "ReflinkResult",
     "classify",
+    "eagain_window",
     "errno_name",
+    "is_per_file",
     "is_transient",
+    "transient_delays",
 ]
 
 
@@ -36,8 +42,12 @@ class ReflinkOutcome(enum.Enum):
     #: The clone succeeded: dest has its own inode and shares the source's
     #: blocks until either side is written.
     CLONED = "cloned"
-    #: The filesystem (or this source/dest pair) will not clone. A property of
-    #: the pair, so a batch may stop trying for that pair and copy instead.
+    #: The filesystem (or this source/dest pair) will not clone: EXDEV,
+    #: EOPNOTSUPP, ENOSYS, EINVAL, and from the clone call itself ENOTTY,
+    #: EPERM, EACCES, EBADF, ETXTBSY (Linux). A property of the pair (EINVAL
+    #: and ETXTBSY may be per file: ``is_per_file``), so a batch may stop
+    #: trying for that pair and copy instead. EAGAIN is none of these: it is
+    #: retried (``transient_delays``), then the file is copied.
     UNSUPPORTED = "unsupported"
     #: The source was gone -- before the call, or in the window between the
     #: pre-check and the syscall. Says nothing about the filesystem: a batch
@@ -63,6 +73,12 @@ class ErrnoTable:
     ENOSYS: int
     EINVAL: int
     EAGAIN: int
+    #: Errnos that mean "refused" only when the clone call itself says them,
+    #: never when opening the source does (there they are the caller's
+    #: permission problem, and the copy would fail the same way). Empty by
+    #: default: on macOS clonefileat() creates the destination itself, so
+    #: its EPERM/EACCES are about creating that file and stay errors.
+    call_refusals: frozenset[int] = field(default=frozenset())
 
     # Cached: classify() asks once per failed clone, and a batch of NOCOW
     # files fails one clone per file.
@@ -80,6 +96,33 @@ class ErrnoTable:
         return frozenset({self.EXDEV, self.EOPNOTSUPP, self.ENOTSUP, self.ENOSYS, self.EINVAL})
 
 
+# Linux's FICLONE, errno by errno, against GNU cp's list (coreutils'
+# copy-file-data.c ``is_CLONENOTSUP``; cp --reflink=auto itself falls back
+# to a copy on *every* FICLONE error except EIO, ENOMEM, ENOSPC, EDQUOT).
+# Our descriptors are opened by us, correctly (source O_RDONLY, a fresh dest
+# O_WRONLY without O_APPEND), so the errnos below cannot be our own mistake:
+# ENOSYS, EOPNOTSUPP, EINVAL, EXDEV: already in ``unsupported`` (see there).
+# ENOTTY: the filesystem has no FICLONE ioctl at all -- kernels before 4.5
+#   outside btrfs, ZFS before block cloning. UNSUPPORTED for the pair.
+# EPERM: a seccomp profile that filters the ioctl (container runtimes), an
+#   idmapped mount or a user namespace the filesystem will not clone in.
+#   The pair cannot clone for this process; a copy (plain read/write) can
+#   work. IS_APPEND/IS_IMMUTABLE on the dest also say EPERM, but our dest is
+#   a file we just created. UNSUPPORTED -- only from the call: EPERM from
+#   creating the dest stays an error (``probe._platform.caller_error``).
+# EACCES: an LSM (SELinux, AppArmor) denying the ioctl while read and write
+#   are allowed. UNSUPPORTED from the call; from opening the source it is
+#   the classic permission error and stays one.
+# EBADF: with correctly opened descriptors, ioctl_ficlone(2) documents it
+#   as "the filesystem does not support reflink". UNSUPPORTED from the call.
+# ETXTBSY: one of the files is an active swap file, which may not share
+#   blocks. A per-file refusal (like btrfs's NOCOW EINVAL: ``is_per_file``),
+#   and the copy is the right answer. UNSUPPORTED from the call.
+_LINUX_CALL_REFUSALS = frozenset(
+    {_errno.ENOTTY, _errno.EPERM, _errno.EACCES, _errno.EBADF, _errno.ETXTBSY}
+)
+
+
 #: The running system's values.
 HOST_ERRNOS = ErrnoTable(
     ENOENT=_errno.ENOENT,
@@ -89,6 +132,7 @@ HOST_ERRNOS = ErrnoTable(
     ENOSYS=_errno.ENOSYS,
     EINVAL=_errno.EINVAL,
     EAGAIN=_errno.EAGAIN,
+    call_refusals=_LINUX_CALL_REFUSALS if sys.platform.startswith("linux") else frozenset(),
 )
 
 
@@ -130,19 +174,87 @@ def is_transient(err: int | None, table: ErrnoTable = HOST_ERRNOS) -> bool:
     return err is not None and err == table.EAGAIN
 
 
+#: Seconds one pair may spend waiting on EAGAIN before its file is copied.
+#: ZFS answers EAGAIN until the source's transaction group is synced, which
+#: takes up to ``zfs_txg_timeout`` (5 s by default): one window covers it.
+DEFAULT_EAGAIN_WINDOW = 5.0
+_EAGAIN_ENV = "COWPROBE_EAGAIN_WINDOW"
+_FIRST_DELAY = 0.001
+_MAX_DELAY = 0.5
+
+
+def eagain_window(window: float | None = None) -> float:
+    """The EAGAIN retry window in seconds: ``window`` if given, else
+    ``$COWPROBE_EAGAIN_WINDOW``, else ``DEFAULT_EAGAIN_WINDOW``.
+
+    A bad value raises ValueError naming it: a typo must not silently turn
+    a 5 s wait into none (or into forever).
+    """
+    if window is None:
+        text = os.environ.get(_EAGAIN_ENV)
+        if text is None:
+            return DEFAULT_EAGAIN_WINDOW
+        try:
+            window = float(text)
+        except ValueError:
+            raise ValueError(f"{_EAGAIN_ENV}={text!r} is not a number of seconds") from None
+    if not 0 <= window <= 3600:  # NaN fails this too
+        raise ValueError(f"EAGAIN retry window must be 0..3600 seconds, not {window!r}")
+    return window
+
+
+def transient_delays(window: float | None = None) -> Iterator[float]:
+    """The sleeps between retries of a transient (EAGAIN) clone failure.
+
+    Exponential from 1 ms, capped at 0.5 s, until their sum reaches the
+    window (``eagain_window``); the last one is cut to fit. Short first
+    steps keep a briefly busy pair cheap; the cap keeps a 5 s ZFS sync from
+    costing much more than 5 s. One iterator per pair (the materializer) or
+    per call (single files) is the whole budget: when it is exhausted the
+    file is copied and the pair stays on.
+    """
+    left = eagain_window(window)
+    delay = _FIRST_DELAY
+    while left > 0:
+        step = min(delay, left)
+        yield step
+        left -= step
+        delay = min(delay * 2, _MAX_DELAY)
+
+
+def is_per_file(err: int | None, table: ErrnoTable = HOST_ERRNOS) -> bool:
+    """Is this UNSUPPORTED errno about one file rather than the pair?
+
+    EINVAL (btrfs: a NOCOW file against a COW one) and ETXTBSY (an active
+    swap file): a batch should not switch a pair off at the first one.
+    """
+    return err is not None and (
+        err == table.EINVAL or (err == _errno.ETXTBSY and err in table.call_refusals)
+    )
+
+
 def classify(
-    err: int | None, source_gone: Callable[[], bool], table: ErrnoTable = HOST_ERRNOS
+    err: int | None,
+    source_gone: Callable[[], bool],
+    table: ErrnoTable = HOST_ERRNOS,
+    *,
+    from_call: bool = True,
 ) -> ReflinkOutcome | None:
     """Map a clone failure (or a failure to open the source) to an outcome.
 
     Returns None when the failure is a genuine error the caller must see.
+    ``from_call`` says the errno came from the clone call itself (FICLONE);
+    False for a failure to open the source, where ENOTTY, EPERM, EACCES,
+    EBADF and ETXTBSY stay errors (see ``_LINUX_CALL_REFUSALS``). The
+    default suits callers that only ever classify the ioctl's errno (the
+    materializer's pair policy).
     ``source_gone`` is consulted only for ENOENT, and only then: an ENOENT
     while the source still exists (a missing dest parent, say) is the
     caller's problem and must not be disguised as a vanished source.
     """
     if err is None:
         return None
-    if err in table.unsupported:
+    if err in table.unsupported or (from_call and err in table.call_refusals):
         return ReflinkOutcome.UNSUPPORTED
     if err == table.ENOENT and source_gone():
         return ReflinkOutcome.SOURCE_VANISHED

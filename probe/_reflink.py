@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 from . import _platform
-from ._outcome import ReflinkOutcome, ReflinkResult, classify
+from ._outcome import ReflinkOutcome, ReflinkResult, classify, is_transient, transient_delays
 from ._paths import PathArg, as_path
 from ._platform import Platform, is_caller_error, not_regular
 
@@ -27,9 +28,15 @@ def source_gone(source: str) -> bool:
 
 
 def reflink_at(
-    source: str, dest: str, dir_fd: int | None, platform: Platform | None = None
+    source: str,
+    dest: str,
+    dir_fd: int | None,
+    platform: Platform | None = None,
+    *,
+    window: float | None = None,
 ) -> ReflinkResult:
-    """``reflink`` with dest relative to ``dir_fd``; paths already checked."""
+    """``reflink`` with dest relative to ``dir_fd``; paths already checked.
+    ``window``: the EAGAIN retry window (``probe._outcome.eagain_window``)."""
     plat = platform or _platform.current()
     # Never hand the clone a source that is not there. A missing source makes
     # the syscall fail with ENOENT, which is deliberately *not* an
@@ -44,20 +51,53 @@ def reflink_at(
         return ReflinkResult(ReflinkOutcome.SOURCE_VANISHED)
     if not stat.S_ISREG(st.st_mode):
         raise not_regular(source, st.st_mode)
-    try:
-        plat.clone(source, dest, dir_fd)
-    except OSError as err:
-        if is_caller_error(err):
-            # Our own refusal of a source swapped for a FIFO/directory after
-            # the stat (it carries EINVAL only to name the problem), or a
-            # failure to create the dest: neither is the filesystem's answer
-            # to "can this pair clone".
-            raise
-        outcome = classify(err.errno, lambda: source_gone(source), plat.errnos)
-        if outcome is None:
-            raise _name_paths(err, source, dest) from None
-        return ReflinkResult(outcome, err.errno)
-    return ReflinkResult(ReflinkOutcome.CLONED)
+    delays = None
+    while True:
+        try:
+            plat.clone(source, dest, dir_fd)
+        except OSError as err:
+            if not is_transient(err.errno, plat.errnos):
+                return _failed(err, source, dest, plat)
+            # EAGAIN: the pair can clone, just not yet (ZFS syncing the
+            # source's transaction group). Wait with backoff; when the
+            # window is spent the EAGAIN is raised for the caller to copy.
+            if delays is None:
+                delays = transient_delays(window)
+            delay = next(delays, None)
+            if delay is None:
+                raise _name_paths(err, source, dest) from None
+            time.sleep(delay)
+            continue
+        return ReflinkResult(ReflinkOutcome.CLONED)
+
+
+def _from_source_open(err: OSError, source: str) -> bool:
+    """Did ``err`` come from opening the source rather than the clone call?
+
+    The Linux clone of ``probe._platform`` names the source alone when its
+    open (or the fstat after it) fails; ``fcntl.ioctl`` names no file at
+    all; macOS's clonefileat names both.
+    """
+    return err.filename == source and err.filename2 is None
+
+
+def _failed(err: OSError, source: str, dest: str, plat: Platform) -> ReflinkResult:
+    """The outcome of a failed, non-transient clone, or the error raised."""
+    if is_caller_error(err):
+        # Our own refusal of a source swapped for a FIFO/directory after
+        # the stat (it carries EINVAL only to name the problem), or a
+        # failure to create the dest: neither is the filesystem's answer
+        # to "can this pair clone".
+        raise err
+    outcome = classify(
+        err.errno,
+        lambda: source_gone(source),
+        plat.errnos,
+        from_call=not _from_source_open(err, source),
+    )
+    if outcome is None:
+        raise _name_paths(err, source, dest) from None
+    return ReflinkResult(outcome, err.errno)
 
 
 def reflink(source: PathArg, dest: PathArg) -> ReflinkResult:
@@ -67,11 +107,17 @@ def reflink(source: PathArg, dest: PathArg) -> ReflinkResult:
       carries the source's permission bits (FICLONE copies none; a lost exec
       bit is a classic bug).
     * UNSUPPORTED (errno set): EXDEV, EOPNOTSUPP/ENOTSUP, ENOSYS or EINVAL
-      from the clone or from opening the source. No dest is left behind.
+      from the clone or from opening the source; ENOTTY, EPERM, EACCES,
+      EBADF or ETXTBSY from the clone call itself (Linux; see
+      ``probe._outcome``). No dest is left behind.
+    * EAGAIN (ZFS: the source is not synced yet) is retried with backoff for
+      up to ``$COWPROBE_EAGAIN_WINDOW`` seconds (default 5); then
+      ``BlockingIOError`` is raised -- the pair can clone, just not now.
     * SOURCE_VANISHED: the source was missing before the call (errno None),
       or the call failed with ENOENT and the source is gone now.
     * Anything else raises ``OSError`` with the errno and both paths: EIO,
-      EACCES, ENOSPC, EEXIST (dest exists -- never clobbered), ENOENT while
+      EACCES or EPERM from opening the source or creating the dest, ENOSPC,
+      EEXIST (dest exists -- never clobbered), ENOENT while
       the source is still there (a missing dest parent).
 
     A symlink at ``dest`` is never followed; a symlink as ``source`` is

@@ -1,7 +1,7 @@
 """``fakefs.syscall_faults()`` and the ``syscall_faults`` fixture: library
 code under syscall faults in this very process, on real lab filesystems.
 
-Each test body runs in a fresh thread (``_fresh_thread``): a seccomp filter
+Each test body runs in a fresh thread (``fresh_thread``): a seccomp filter
 outlives its block, and one left on pytest's main thread would make every
 later ``fakefs run`` in the session fail (one listener per task: EBUSY).
 The fixture test runs in its own pytest process for the same reason.
@@ -9,16 +9,15 @@ The fixture test runs in its own pytest process for the same reason.
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from _fresh import fresh_thread
 
 import fakefs
 import probe
@@ -28,36 +27,13 @@ pytest_plugins = ("pytester",)
 
 _DATA = os.urandom(64 * 1024)
 
-_F = TypeVar("_F", bound=Callable[..., None])
-
-
-def _fresh_thread(fn: _F) -> _F:
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> None:
-        errors: list[BaseException] = []
-
-        def body() -> None:
-            try:
-                fn(*args, **kwargs)
-            except BaseException as err:  # re-raised on pytest's thread
-                errors.append(err)
-
-        t = threading.Thread(target=body)
-        t.start()
-        t.join()
-        if errors:
-            raise errors[0]
-
-    return run  # type: ignore[return-value]
-
-
 def _source(d: Path) -> Path:
     (d / "a").write_bytes(_DATA)
     return d / "a"
 
 
 @pytest.mark.cowprobe_fs("btrfs")
-@_fresh_thread
+@fresh_thread
 def test_try_reflink_unsupported_inside_cloned_after(btrfs_dir: Path) -> None:
     a = _source(btrfs_dir)
     b = btrfs_dir / "b"
@@ -72,7 +48,7 @@ def test_try_reflink_unsupported_inside_cloned_after(btrfs_dir: Path) -> None:
 
 
 @pytest.mark.cowprobe_fs("btrfs")
-@_fresh_thread
+@fresh_thread
 def test_threads_started_inside_the_block_are_covered(btrfs_dir: Path) -> None:
     a = _source(btrfs_dir)
     seen: list[Any] = []
@@ -84,7 +60,7 @@ def test_threads_started_inside_the_block_are_covered(btrfs_dir: Path) -> None:
 
 
 @pytest.mark.cowprobe_fs("btrfs")
-@_fresh_thread
+@fresh_thread
 def test_children_started_inside_the_block_are_covered(btrfs_dir: Path) -> None:
     _source(btrfs_dir)
     with fakefs.syscall_faults(["FICLONE:*:EXDEV"], root=btrfs_dir) as h:
@@ -94,7 +70,7 @@ def test_children_started_inside_the_block_are_covered(btrfs_dir: Path) -> None:
     assert [f["hits"] for f in h.faults()] == [1]
 
 
-@_fresh_thread
+@fresh_thread
 def test_a_file_outside_the_root_never_matches(tmp_path: Path) -> None:
     root, other = tmp_path / "root", tmp_path / "other"
     root.mkdir()
@@ -116,7 +92,7 @@ def test_a_file_outside_the_root_never_matches(tmp_path: Path) -> None:
     assert [(r["path"], r["result"]) for r in trace] == [(None, "continued"), ("f", "EIO")]
 
 
-@_fresh_thread
+@fresh_thread
 def test_rename_rules_match_both_names_relative_to_cwd(tmp_path: Path) -> None:
     (tmp_path / "old").write_text("x")
     cwd = os.getcwd()
@@ -134,7 +110,7 @@ def test_rename_rules_match_both_names_relative_to_cwd(tmp_path: Path) -> None:
     assert [f["hits"] for f in h.faults()] == [1]
 
 
-@_fresh_thread
+@fresh_thread
 def test_bad_rules_and_nesting_are_refused_before_anything(tmp_path: Path) -> None:
     with (pytest.raises(fakefs.RuleError, match="unknown syscall 'open'"),
           fakefs.syscall_faults(["open:*:EIO"], root=tmp_path)):
@@ -176,7 +152,7 @@ def test_fakefs_imports_no_pytest() -> None:
 
 
 @pytest.mark.cowprobe_fs("btrfs")
-@_fresh_thread
+@fresh_thread
 def test_range_ioctls_match_dest_and_source_read_from_memory(btrfs_dir: Path) -> None:
     from probe import _linux
 

@@ -7,7 +7,8 @@ Exit codes shared by every subcommand:
   1  the operation failed, or a check found a deviation
   2  bad usage or bad input (nothing was changed)
   3  could not tell (a capability could not be established), where relevant
-  130  interrupted (Ctrl-C)
+  128+n  ended by signal n: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (cleaned up)
+  141  standard output was a closed pipe
 """
 
 from __future__ import annotations
@@ -85,11 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command(words))
     args = parser.parse_args(words)
-    try:
-        code: int = args.func(args)
-    except KeyboardInterrupt:
-        print("cowprobe: interrupted", file=sys.stderr)
-        return 130
+    # SIGTERM/SIGHUP clean up like Ctrl-C; a closed or full stdout is one
+    # line and an exit code, never a traceback.
+    from ._signals import run_guarded
+
+    code: int = run_guarded(lambda: args.func(args))
     return code
 
 

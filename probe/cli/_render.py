@@ -4,6 +4,7 @@ otherwise. One place, so each subcommand only says *what* to show."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "Progress",
+    "collapse_failures",
     "emit_json",
     "markdown_table",
     "print_table",
@@ -105,6 +107,25 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str
              "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def collapse_failures(failures: Iterable[Sequence[str]]) -> list[str]:
+    """One line per distinct failure: ``(status, path, errno, text)`` rows
+    that differ only in the file name within one directory collapse into
+    one line with a count (one unwritable worktree parent printed 20,101
+    lines). Order of first appearance is kept."""
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for status, path, err, text in failures:
+        key = (status, os.path.dirname(path), err, text)
+        groups.setdefault(key, []).append(path)
+    lines = []
+    for (status, parent, err, text), paths in groups.items():
+        if len(paths) == 1:
+            where = paths[0]
+        else:
+            where = f"{os.path.join(parent, '*')} ({len(paths)} entries, first {paths[0]})"
+        lines.append(f"{status}: {where}: {err} {text}".rstrip())
+    return lines
 
 
 def emit_json(document: Any, *, file: Any = None) -> None:

@@ -2,8 +2,12 @@
 which happened and why.
 
 Exit codes: 0 cloned or copied; 1 the operation failed (or ``--reflink
-always`` and the filesystem cannot clone) -- DEST is then untouched; 2 bad
-usage or input (missing source, a directory/FIFO as source, NUL in a path).
+always`` and the filesystem cannot clone) -- DEST is then untouched -- or
+the report could not be written (the message says what happened to DEST);
+2 bad usage or input (missing source, a directory/FIFO as source, NUL in a
+path); 141 stdout was a closed pipe; 128+n ended by signal n (cleaned up).
+With ``--json`` the object's "dest" says "created", "replaced" or
+"untouched".
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import os
 import sys
 from typing import Any
 
-from probe._copy import ReflinkUnavailableError, clone_or_copy
+from probe._copy import LEFTOVERS, ReflinkUnavailableError, clone_or_copy
 from probe._outcome import errno_name
 from probe._platform import SpecialFileError
 
 from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE, octal_mode
 from ._render import emit_json
+from ._signals import OutputFailed, output_failed
 
 # Errors that say the *input* was wrong, as opposed to the operation failing.
 _USAGE_ERRNOS = frozenset({errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ELOOP})
@@ -41,14 +46,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="auto: clone, else copy (default); always: fail rather than copy; never: copy",
     )
     p.add_argument("--mode", type=octal_mode, help="permission bits (octal) for DEST")
+    p.add_argument(
+        "--fsync",
+        action="store_true",
+        help="sync DEST and its directory before returning (a crash cannot publish a torn file)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = {"source": args.source, "dest": args.dest}
+    existed = os.path.lexists(args.dest)
     try:
-        result = clone_or_copy(args.source, args.dest, mode=args.mode, reflink=args.reflink)
+        result = clone_or_copy(
+            args.source, args.dest, mode=args.mode, reflink=args.reflink, fsync=args.fsync
+        )
     except (ValueError, SpecialFileError) as err:
         return _fail(args, doc, err, EXIT_USAGE)
     except ReflinkUnavailableError as err:
@@ -59,31 +72,55 @@ def run(args: argparse.Namespace) -> int:
         code = EXIT_USAGE if usage else EXIT_FAILED
         return _fail(args, doc, err, code)
     doc["action"] = "cloned" if result.cloned else "copied"
+    doc["dest_state"] = "replaced" if existed else "created"
     if result.attempt is not None:
         doc["reflink"] = result.attempt.outcome.value
         doc["errno"] = result.attempt.errno_name
+    elif result.transient_errno is not None:
+        doc["reflink"] = "busy"
+        doc["errno"] = errno_name(result.transient_errno)
     doc["bytes_copied"] = result.copied_bytes
-    if args.json:
-        emit_json(doc)
-    else:
-        why = ""
-        if result.attempt is not None:
-            why = f" (reflink {result.attempt.outcome.value}"
-            why += f": {result.attempt.errno_name})" if result.attempt.errno else ")"
-        elif args.reflink == "never":
-            why = " (--reflink never)"
-        print(f"{doc['action']} {args.source} -> {args.dest}{why}")
+    doc["fsynced"] = bool(args.fsync)
+    doc["leftovers"] = list(result.leftovers)
+    for path in result.leftovers:
+        print(f"cowprobe clone: temporary could not be removed: {path}", file=sys.stderr)
+    try:
+        if args.json:
+            emit_json(doc)
+        else:
+            why = ""
+            if "reflink" in doc:
+                why = f" (reflink {doc['reflink']}"
+                why += f": {doc['errno']})" if doc["errno"] else ")"
+            elif args.reflink == "never":
+                why = " (--reflink never)"
+            print(f"{doc['action']} {args.source} -> {args.dest}{why}")
+        sys.stdout.flush()
+    except OutputFailed as err:
+        # DEST *was* written: say so, rather than the "untouched" of a
+        # failed operation.
+        line = f"cowprobe clone: {doc['action']} {args.source} -> {args.dest} ({doc['dest_state']})"
+        return output_failed(err, f"{line}, but the report could not be written")
     return EXIT_OK
 
 
 def _fail(args: argparse.Namespace, doc: dict[str, Any], err: Exception, code: int) -> int:
     doc.setdefault("action", "failed")
+    doc["dest_state"] = "untouched"
     doc["error"] = str(err)
     if isinstance(err, OSError) and err.errno is not None:
         doc["errno"] = errno_name(err.errno)
-    if args.json:
-        emit_json(doc)
-    print(f"cowprobe clone: {err}", file=sys.stderr)
+    left = list(getattr(err, LEFTOVERS, ()))
+    doc["leftovers"] = left
+    try:
+        if args.json:
+            emit_json(doc)
+            sys.stdout.flush()
+    except OutputFailed:
+        pass  # the stderr line below says it all; the exit code stands
+    print(f"cowprobe clone: {err} (DEST untouched)", file=sys.stderr)
+    for path in left:
+        print(f"cowprobe clone: temporary could not be removed: {path}", file=sys.stderr)
     if os.environ.get("COWPROBE_DEBUG"):
         raise err
     return code

@@ -5,7 +5,7 @@ so a batch resolves each destination directory's path once, not once per
 file, and a parent swapped for a symlink mid-batch cannot redirect a write.
 
 Missing directories are *staged*: the topmost missing one is made under a
-hidden temporary name (``probe._copy.temp_name``) and everything below it
+hidden temporary name (``probe._tempname.temp_name``) and everything below it
 with final names. Nothing under a staged directory is reachable by its final
 path until ``_publish`` renames the staged root into place, which is what
 lets files in it be created directly under their final names -- no per-file
@@ -29,8 +29,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .._copy import temp_name
 from .._fd import DIR_FLAGS, open_dir_nofollow
+from .._tempname import temp_name
 
 __all__ = ["DestDir", "DirCache", "beneath"]
 

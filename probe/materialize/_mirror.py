@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .._copy import temp_name
 from .._outcome import errno_name
 from .._paths import PathArg, as_path
+from .._tempname import temp_name
 from ._batch import run_batch
 from ._dirs import DestDir, DirCache
 from ._report import JobResult, MaterializeReport

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
-from .._copy import copy_fd, discard, temp_name
+from .._copy import copy_fd, discard
 from .._outcome import ReflinkOutcome, classify
 from .._platform import close_quietly, create_dest, open_source
 from .._reflink import source_gone
+from .._tempname import temp_name
 from ._dirs import DestDir, DirCache
 from ._policy import Attempt, CloneFd, PairPolicy
 from ._report import JobResult, JobStatus

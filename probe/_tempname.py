@@ -1,0 +1,191 @@
+"""Temporary names: built in bytes, carrying their owner, reaped when it died.
+
+A temporary is ``.NAME.cowprobe-PID-TICKS-BOOT-RANDOMCOUNTER.tmp``: the
+owner's pid, its start time (clock ticks after boot, from /proc) and a short
+boot id. A process killed by SIGKILL runs no cleanup, so the next run that
+touches the directory checks each temporary's owner and unlinks those whose
+owner is gone (``reap_dead``). pid *and* start time: a recycled pid belongs
+to someone else, and mistaking a live owner for dead would delete a file it
+is still writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+import secrets
+import stat
+import threading
+
+__all__ = ["forget_reaped", "is_ours", "reap_dead", "start_ticks", "temp_name"]
+
+# The final name's share of a temporary, in *bytes*: NAME_MAX is 255 bytes
+# on every Linux filesystem, and a 255-byte name of 3-byte characters is 85
+# characters -- cutting by characters made such names fail with
+# ENAMETOOLONG. 100 bytes keeps the temporary well under any NAME_MAX seen
+# in the field (eCryptfs: 143).
+_NAME_BYTES = 100
+_TEMP_RE = re.compile(r"\.cowprobe-(\d+)-(\d+)-([0-9a-f]{8})-[0-9a-f]+\.tmp\Z")
+
+
+def start_ticks(pid: int) -> int | None:
+    """The start time of live process ``pid`` (clock ticks after boot);
+    None if there is no such process or only its zombie is left."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces and parentheses; fields after the last
+    # ')' are fixed: state is field 3, starttime field 22.
+    rest = text[text.rindex(b")") + 2 :].split()
+    if rest[0] in (b"Z", b"X", b"x"):
+        return None
+    return int(rest[19])
+
+
+def _boot_tag() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = b""
+    return hashlib.sha256(boot).hexdigest()[:8]
+
+
+class _TempNames:
+    """Unpredictable, unique temporary names without a getrandom() per file.
+
+    A random part per process plus a counter: a batch replacing 10,000
+    existing files would otherwise spend a syscall per file on names alone.
+    The random part keeps names unguessable (a planted symlink or file can
+    only make our exclusive, no-follow create fail, never redirect it); a
+    forked child draws its own and records its own pid.
+    """
+
+    def __init__(self) -> None:
+        self.boot = _boot_tag()
+        self.reseed()
+
+    def reseed(self) -> None:
+        pid = os.getpid()
+        self.owner = f"{pid}-{start_ticks(pid) or 0}-{self.boot}"
+        self.prefix = secrets.token_hex(4)
+        self.counter = itertools.count()
+
+    def next(self, final_name: str) -> str:
+        # next() on itertools.count is atomic under the GIL: threads of one
+        # batch never draw the same number.
+        return (
+            f".{_cut(final_name)}.cowprobe-{self.owner}-{self.prefix}"
+            f"{next(self.counter):04x}.tmp"
+        )
+
+
+def _cut(name: str) -> str:
+    """At most ``_NAME_BYTES`` bytes of ``name``, never half a character.
+
+    Names are bytes to the kernel; a str here may carry surrogate escapes
+    for bytes that are not UTF-8, and those survive the round trip.
+    """
+    raw = os.fsencode(name)
+    if len(raw) <= _NAME_BYTES:
+        return name
+    raw = raw[:_NAME_BYTES]
+    # Back off over a UTF-8 sequence the cut split (at most 3 bytes), so the
+    # temporary prints as the name the user knows.
+    for back in range(4):
+        try:
+            return raw[: len(raw) - back].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return os.fsdecode(raw)
+
+
+_TEMP_NAMES = _TempNames()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_TEMP_NAMES.reseed)
+
+
+def temp_name(final_name: str) -> str:
+    """A hidden, unique sibling name for building ``final_name``."""
+    return _TEMP_NAMES.next(final_name)
+
+
+def is_ours(name: str) -> bool:
+    """Is ``name`` a cowprobe temporary (of any owner)?"""
+    return name.startswith(".") and _TEMP_RE.search(name) is not None
+
+
+def _owner_dead(name: str, cache: dict[tuple[int, int, str], bool]) -> bool:
+    m = _TEMP_RE.search(name)
+    if m is None:
+        return False
+    key = (int(m.group(1)), int(m.group(2)), m.group(3))
+    dead = cache.get(key)
+    if dead is None:
+        pid, ticks, boot = key
+        if boot != _TEMP_NAMES.boot:
+            dead = True  # made before the last reboot: its owner is gone
+        elif ticks == 0:
+            dead = False  # owner had no /proc: liveness unknown, keep it
+        else:
+            dead = start_ticks(pid) != ticks
+        cache[key] = dead
+    return dead
+
+
+_REAPED: set[tuple[int, int]] = set()
+_REAPED_LOCK = threading.Lock()
+
+
+def reap_dead(dir_fd: int) -> list[str]:
+    """Unlink the temporaries of dead owners in the directory ``dir_fd``;
+    the names that could not be removed (never silently left).
+
+    Cheap by design: once per directory per process, a names-only scan (no
+    stat unless a name matches), one /proc read per distinct owner. Only
+    non-directories owned by our uid are touched; a staged *directory* of a
+    dead owner is the materializer's to reap.
+    """
+    try:
+        st = os.fstat(dir_fd)
+    except OSError:
+        return []
+    key = (st.st_dev, st.st_ino)
+    with _REAPED_LOCK:
+        if key in _REAPED:
+            return []
+        _REAPED.add(key)
+    left: list[str] = []
+    cache: dict[tuple[int, int, str], bool] = {}
+    try:
+        with os.scandir(dir_fd) as it:
+            names = [e.name for e in it if e.name.startswith(".") and ".cowprobe-" in e.name]
+    except OSError:
+        return []
+    for name in names:
+        if not (is_ours(name) and _owner_dead(name, cache)):
+            continue
+        try:
+            there = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(there.st_mode) or there.st_uid != os.geteuid():
+            continue
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass  # another reaper got there first
+        except OSError:
+            left.append(name)
+    return left
+
+
+def forget_reaped() -> None:
+    """Let ``reap_dead`` scan every directory again (tests; long-lived
+    processes that want a fresh sweep)."""
+    with _REAPED_LOCK:
+        _REAPED.clear()
