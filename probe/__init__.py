@@ -18,7 +18,13 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._copy import CopyResult, ReflinkUnavailableError, clone_or_copy, clonefile_or_copy
+    from ._copy import (
+        CopyResult,
+        ReflinkUnavailableError,
+        clone_or_copy,
+        clonefile_or_copy,
+        leftovers,
+    )
     from ._outcome import ReflinkOutcome, ReflinkResult, errno_name
     from ._platform import SpecialFileError
     from ._reflink import reflink, try_reflink
@@ -66,6 +72,7 @@ _LAZY = {
     "clonefile_or_copy": "._copy",
     "errno_name": "._outcome",
     "filesystem_supports_reflink": "._support",
+    "leftovers": "._copy",
     "materialize": ".materialize",
     "mirror": ".materialize",
     "probe_capabilities": ".capabilities",
@@ -96,6 +103,7 @@ __all__ = [
     "clonefile_or_copy",
     "errno_name",
     "filesystem_supports_reflink",
+    "leftovers",
     "materialize",
     "mirror",
     "probe_capabilities",

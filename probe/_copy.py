@@ -82,6 +82,12 @@ _REFLINK_MODES = ("auto", "always", "never")
 LEFTOVERS = "cowprobe_leftovers"
 
 
+def leftovers(err: BaseException) -> list[str]:
+    """The temporaries a failed call could not remove (named, never silently
+    left): what it attached to its exception, or nothing."""
+    return list(getattr(err, LEFTOVERS, ()))
+
+
 @dataclass(frozen=True)
 class CopyResult:
     """What ``clone_or_copy`` did."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import enum
 import errno as _errno
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -123,7 +122,9 @@ _LINUX_CALL_REFUSALS = frozenset(
 )
 
 
-#: The running system's values.
+#: The running system's values. The call-only refusals are Linux's FICLONE
+#: answers; the platform seam (probe._platform) drops them where the clone
+#: primitive is another call.
 HOST_ERRNOS = ErrnoTable(
     ENOENT=_errno.ENOENT,
     EXDEV=_errno.EXDEV,
@@ -132,7 +133,7 @@ HOST_ERRNOS = ErrnoTable(
     ENOSYS=_errno.ENOSYS,
     EINVAL=_errno.EINVAL,
     EAGAIN=_errno.EAGAIN,
-    call_refusals=_LINUX_CALL_REFUSALS if sys.platform.startswith("linux") else frozenset(),
+    call_refusals=_LINUX_CALL_REFUSALS,
 )
 
 

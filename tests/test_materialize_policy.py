@@ -32,20 +32,26 @@ def _never_gone() -> bool:
 
 
 def test_eagain_is_retried_then_copied_and_never_disables() -> None:
-    p = PairPolicy()
+    p = PairPolicy(eagain_window=0.05)
     att = p.clone(_failing(errno.EAGAIN, errno.EAGAIN, None), 0, 0, _never_gone)
     assert att.cloned and att.calls == 3 and att.failures == 2
     # A clone that finally succeeded carries no errno: a copy did not happen.
     assert att.errno is None and p.proven
+    # A source that stays busy is retried until the pair's window is spent...
+    att = p.clone(_failing(*[errno.EAGAIN] * 100), 0, 0, _never_gone)
+    assert not att.cloned and att.calls > 3 and att.errno == errno.EAGAIN
+    # ...and after that it costs one call and a copy: the window is the
+    # pair's, not each file's, and the pair stays on.
     for _ in range(3):
-        att = p.clone(_failing(*[errno.EAGAIN] * 4), 0, 0, _never_gone)
-        assert not att.cloned and att.calls == 4 and att.errno == errno.EAGAIN
+        att = p.clone(_failing(errno.EAGAIN), 0, 0, _never_gone)
+        assert not att.cloned and att.calls == 1 and att.errno == errno.EAGAIN
     assert p.enabled and p.disabled_errno is None
+    assert p.clone(_failing(None), 0, 0, _never_gone).cloned
 
 
 def test_eagain_before_any_success_leaves_pair_undecided() -> None:
-    p = PairPolicy()
-    p.clone(_failing(*[errno.EAGAIN] * 4), 0, 0, _never_gone)
+    p = PairPolicy(eagain_window=0.01)
+    p.clone(_failing(*[errno.EAGAIN] * 100), 0, 0, _never_gone)
     assert p.enabled and not p.proven
 
 

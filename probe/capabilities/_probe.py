@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from .._fd import remove_tree
 from .._paths import PathArg, as_path
 from . import _attrs, _clone, _links, _misc, _names, _overlay, _rename, _space
 from ._context import ProbeContext, ProbeSpec, Trial, describe_errno
@@ -141,46 +142,13 @@ def _identity(p: str, fd: int, real: str) -> Identity:
                              f"{describe_errno(err.errno)}") from None
 
 
-def _unlink(name: str, dir_fd: int, errors: list[str]) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass  # already gone: what removal wanted
-    except OSError as err:
-        errors.append(f"unlink {name}: {describe_errno(err.errno)}")
-
-
 def _remove_tree(parent_fd: int, name: str, errors: list[str]) -> None:
-    """Remove ``name`` under ``parent_fd``, never following a symlink."""
-    try:
-        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
-    except OSError as err:
-        if err.errno == errno.ENOENT:
-            return
-        if err.errno in (errno.ENOTDIR, errno.ELOOP):
-            # A file or a symlink: unlink the entry itself, not its target.
-            _unlink(name, parent_fd, errors)
-            return
-        errors.append(f"open {name}: {describe_errno(err.errno)}")
-        return
-    try:
-        with os.scandir(fd) as it:
-            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-        for child, is_dir in children:
-            if is_dir:
-                _remove_tree(fd, child, errors)
-            else:
-                _unlink(child, fd, errors)
-    except OSError as err:
-        errors.append(f"list {name}: {describe_errno(err.errno)}")
-    finally:
-        os.close(fd)
-    try:
-        os.rmdir(name, dir_fd=parent_fd)
-    except FileNotFoundError:
-        pass
-    except OSError as err:
-        errors.append(f"rmdir {name}: {describe_errno(err.errno)}")
+    """Remove ``name`` under ``parent_fd``, never following a symlink; each
+    failure becomes a line of the report's cleanup errors."""
+    errors += [
+        f"remove {err.filename or name}: {describe_errno(err.errno)}"
+        for err in remove_tree(parent_fd, name)
+    ]
 
 
 class _PrivateDir:

@@ -18,9 +18,13 @@ import os
 import sys
 from typing import Any
 
-from probe._copy import LEFTOVERS, ReflinkUnavailableError, clone_or_copy
-from probe._outcome import errno_name
-from probe._platform import SpecialFileError
+from probe import (
+    ReflinkUnavailableError,
+    SpecialFileError,
+    clone_or_copy,
+    errno_name,
+    leftovers,
+)
 
 from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE, octal_mode
 from ._render import emit_json
@@ -110,7 +114,7 @@ def _fail(args: argparse.Namespace, doc: dict[str, Any], err: Exception, code: i
     doc["error"] = str(err)
     if isinstance(err, OSError) and err.errno is not None:
         doc["errno"] = errno_name(err.errno)
-    left = list(getattr(err, LEFTOVERS, ()))
+    left = leftovers(err)
     doc["leftovers"] = left
     try:
         if args.json:

@@ -19,7 +19,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _linux, _platform
@@ -27,6 +27,7 @@ from .._copy import clonefile_or_copy
 from .._outcome import errno_name
 from .._platform import Platform
 from .._reflink import reflink_at
+from ._racing import with_deleter, with_late_deleter
 from ._scenarios import (
     Check,
     Deleter,
@@ -61,39 +62,6 @@ class Observed:
 def payload(size: int = _PAYLOAD_SIZE, seed: str = "") -> bytes:
     """Deterministic, incompressible bytes (a run can be compared with another)."""
     return hashlib.shake_256(f"cowprobe conformance {seed}".encode()).digest(size)
-
-
-def _with_deleter(base: Platform, victim: str) -> Platform:
-    """The host platform with another thread unlinking ``victim`` in the window
-    between the library's pre-check and its clone syscall.
-
-    Holding the clone at the seam until the deleter has finished makes the
-    race come out the same way every run, without a sleep.
-    """
-
-    def clone(source: str, dest: str, dir_fd: int | None) -> None:
-        deleter = threading.Thread(target=os.unlink, args=(victim,), name="cowprobe-deleter")
-        deleter.start()
-        deleter.join()
-        base.clone(source, dest, dir_fd)
-
-    return replace(base, name=f"{base.name}+deleter", clone=clone)
-
-
-def _with_late_deleter(base: Platform, victim: str) -> Platform:
-    """The host platform where a clone failing with ENOENT (a syscall-layer
-    rule) finds its source unlinked by the time the library looks again --
-    what a real unlink racing the call leaves behind."""
-
-    def clone(source: str, dest: str, dir_fd: int | None) -> None:
-        try:
-            base.clone(source, dest, dir_fd)
-        except OSError as err:
-            if err.errno == _errno.ENOENT:
-                os.unlink(victim)
-            raise
-
-    return replace(base, name=f"{base.name}+late-deleter", clone=clone)
 
 
 def _read(path: Path) -> bytes:
@@ -280,9 +248,9 @@ class Case:
             os.unlink(src)
         plat = _platform.current()
         if v.deleter is Deleter.MID_FLIGHT:
-            plat = _with_deleter(plat, str(src))
+            plat = with_deleter(plat, str(src))
         elif v.deleter is Deleter.DURING:
-            plat = _with_late_deleter(plat, str(src))
+            plat = with_late_deleter(plat, str(src))
 
         with self._faults(self._rel(src, dst)) as rules, \
                 self._syscall_faults(src, dst) as sys_unfired:

@@ -26,13 +26,12 @@ batch. The rules, on top of ``probe._outcome.classify``:
 
 from __future__ import annotations
 
-import errno
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .._outcome import ReflinkOutcome, classify, is_transient
+from .._outcome import ReflinkOutcome, classify, is_per_file, is_transient, transient_delays
 
 __all__ = ["EINVAL_LIMIT", "Attempt", "CloneFd", "PairPolicy"]
 
@@ -42,8 +41,6 @@ __all__ = ["EINVAL_LIMIT", "Attempt", "CloneFd", "PairPolicy"]
 #: large enough that a directory starting with a few NOCOW files keeps cloning.
 EINVAL_LIMIT = 8
 
-# EAGAIN: retry a few times with a short backoff (about 7 ms in all), then copy.
-_TRANSIENT_DELAYS = (0.001, 0.002, 0.004)
 
 _UNKNOWN, _ENABLED, _DISABLED = 0, 1, 2
 
@@ -66,9 +63,11 @@ class Attempt:
 class PairPolicy:
     """Reflink state for one (source st_dev, destination st_dev) pair."""
 
-    __slots__ = ("_lock", "_state", "disabled_errno", "einval_run", "proven")
+    __slots__ = (
+        "_eagain", "_eagain_lock", "_lock", "_state", "disabled_errno", "einval_run", "proven",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, eagain_window: float | None = None) -> None:
         self._lock = threading.Lock()
         self._state = _UNKNOWN
         self.einval_run = 0
@@ -78,6 +77,13 @@ class PairPolicy:
         #: property over ``_state``: the worker reads it once per dest. It
         #: only ever goes False -> True, together with ``_state``.)
         self.proven = False
+        # EAGAIN (ZFS: the source's transaction group is not synced yet):
+        # one retry window for the whole pair (probe._outcome.transient_delays),
+        # so a batch of freshly written blobs waits for one sync, not one per
+        # file; once it is spent, files that still get EAGAIN are copied and
+        # the pair stays on.
+        self._eagain = transient_delays(eagain_window)
+        self._eagain_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -146,13 +152,13 @@ class PairPolicy:
         *,
         source_gone: Callable[[], bool],
     ) -> Attempt:
-        delays = iter(_TRANSIENT_DELAYS)
         while True:
             att.failures += 1
             att.errno = err.errno
             if not is_transient(err.errno):
                 break
-            delay = next(delays, None)
+            with self._eagain_lock:  # a generator is not thread-safe
+                delay = next(self._eagain, None)
             if delay is None:
                 return att
             time.sleep(delay)
@@ -175,7 +181,7 @@ class PairPolicy:
     def _unsupported(self, err: int | None) -> None:
         if self._state == _ENABLED:
             return
-        if err == errno.EINVAL:
+        if is_per_file(err):
             self.einval_run += 1
             if self.einval_run < EINVAL_LIMIT:
                 return
