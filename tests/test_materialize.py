@@ -335,3 +335,20 @@ def test_report_json_shape(btrfs_dir: Path) -> None:
     doc = report.to_dict()
     assert doc["totals"]["cloned"] == 3 and doc["totals"]["failed_clone_calls"] == 0
     assert [j["status"] for j in doc["jobs"]] == ["cloned"] * 3
+
+
+@pytest.mark.parametrize("fs", ["ext4_dir", "xfs_noreflink_dir"])
+def test_copied_sparse_file_stays_sparse(fs: str, request: pytest.FixtureRequest) -> None:
+    # The copy fallback's one whole-file copy_file_range would write the
+    # holes out as zeros (ext4): a sparse source must keep its holes.
+    d: Path = request.getfixturevalue(fs)
+    src = d / "sparse"
+    with open(src, "wb") as fh:
+        fh.write(os.urandom(64 * 1024))
+        fh.seek(256 * 1024 * 1024)
+        fh.write(os.urandom(64 * 1024))
+    report = materialize([(src, d / "wt" / "f")])
+    assert report.ok and report.copied == 1
+    dst = d / "wt" / "f"
+    assert dst.read_bytes() == src.read_bytes()
+    assert os.stat(dst).st_blocks <= 2 * os.stat(src).st_blocks, "holes were filled in"

@@ -18,6 +18,7 @@ from functools import partial
 from typing import NamedTuple
 
 from .._copy import copy_fd, discard
+from .._datacopy import looks_sparse
 from .._outcome import ReflinkOutcome, classify
 from .._platform import close_quietly, create_dest, open_source
 from .._reflink import source_gone
@@ -166,6 +167,7 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
             # skipped.
             umask_ok = umask is not None and not (want & umask) and want <= 0o777
             size = st.st_size
+            sparse = looks_sparse(st)
             dev = st.st_dev
             # partial, not a lambda: made once per source, and it must bind
             # this iteration's source.
@@ -221,7 +223,7 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                         written = size
                     else:
                         step = "copy"
-                        written = _copy(src_fd, dst_fd, size)
+                        written = _copy(src_fd, dst_fd, size, sparse)
                     step = "finish"
                     if not umask_ok or ddir.has_default_acl:
                         os.fchmod(dst_fd, want)
@@ -310,7 +312,7 @@ def _drop(ddir: DestDir, name: str) -> None:
         ddir.debris.append(name)
 
 
-def _copy(src_fd: int, dst_fd: int, size: int) -> int:
+def _copy(src_fd: int, dst_fd: int, size: int, sparse: bool) -> int:
     """Copy the whole source (one fd, shared by all its dests) into ``dst_fd``.
 
     A file copied whole by one copy_file_range at an explicit offset costs
@@ -320,6 +322,11 @@ def _copy(src_fd: int, dst_fd: int, size: int) -> int:
     """
     if size == 0:
         return 0
+    if sparse:
+        # One whole-file copy_file_range writes the holes out as zeros on
+        # ext4; copy_fd walks SEEK_DATA/SEEK_HOLE and keeps them.
+        os.lseek(src_fd, 0, os.SEEK_SET)
+        return copy_fd(src_fd, dst_fd)
     try:
         n = os.copy_file_range(src_fd, dst_fd, size, 0)
     except OSError:
