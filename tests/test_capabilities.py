@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _files import open_fds
 
 from probe._linux import FS_IMMUTABLE_FL, get_inode_flags, set_inode_flags
 from probe.capabilities import (
@@ -71,15 +72,6 @@ FSTYPE = {"btrfs": "btrfs", "xfs": "xfs", "xfs-noreflink": "xfs", "ext4": "ext4"
           "tmpfs": "tmpfs"}
 MAGIC = {"btrfs": 0x9123683E, "xfs": 0x58465342, "xfs-noreflink": 0x58465342, "ext4": 0xEF53,
          "tmpfs": 0x01021994}
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def lab(cowprobe_lab: Lab) -> Lab:
-    return cowprobe_lab
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,6 @@ from probe.cli import EXIT_COULD_NOT_TELL, EXIT_FAILED, EXIT_OK, EXIT_USAGE, mai
 from probe.lab import Lab
 
 
-@pytest.fixture
-def lab(cowprobe_lab: Lab) -> Lab:
-    return cowprobe_lab
-
-
 def check(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(["check", *argv])
     out, err = capsys.readouterr()

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _kernel_view import dir_flags, immutable
+from _files import write_file
+from _kernel_view import dir_flags
 
 from probe import SpecialFileError, clonefile_or_copy
 from probe._linux import FS_NOCOW_FL, get_inode_flags
@@ -27,23 +28,8 @@ CLONES = {"btrfs": True, "xfs": True, "xfs-noreflink": False, "ext4": False, "tm
 HANG_GUARD_S = 30.0
 
 
-def write_file(path: Path, data: bytes, mode: int = 0o644) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    return path
-
-
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
-
-
-@pytest.fixture
-def lab(cowprobe_lab: Lab) -> Lab:
-    return cowprobe_lab
 
 
 @pytest.fixture
@@ -248,14 +234,6 @@ def test_readonly_destination_is_erofs_and_keeps_dest(lab: Lab) -> None:
     assert exc.value.filename == str(ro / "dst")
     assert ".tmp" not in str(exc.value)
     assert_dest_intact(d, {"src", "dst"}, d / "dst", b"old bytes")
-
-
-@pytest.fixture
-def immutable_dir(lab: Lab) -> Iterator[Path]:
-    d = lab.scratch_dir("btrfs", "cloc-immutable")
-    write_file(d / "dst", b"old bytes")
-    with immutable(d):
-        yield d
 
 
 def test_immutable_directory_is_eperm_and_keeps_dest(lab: Lab, immutable_dir: Path) -> None:

@@ -6,6 +6,8 @@ missing, and fails under strict mode."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,7 +207,15 @@ def test_markers_are_registered(pytester: pytest.Pytester) -> None:
 
 def test_not_root_skip_reason() -> None:
     # The reason text the lab gives a normal user, which the fixtures pass on.
-    if os.geteuid() == 0:
-        assert not any(w.startswith("not root") for w in missing_prerequisites())
-    else:  # pragma: no cover - this suite runs as root
-        assert any(w.startswith("not root") for w in missing_prerequisites())
+    # This suite runs as root, so ask again as nobody: a child that drops
+    # its ids after the imports (the interpreter under /root is 0700).
+    require(os.geteuid() == 0, "needs root to ask as another user")
+    assert not any(w.startswith("not root") for w in missing_prerequisites())
+    code = (
+        "import os\nfrom probe.lab import missing_prerequisites\n"
+        "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+        "print('\\n'.join(missing_prerequisites()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "not root (running as uid 65534; mount(2) and loop devices need root)" in out

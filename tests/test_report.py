@@ -22,11 +22,6 @@ from probe.lab import KINDS, LANES, Lab
 from probe.report import SCHEMA_VERSION, load_schema, render_markdown, to_document
 
 
-@pytest.fixture
-def lab(cowprobe_lab: Lab) -> Lab:
-    return cowprobe_lab
-
-
 def validate(doc: Any) -> None:
     schema = load_schema()
     jsonschema.Draft202012Validator.check_schema(schema)

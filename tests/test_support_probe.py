@@ -7,6 +7,7 @@ import os
 import threading
 
 import pytest
+from _files import open_fds
 
 import probe._support
 from probe import ReflinkOutcome, ReflinkResult, filesystem_supports_reflink, probe_reflink
@@ -14,15 +15,6 @@ from probe._reflink import reflink_at as real_reflink_at
 from probe.lab import KINDS, Lab
 
 SUPPORTS = {"btrfs": True, "xfs": True, "xfs-noreflink": False, "ext4": False, "tmpfs": False}
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def lab(cowprobe_lab: Lab) -> Lab:
-    return cowprobe_lab
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -7,31 +7,20 @@ following anything."""
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+
+import probe
 
 from ._clone import OLD, OLD_MODE, _put, _remove
 from ._harness import Family, Outcome, check_file, leftovers
 from ._schedule import Fault
 
-__all__ = ["MaterializeWorkload", "materialize_fn"]
-
-
-def materialize_fn() -> Callable[..., Any] | None:
-    """``materialize`` if the materializer has landed, else None (it was
-    being written alongside this suite; the public name is preferred)."""
-    fn = getattr(importlib.import_module("probe"), "materialize", None)
-    if fn is None:
-        try:
-            fn = importlib.import_module("probe.materialize").materialize
-        except (ImportError, AttributeError):
-            return None
-    return cast("Callable[..., Any]", fn)
+__all__ = ["MaterializeWorkload"]
 
 
 # name -> (size, mode); sizes straddle the 64 KiB FUSE write size
@@ -51,7 +40,7 @@ class MaterializeWorkload:
     def __post_init__(self) -> None:
         rng = random.Random(3)  # noqa: S311 -- reproducible test data
         self.data = {n: rng.randbytes(size) for n, (size, _) in BLOBS.items()}
-        self.fn = materialize_fn()
+        self.fn: Callable[..., Any] = probe.materialize
 
     def _store(self, rel: str) -> Path:
         return self.fam.backing / rel

@@ -11,34 +11,23 @@ import pytest
 from probe.pytest_plugin import require_fakefs
 
 from ._harness import STATS, Family, family
-from ._known import KNOWN, split_known
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if not STATS.runs:
         return
     tr = terminalreporter
-    unknown, known = split_known(STATS.violations)
     tr.section("fault-schedule torture")
     tr.write_line(
         f"schedules: {len(STATS.schedules)} distinct ({STATS.runs} runs) | "
-        f"faults injected: {STATS.injected} | violations: {len(STATS.violations)} "
-        f"({len(unknown)} new, {len(known)} known in modules under repair) | "
+        f"faults injected: {STATS.injected} | violations: {len(STATS.violations)} | "
         f"excused leftovers: {STATS.excused} | unfired schedules: {STATS.unfired} | "
         f"replay time: {STATS.seconds:.1f}s"
     )
     for name, n in sorted(STATS.per_workload.items()):
         tr.write_line(f"  {name}: {n} runs")
-    for v in unknown[:20]:
+    for v in STATS.violations[:20]:
         tr.write_line(f"  VIOLATION {v}")
-    for _, _, what in KNOWN:
-        n = sum(1 for v in known if what in _explain(v))
-        if n:
-            tr.write_line(f"  known ({n}): {what}")
-
-
-def _explain(v: str) -> str:
-    return "\n".join(what for w, rx, what in KNOWN if v.startswith(w) and rx.search(v))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import pytest
 
 from ._capabilities import CapabilityWorkload
 from ._harness import Family, Replayer
-from ._known import split_known
 from ._schedule import ERRNOS, TraceOp, failable, fault_at
 
 STRIDE = 4
@@ -33,8 +32,5 @@ def test_operations_failed_in_turn(recorded: tuple[Replayer, list[TraceOp]], pha
     ks = failable(trace)[phase::STRIDE]
     schedules = [(fault_at(trace, k, ERRNOS[(i + phase) % len(ERRNOS)]),) for i, k in enumerate(ks)]
     assert len(schedules) > 50, len(trace)
-    unknown, known = split_known(replayer.replay_all(schedules))
-    assert not unknown, "\n".join(unknown[:25])
-    if known:
-        pytest.xfail(f"{len(known)} known capability-probe violations (tests/torture/_known.py)"
-                     f", e.g. {known[0]}")
+    violations = replayer.replay_all(schedules)
+    assert not violations, "\n".join(violations[:25])

@@ -9,11 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from probe.pytest_plugin import require
-
 from ._harness import Family, Replayer
-from ._known import split_known
-from ._materialize import MaterializeWorkload, materialize_fn
+from ._materialize import MaterializeWorkload
 from ._schedule import ERRNOS, SHORT_BYTES, TraceOp, exhaustive
 
 ACTIONS = (*ERRNOS, f"short={SHORT_BYTES}")
@@ -21,8 +18,6 @@ ACTIONS = (*ERRNOS, f"short={SHORT_BYTES}")
 
 @pytest.fixture(scope="module")
 def recorded(torture_family: Family) -> Iterator[tuple[Replayer, list[TraceOp]]]:
-    require(materialize_fn() is not None,
-            "probe.materialize has not landed (probe/_materialize.py)")
     r = Replayer(torture_family, MaterializeWorkload(torture_family))
     yield r, r.record()
 
@@ -35,8 +30,5 @@ def test_every_operation_failed_in_turn(
     errnos = () if action.startswith("short=") else (action,)
     schedules = [s for s in exhaustive(trace, errnos) if s[0].action == action]
     assert len(schedules) >= 2, trace
-    unknown, known = split_known(replayer.replay_all(schedules))
-    assert not unknown, "\n".join(unknown[:25])
-    if known:
-        pytest.xfail(f"{len(known)} known materializer violations (see tests/torture/_known.py)"
-                     f", e.g. {known[0]}")
+    violations = replayer.replay_all(schedules)
+    assert not violations, "\n".join(violations[:25])

@@ -14,13 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from probe.pytest_plugin import require
-
 from ._capabilities import CapabilityWorkload
 from ._clone import CloneWorkload
 from ._harness import Family, Replayer
-from ._known import split_known
-from ._materialize import MaterializeWorkload, materialize_fn
+from ._materialize import MaterializeWorkload
 from ._schedule import Fault, Schedule, TraceOp, actions_for, failable, fault_at
 
 
@@ -52,8 +49,7 @@ def replayers(torture_family: Family) -> Iterator[dict[str, tuple[Replayer, list
     out = {}
     workloads: list[object] = [CloneWorkload(torture_family, "new"),
                                CloneWorkload(torture_family, "over")]
-    if materialize_fn() is not None:
-        workloads.append(MaterializeWorkload(torture_family))
+    workloads.append(MaterializeWorkload(torture_family))
     for w in workloads:
         r = Replayer(torture_family, w)  # type: ignore[arg-type]
         out[r.workload.name] = (r, r.record())
@@ -61,9 +57,7 @@ def replayers(torture_family: Family) -> Iterator[dict[str, tuple[Replayer, list
 
 
 def _check(problems: list[str]) -> None:
-    unknown, _known = split_known(problems)
-    assert not unknown, "\n".join(unknown[:10])
-    # known violations are counted in the summary; the sweeps xfail on them
+    assert not problems, "\n".join(problems[:10])
 
 
 @pytest.mark.parametrize("name", ["clonefile_or_copy[new]", "clonefile_or_copy[over]"])
@@ -83,7 +77,6 @@ def test_random_schedules_clone(
 def test_random_schedules_materialize(
     replayers: dict[str, tuple[Replayer, list[TraceOp]]],
 ) -> None:
-    require(materialize_fn() is not None, "probe.materialize has not landed")
     replayer, trace = replayers["materialize"]
 
     @_settings(150)
