@@ -99,7 +99,9 @@ def open_source(source: str) -> tuple[int, os.stat_result]:
         if not stat.S_ISREG(st.st_mode):
             raise not_regular(source, st.st_mode)
     except BaseException:
-        os.close(fd)
+        # A failing close (FUSE FLUSH, NFS write-back) must not replace the
+        # error that says why the source was refused.
+        close_quietly(fd)
         raise
     return fd, st
 

@@ -116,3 +116,26 @@ def test_failed_fstat_of_the_source_names_it(new: tuple[Replayer, list[TraceOp]]
     w = r.workload
     assert isinstance(w, CloneWorkload)
     assert err.filename == str(w.src)
+
+
+def test_failed_close_after_a_failed_source_fstat_keeps_the_named_error(
+    torture_family: Family,
+) -> None:
+    """Random schedule ``getattr:src:EIO`` (the source's fstat) then
+    ``flush:src:EIO`` (closing it): the cleanup's close error replaced the
+    fstat's, and the caller got an EIO naming no file."""
+    fs = torture_family.fs
+    (torture_family.backing / "src").write_bytes(b"x" * 70_001)
+    (torture_family.backing / "dst").write_bytes(b"old")
+    # The schedule the random sweep found: the 5th GETATTR of src is the
+    # copy's fstat of its opened source, the 2nd FLUSH that descriptor's close.
+    fs.add_fault("getattr:src:EIO:nth=5")
+    fs.add_fault("flush:src:EIO:nth=2")
+    try:
+        with pytest.raises(OSError) as info:
+            probe.clonefile_or_copy(torture_family.mnt / "src", torture_family.mnt / "dst")
+    finally:
+        fs.clear_faults()
+    assert info.value.errno == errno.EIO
+    assert info.value.filename == str(torture_family.mnt / "src")
+    assert (torture_family.backing / "dst").read_bytes() == b"old"
