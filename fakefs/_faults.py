@@ -18,11 +18,39 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ._rules import FaultRule
 
-__all__ = ["ArmedRule", "FaultTable"]
+
+class Counted(Protocol):
+    """What the trigger rules count on: an armed rule of either layer."""
+
+    rule: FaultRule
+    hits: int
+    matches: int
+    rng: random.Random | None
+
+
+def fires(armed: Counted) -> bool:
+    """The triggers (nth=, times=, p=) for an operation or call that already
+    matched the rule's ops, glob and pid: does this one get the fault?
+    One rule for the FUSE daemon and the syscall layer."""
+    rule = armed.rule
+    armed.matches += 1
+    if rule.nth is not None and armed.matches != rule.nth:
+        return False
+    if rule.times is not None and armed.hits >= rule.times:
+        return False
+    # Draw only for calls that passed every other test, so the schedule
+    # depends on the sequence of matching calls alone: same seed, same
+    # calls, same failures.
+    if armed.rng is not None and rule.p is not None and armed.rng.random() >= rule.p:
+        return False
+    armed.hits += 1
+    return True
+
+__all__ = ["ArmedRule", "Counted", "FaultTable", "fires"]
 
 
 @dataclass(eq=False)
@@ -227,15 +255,4 @@ class FaultTable:
         rule = armed.rule
         if rule.pid is not None and rule.pid != pid:
             return False
-        armed.matches += 1
-        if rule.nth is not None and armed.matches != rule.nth:
-            return False
-        if rule.times is not None and armed.hits >= rule.times:
-            return False
-        # Draw only for calls that passed every other test, so the schedule
-        # depends on the sequence of matching calls alone: same seed, same
-        # calls, same failures.
-        if armed.rng is not None and rule.p is not None and armed.rng.random() >= rule.p:
-            return False
-        armed.hits += 1
-        return True
+        return fires(armed)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._faults import fires
 from .._rules import FaultRule
 
 __all__ = ["Armed", "Call", "RuleTable"]
@@ -123,16 +124,7 @@ class RuleTable:
             return False
         if not rule.matches_source(call.src):
             return False
-        armed.matches += 1
-        if rule.nth is not None and armed.matches != rule.nth:
-            return False
-        if rule.times is not None and armed.hits >= rule.times:
-            return False
-        # Drawn last, so the schedule depends on the matching calls alone.
-        if armed.rng is not None and rule.p is not None and armed.rng.random() >= rule.p:
-            return False
-        armed.hits += 1
-        return True
+        return fires(armed)
 
     def undeliver(self, entry: dict[str, Any], armed: Armed | None) -> None:
         """The answer recorded as delivered did not reach the caller."""
