@@ -19,15 +19,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from ._client import FakeFS, mount
 from ._errors import MountError
 from ._rules import FaultRule, parse_rule
 from ._syscall import parse_syscall_rules
 from ._syscall._profiles import profile
 from ._syscall._spawn import Filtered, spawn
 from ._trace import to_jsonl
+
+if TYPE_CHECKING:
+    from ._client import FakeFS
 
 __all__ = ["FORWARDED", "run_command"]
 
@@ -114,6 +116,10 @@ def _run(args: Any, command: list[str], fuse_rules: list[FaultRule],  # noqa: PL
         fs: FakeFS | None = None
         env = dict(os.environ)
         if args.backing is not None:
+            # Here, not at the top: a run without a mount never loads the
+            # FUSE client.
+            from ._client import mount
+
             fs = stack.enter_context(mount(
                 args.backing, args.mountpoint, fuse_rules, cache_timeout=args.cache_timeout,
                 trace_limit=args.trace_limit))

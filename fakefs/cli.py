@@ -11,22 +11,18 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from ._client import FakeFS, connect, fuse_rule_text, start
 from ._errors import ControlError, DaemonError, MountError, SyscallLayerError
-from ._mounts import (
-    check_backing,
-    check_mountpoint,
-    check_not_nested,
-    clear_dead_mount,
-    find_mount,
-    unmount,
-)
 from ._rules import RuleError
-from ._runcmd import run_command
 from ._syscall._profiles import PROFILES
-from ._trace import to_jsonl
+
+if TYPE_CHECKING:
+    from ._client import FakeFS
+
+# The FUSE client and the mount table are imported by the subcommands that
+# use them: `fakefs run -- CMD` without a mount needs neither, and its
+# start-up is part of what every run under syscall faults costs.
 
 __all__ = ["main"]
 
@@ -125,6 +121,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
+    if cmd == "run":
+        from ._runcmd import run_command
+
+        return run_command(args)
+    from ._client import connect, fuse_rule_text, start
+    from ._mounts import (
+        check_backing,
+        check_mountpoint,
+        check_not_nested,
+        clear_dead_mount,
+        find_mount,
+        unmount,
+    )
+
     if cmd == "mount":
         for rule in args.fault:
             fuse_rule_text(rule)
@@ -155,8 +165,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         # A SIGKILLed daemon left its control directory too.
         clear_dead_mount(info)
         return 0
-    if cmd == "run":
-        return run_command(args)
     fs = connect(args.mountpoint)
     try:
         return _control(fs, args)
@@ -165,6 +173,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _control(fs: FakeFS, args: argparse.Namespace) -> int:
+    from ._client import fuse_rule_text
+    from ._trace import to_jsonl
+
     if args.command == "fault":
         if args.action == "add":
             rules = [fuse_rule_text(r) for r in args.rules]  # all valid, or none armed

@@ -12,10 +12,11 @@ before; type checkers see the real imports below.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._copy import (
@@ -115,20 +116,9 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+lazy_exports(globals(), _LAZY)
+
 if not TYPE_CHECKING:
-    # Hidden from type checkers: a module __getattr__ would make every
-    # misspelt ``probe.X`` type-check as Any.
-
-    def __getattr__(name: str) -> Any:
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module 'probe' has no attribute {name!r}")
-        value = getattr(importlib.import_module(module, __name__), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted(set(globals()) | set(__all__))
 
     class _Package(types.ModuleType):
         def __setattr__(self, name: str, value: Any) -> None:

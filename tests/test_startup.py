@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +33,38 @@ def _heavy(mods: set[str]) -> list[str]:
 def test_import_probe_loads_no_subsystem() -> None:
     mods = _modules_after("import probe")
     assert _heavy(mods) == []
-    assert not any(m.startswith("probe.") for m in mods), sorted(mods)
+    assert {m for m in mods if m.startswith("probe.")} == {"probe._lazy"}
+
+
+def test_import_fakefs_loads_no_part_of_it() -> None:
+    mods = _modules_after("import fakefs")
+    assert {m for m in mods if m.startswith(("probe.", "fakefs."))} == {"probe._lazy"}
+    assert "subprocess" not in mods and "dataclasses" not in mods
+
+
+def test_fakefs_run_without_a_mount_loads_no_fuse_client() -> None:
+    # `fakefs run -- CMD` under syscall rules only: its start-up is paid by
+    # every run, and the FUSE client and the mount table are not needed.
+    mods = _modules_after(
+        "import contextlib, io\nfrom fakefs.cli import main\n"
+        "with contextlib.redirect_stderr(io.StringIO()):\n"
+        "    assert main(['run', '--fault', 'fsync:no-such-name:EIO', '--', 'true']) == 0"
+    )
+    assert "fakefs._syscall._spawn" in mods
+    loaded = sorted(m for m in mods if m.startswith(("fakefs._client", "fakefs._mounts",
+                                                     "fakefs._daemon", "probe._mounttable")))
+    assert loaded == []
+
+
+def test_materialize_into_a_pipe_never_loads_rich(tmp_path: Path) -> None:
+    # rich draws only on a terminal; a run whose output goes to a pipe or a
+    # log gets plain text and does not pay rich's import.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    mods = _modules_after_cli(["materialize", "--no-progress", str(src), str(tmp_path / "wt")])
+    assert (tmp_path / "wt" / "a").read_bytes() == b"a"
+    assert _heavy(mods) == []
 
 
 def _modules_after_cli(argv: list[str]) -> set[str]:
@@ -108,3 +140,23 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         cli.main(["no-such-command"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_tables_are_rich_on_a_terminal_and_plain_elsewhere() -> None:
+    import io
+    import os
+
+    from probe.cli._render import print_table
+
+    rows = [["cloned", "10"], ["failed", "0"]]
+    plain = io.StringIO()
+    print_table("materialize", ["", "count"], rows, file=plain)
+    # Aligned columns, one row per line, nothing drawn.
+    assert plain.getvalue().splitlines() == ["materialize", "        count", "------  -----",
+                                             "cloned  10", "failed  0"]
+    leader, follower = os.openpty()
+    with os.fdopen(follower, "w", encoding="utf-8") as tty:
+        print_table("materialize", ["", "count"], rows, file=tty)
+    with os.fdopen(leader, "rb") as f:
+        drawn = os.read(f.fileno(), 65536).decode()
+    assert "│" in drawn and "cloned" in drawn

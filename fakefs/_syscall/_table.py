@@ -66,6 +66,7 @@ class RuleTable:
         #: canonical (realpath) directory the globs are relative to
         self.root = root
         self._rules: list[Armed] = []
+        self._needs = (False, False)
         self._next_id = 1
         self.trace: collections.deque[dict[str, Any]] = collections.deque(maxlen=TRACE_LIMIT)
         self.calls: collections.Counter[str] = collections.Counter()
@@ -83,12 +84,14 @@ class RuleTable:
         with self._lock:
             armed = Armed(self._next_id, rule, seed=seed, rng=rng)
             self._next_id += 1
-            self._rules.append(armed)
+            self._rules = [*self._rules, armed]
+            self._renew()
         return armed.id
 
     def clear(self) -> None:
         with self._lock:
             self._rules = []
+            self._renew()
 
     def reset_observations(self) -> None:
         with self._lock:
@@ -99,10 +102,16 @@ class RuleTable:
         return bool(self._rules)  # one list read: atomic under the GIL
 
     def needs_source(self) -> bool:
-        return any(a.rule.src is not None for a in self._rules)
+        return self._needs[0]
 
     def needs_tgid(self) -> bool:
-        return any(a.rule.pid is not None for a in self._rules)
+        return self._needs[1]
+
+    def _renew(self) -> None:
+        # Asked on every trapped call, so answered once per change of the
+        # rules: (a src= rule exists, a pid= rule exists).
+        self._needs = (any(a.rule.src is not None for a in self._rules),
+                       any(a.rule.pid is not None for a in self._rules))
 
     def decide(self, call: Call) -> Armed | None:
         """The rule that fires for ``call`` (its hit already counted)."""

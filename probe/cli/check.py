@@ -51,8 +51,6 @@ def _err(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
-        # Here, not at the top: _render loads rich, which a CI gate's
-        # one-line answers never need.
         from ._render import print_table
 
         print_table(None, ["name", "what", "aliases"],

@@ -19,6 +19,7 @@ import sys
 
 from probe import JobResult, MaterializeReport, MirrorReport, mirror
 from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _render, octal_mode
+from probe.report import short_size
 
 __all__ = ["register"]
 
@@ -89,10 +90,6 @@ def _usage(problem: str) -> int:
 
 
 def _size(n: int | None) -> str:
-    # Imported here: probe.report loads the capability probe (a third of
-    # this command's start-up), which a --json run never needs.
-    from probe.report import short_size
-
     return "unknown" if n is None else short_size(n)
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import json
 import signal
 import sys
 import threading
@@ -59,15 +58,14 @@ from probe.capabilities import (
 from probe.report import context_line, matrix, pair_matrix, render_markdown, to_document
 
 from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ._render import emit_json, print_table, progress
 
 if TYPE_CHECKING:
     from probe.report import Fleet
 
-    from ._render import Progress
-
-# Imported where used, not here: _render (and with it rich, ~30 ms of
-# start-up) only where a table or a progress bar is drawn, the lab only for
-# --lab, the fleet matrix and HTML only for merge and --format html.
+# Imported where used, not here: the lab only for --lab, the fleet matrix
+# and HTML only for merge and --format html (rich only ever loads when a
+# table or a bar is drawn on a terminal: see _render).
 # `cowprobe report PATH --format json` in a CI job needs none of them
 # (issue 15: report whole-process <= 0.15 s).
 
@@ -171,7 +169,7 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
     reports: list[CapabilityReport] = []
     pairs: list[PairReport] = []
     total = len(args.paths) + len(args.pair)
-    with _progress("probing", total) as bar:
+    with progress("probing", total) as bar:
         for path in args.paths:
             reports.append(probe_capabilities(path, only=only, label=path))
             bar.advance(label=path)
@@ -201,7 +199,7 @@ def lab_reports(only: Sequence[str] | None = None, *,
     except LabError as err:
         raise _LabFailed(f"the lab could not be built: {err}") from None
     # closing(), not `with lab`: entering a Lab starts it, and it is started.
-    with contextlib.closing(lab), _progress("probing the lab",
+    with contextlib.closing(lab), progress("probing the lab",
                                            len(KINDS) + 1 + len(_LAB_PAIRS)) as bar:
         for kind in lab.kinds:
             reports.append(probe_capabilities(lab.scratch_dir(kind, "report"), only=only,
@@ -248,26 +246,6 @@ _LEGEND = ("yes = tried and verified · no (ERRNO) = refused by the kernel · "
            "no (checked) = succeeded but the result was wrong · could not tell = see --verbose")
 
 
-class _Quiet:
-    def advance(self, n: int = 1, *, label: str | None = None) -> None:
-        pass
-
-
-def _progress(description: str, total: int) -> contextlib.AbstractContextManager[Progress]:
-    # A bar is only ever drawn on a terminal; elsewhere rich stays unloaded.
-    if not sys.stderr.isatty():
-        return contextlib.nullcontext(_Quiet())
-    from ._render import progress
-
-    return progress(description, total)
-
-
-def _print_json(document: object) -> None:
-    # json.dump here rather than _render.emit_json: importing _render loads rich.
-    json.dump(document, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-
-
 def _merge(args: argparse.Namespace, files: Sequence[str]) -> int:
     """`cowprobe report merge FILE.json...`: many machines' reports, one matrix."""
     extra = [flag for flag, used in (("--pair", args.pair), ("--lab", args.lab),
@@ -294,18 +272,15 @@ def _emit_fleet(fmt: str, fleet: Fleet) -> None:
     from probe.report import fleet_document, render_fleet_markdown, render_html
 
     if fmt == "json":
-        _print_json(fleet_document(fleet))
+        emit_json(fleet_document(fleet))
     elif fmt == "markdown":
         sys.stdout.write(render_fleet_markdown(fleet))
     elif fmt == "html":
         sys.stdout.write(render_html(fleet))
     else:
-        from ._render import print_table
-
-        width = None if sys.stdout.isatty() else 400
         for table in fleet.tables:
             headers, rows = table.grid()
-            print_table(table.title, headers, rows, width=width)
+            print_table(table.title, headers, rows)
         print(_LEGEND)
 
 
@@ -314,7 +289,7 @@ def _emit(args: argparse.Namespace, reports: list[CapabilityReport],
     if args.format in ("json", "html"):
         doc = to_document(reports, pairs, host_name=args.host)
         if args.format == "json":
-            _print_json(doc)
+            emit_json(doc)
         else:
             from probe.report import fleet_of, render_html
 
@@ -324,17 +299,12 @@ def _emit(args: argparse.Namespace, reports: list[CapabilityReport],
     if args.format == "markdown":
         sys.stdout.write(render_markdown(reports, pairs))
         return
-    from ._render import print_table
-
-    # A terminal folds the table to its own width; a log or a pipe gets
-    # the table's natural width instead of rich's assumed 80 columns.
-    width = None if sys.stdout.isatty() else 400
     if reports:
         headers, rows = matrix(reports)
-        print_table("cowprobe report", headers, rows, width=width)
+        print_table("cowprobe report", headers, rows)
     if pairs:
         headers, rows = pair_matrix(pairs)
-        print_table("between directories", headers, rows, width=width)
+        print_table("between directories", headers, rows)
     print(_LEGEND)
     print(context_line())
     everything: list[CapabilityReport | PairReport] = [*reports, *pairs]

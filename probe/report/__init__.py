@@ -4,28 +4,27 @@ and the fleet matrix that joins many machines' JSON reports (Markdown,
 a self-contained HTML page, JSON).
 
 Standard library only; the terminal table itself is drawn by the CLI.
-The fleet matrix and the HTML page are imported on first use: a plain
-`cowprobe report` never needs them, and start-up is most of its time.
+Every public name is imported on first use: a plain `cowprobe report`
+never needs the fleet matrix or the HTML page, `cowprobe materialize`
+only the size formatter, and start-up is most of their time.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._cells import capability_cell, identity_rows, matrix, pair_matrix, short_size
-from ._document import (
-    PROBE_REPETITIONS,
-    SCHEMA_NAME,
-    SCHEMA_VERSION,
-    context_line,
-    load_schema,
-    to_document,
-)
-from ._host import host_context
-from ._markdown import render_fleet_markdown, render_markdown
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from ._cells import capability_cell, identity_rows, matrix, pair_matrix
+    from ._document import (
+        PROBE_REPETITIONS,
+        SCHEMA_NAME,
+        SCHEMA_VERSION,
+        context_line,
+        load_schema,
+        to_document,
+    )
     from ._fleet import (
         MATRIX_SCHEMA_NAME,
         MATRIX_SCHEMA_VERSION,
@@ -35,27 +34,40 @@ if TYPE_CHECKING:
         fleet_of,
         read_report,
     )
+    from ._host import host_context
     from ._html import render_html
+    from ._markdown import render_fleet_markdown, render_markdown
+    from ._units import short_size
 
+# Every name on first use: `cowprobe materialize` prints sizes with
+# short_size and must not load the capability probe for it.
 _LAZY = {
-    "MATRIX_SCHEMA_NAME": "_fleet",
-    "MATRIX_SCHEMA_VERSION": "_fleet",
-    "Fleet": "_fleet",
-    "ReportFileError": "_fleet",
-    "fleet_document": "_fleet",
-    "fleet_of": "_fleet",
-    "read_report": "_fleet",
-    "render_html": "_html",
+    "MATRIX_SCHEMA_NAME": "._fleet",
+    "MATRIX_SCHEMA_VERSION": "._fleet",
+    "PROBE_REPETITIONS": "._document",
+    "SCHEMA_NAME": "._document",
+    "SCHEMA_VERSION": "._document",
+    "Fleet": "._fleet",
+    "ReportFileError": "._fleet",
+    "capability_cell": "._cells",
+    "context_line": "._document",
+    "fleet_document": "._fleet",
+    "fleet_of": "._fleet",
+    "host_context": "._host",
+    "identity_rows": "._cells",
+    "load_schema": "._document",
+    "matrix": "._cells",
+    "pair_matrix": "._cells",
+    "read_report": "._fleet",
+    "render_fleet_markdown": "._markdown",
+    "render_html": "._html",
+    "render_markdown": "._markdown",
+    "short_size": "._units",
+    "to_document": "._document",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+lazy_exports(globals(), _LAZY)
 
 
 __all__ = [

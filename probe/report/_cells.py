@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from ..capabilities import Capability, CapabilityReport, Identity, PairReport, Status
+from ._units import short_size
 
 __all__ = [
     "capability_cell",
@@ -18,20 +19,8 @@ __all__ = [
     "matrix",
     "options_cell",
     "pair_matrix",
-    "short_size",
     "state_cell",
 ]
-
-
-def short_size(n: int | None) -> str:
-    if n is None:
-        return "?"  # statvfs failed: could not tell (Identity.unreadable says why)
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover - loop always returns
 
 
 def state_cell(name: str, status: str, errno_name: str | None,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._cells import short_size
+from ._units import short_size
 
 __all__ = ["describe_context", "host_context", "seccomp_state", "user_namespace"]
 

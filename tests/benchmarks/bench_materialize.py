@@ -45,12 +45,14 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from _whole import as_users_run_it, console_script
+
 KINDS = ("btrfs", "xfs", "ext4")
 TREES = {"small": (10_000, 4096, 100), "large": (200, 8 << 20, 50)}
 # Sparse images: only what is written costs disk. ext4 copies for real, so
 # it needs room for the source plus four copies of the 1.6 GB tree.
 SIZES_MB = {"btrfs": 4096, "xfs": 4096, "ext4": 10240}
-COWPROBE = [sys.executable, "-m", "probe.cli"]
+COWPROBE = console_script("cowprobe", "probe.cli")
 _REFLINK_COPY_LOOP = """
 import os, sys, reflink_copy
 src, wts = sys.argv[1], sys.argv[2:]
@@ -226,6 +228,7 @@ def main() -> int:
     ap.add_argument("--no-strace", action="store_true", help="skip the syscall counts")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()
+    as_users_run_it()
     kinds = args.kinds.split(",")
     peers: dict[str, Command] = {"cp": cmd_cp, "cp_parallel": cmd_cp_parallel,
                                  "reflink_copy": cmd_reflink_copy, "ours": cmd_ours(None)}

@@ -19,13 +19,14 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _whole import as_users_run_it, console_script
 
 from probe import probe_reflink
 from probe.capabilities import probe_capabilities
@@ -38,9 +39,7 @@ PROCESS_TARGET_S = 0.15
 
 
 def _cowprobe() -> list[str]:
-    # The console script, as a user runs it; -m where it is not installed.
-    script = Path(sys.executable).with_name("cowprobe")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "probe.cli"]
+    return console_script("cowprobe", "probe.cli")
 
 
 def _whole_process(path: Path, repeat: int) -> dict[str, object]:
@@ -50,16 +49,13 @@ def _whole_process(path: Path, repeat: int) -> dict[str, object]:
     argv = {"interpreter": [sys.executable, "-c", "pass"],
             "table": [*_cowprobe(), "report", str(path)],
             "json": [*_cowprobe(), "report", str(path), "--format", "json"]}
-    # Users' installs have bytecode caches: a PYTHONDONTWRITEBYTECODE in
-    # this shell would make every run recompile cowprobe from source.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     for cmd in argv.values():  # warm-up: caches written, files in the page cache
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True, env=env)
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
     for i in range(repeat):
         order = list(runs) if i % 2 == 0 else list(reversed(runs))
         for name in order:
             t0 = time.perf_counter()
-            subprocess.run(argv[name], stdout=subprocess.DEVNULL, check=True, env=env)
+            subprocess.run(argv[name], stdout=subprocess.DEVNULL, check=True)
             runs[name].append(time.perf_counter() - t0)
     med = {name: statistics.median(ts) for name, ts in runs.items()}
     return {
@@ -86,6 +82,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    as_users_run_it()
 
     per_fs: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()

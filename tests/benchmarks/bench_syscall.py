@@ -34,15 +34,17 @@ import sys
 import time
 from pathlib import Path
 
+from _whole import as_users_run_it, console_script
+
 import fakefs
 from probe.lab import Lab
 
 
 def _materialize(src: Path, wt: Path, under_fakefs: bool) -> float:
-    cmd = [sys.executable, "-m", "probe.cli", "materialize", "--no-progress", "--json",
+    cmd = [*console_script("cowprobe", "probe.cli"), "materialize", "--no-progress", "--json",
            str(src), str(wt)]
     if under_fakefs:
-        cmd = [sys.executable, "-m", "fakefs.cli", "run", "--root", str(src.parent),
+        cmd = [*console_script("fakefs", "fakefs.cli"), "run", "--root", str(src.parent),
                "--fault", "FICLONE:no-such-name:EXDEV", "--", *cmd]
     subprocess.run(["sync"], check=True)
     t0 = time.perf_counter()
@@ -97,6 +99,7 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=20_000)
     ap.add_argument("--out")
     args = ap.parse_args()
+    as_users_run_it()
     with Lab(kinds=("btrfs",)) as lab:
         root = lab.scratch_dir("btrfs", "bench-syscall")
         src = root / "src"
