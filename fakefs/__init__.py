@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._errors import ControlError, DaemonError, FakeFSError, MountError, SyscallLayerError
     from ._prereq import missing_prerequisites, syscall_missing
     from ._rules import OPS, SYSCALL_OPS, FaultRule, RuleError, parse_rule, refusal
-    from ._syscall import SyscallFaults, syscall_faults
+    from ._syscall._inprocess import SyscallFaults, syscall_faults
     from ._syscall._profiles import PROFILES, Profile
     from ._trace import to_jsonl
 
@@ -44,14 +44,14 @@ _LAZY = {
     "MountError": "._errors",
     "Profile": "._syscall._profiles",
     "RuleError": "._rules",
-    "SyscallFaults": "._syscall",
+    "SyscallFaults": "._syscall._inprocess",
     "SyscallLayerError": "._errors",
     "connect": "._client",
     "missing_prerequisites": "._prereq",
     "mount": "._client",
     "parse_rule": "._rules",
     "refusal": "._rules",
-    "syscall_faults": "._syscall",
+    "syscall_faults": "._syscall._inprocess",
     "syscall_missing": "._prereq",
     "to_jsonl": "._trace",
 }

@@ -17,7 +17,6 @@ import fnmatch
 import os
 import random
 import re
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._rules import FaultRule
@@ -53,19 +52,27 @@ def fires(armed: Counted) -> bool:
 __all__ = ["ArmedRule", "Counted", "FaultTable", "fires"]
 
 
-@dataclass(eq=False)
 class ArmedRule:
-    id: int
-    rule: FaultRule
-    hits: int = 0
-    #: operations that matched op, path and pid (whether or not it fired)
-    matches: int = 0
-    #: the seed actually used for p= (drawn at random when none was given,
-    #: and reported, so an unlucky schedule can be replayed)
-    seed: int | None = None
-    rng: random.Random | None = field(default=None, repr=False)
-    #: the compiled glob, for rules with wildcards
-    regex: re.Pattern[str] | None = field(default=None, repr=False)
+    """A rule in the FUSE table with its counters."""
+
+    # A slotted class, not a dataclass: the syscall layer imports this
+    # module for fires(), and `fakefs run` must not pay for dataclasses.
+    __slots__ = ("hits", "id", "matches", "regex", "rng", "rule", "seed")
+
+    def __init__(self, rule_id: int, rule: FaultRule, *, seed: int | None = None,
+                 rng: random.Random | None = None,
+                 regex: re.Pattern[str] | None = None) -> None:
+        self.id = rule_id
+        self.rule = rule
+        self.hits = 0
+        #: operations that matched op, path and pid (whether or not it fired)
+        self.matches = 0
+        #: the seed actually used for p= (drawn at random when none was
+        #: given, and reported, so an unlucky schedule can be replayed)
+        self.seed = seed
+        self.rng = rng
+        #: the compiled glob, for rules with wildcards
+        self.regex = regex
 
     def as_dict(self) -> dict[str, Any]:
         return {

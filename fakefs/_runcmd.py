@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ._errors import MountError
 from ._rules import FaultRule, parse_rule
-from ._syscall import parse_syscall_rules
+from ._syscall._filter import parse_syscall_rules
 from ._syscall._profiles import profile
 from ._syscall._spawn import Filtered, spawn
 from ._trace import to_jsonl
@@ -141,7 +141,7 @@ def _run(args: Any, command: list[str], fuse_rules: list[FaultRule],  # noqa: PL
         records: list[dict[str, Any]] = fs.trace() if fs is not None and trace_file else []
         if filtered is not None:
             counters.update(filtered.table.counters())
-            records += list(filtered.table.trace)
+            records += filtered.table.records()
         print(json.dumps(counters, sort_keys=True), file=sys.stderr)
         if trace_file is not None:
             trace_file.write(to_jsonl(records))

@@ -8,8 +8,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from probe._outcome import errno_name
-
 __all__ = ["Trace", "to_jsonl"]
 
 #: seq, time_ns, op, path, path2, pid, errno (None = success), rule id,
@@ -72,6 +70,10 @@ class Trace:
         self._records.clear()
 
     def records(self) -> list[dict[str, Any]]:
+        # Here, not at the top: probe._outcome loads dataclasses, which
+        # `fakefs run` (syscall rules only, no trace exported) never needs.
+        from probe._outcome import errno_name
+
         return [
             {
                 "seq": seq,

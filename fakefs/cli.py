@@ -10,8 +10,9 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
+
+from probe._exit import exit_now
 
 from ._errors import ControlError, DaemonError, MountError, SyscallLayerError
 from ._rules import RuleError
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 # use them: `fakefs run -- CMD` without a mount needs neither, and its
 # start-up is part of what every run under syscall faults costs.
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]
 
 EXIT_BAD_INPUT = 2
 
@@ -147,6 +148,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         # The daemon checks too, but only this side can say it before a
         # process exists: a nested mount would deadlock it.
+        from pathlib import Path
+
         check_not_nested(check_backing(args.backing), Path(os.path.abspath(args.mountpoint)))
         check_mountpoint(args.mountpoint)
         from ._daemon import main as daemon_main
@@ -199,5 +202,10 @@ def _control(fs: FakeFS, args: argparse.Namespace) -> int:
     return 0
 
 
+def entry() -> NoReturn:
+    """The ``fakefs`` console script."""
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

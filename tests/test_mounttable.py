@@ -163,10 +163,7 @@ def test_this_process_table_is_read() -> None:
     assert any(e.fstype == "proc" and e.mount_point == "/proc" for e in table)
 
 
-# The seccomp launcher runs as `python -I -S _launch.py` before the command
-# it filters: no package is importable there, so it takes libc from the
-# interpreter's own namespace (CDLL(None)).
-_OWN_LIBC = ("probe/_libc.py", "fakefs/_syscall/_launch.py")
+_OWN_LIBC = ("probe/_libc.py",)
 
 
 def test_one_reader_of_mountinfo_and_one_libc_loader() -> None:

@@ -160,3 +160,25 @@ def test_tables_are_rich_on_a_terminal_and_plain_elsewhere() -> None:
     with os.fdopen(leader, "rb") as f:
         drawn = os.read(f.fileno(), 65536).decode()
     assert "│" in drawn and "cloned" in drawn
+
+
+def test_console_scripts_flush_and_run_exit_handlers(tmp_path: Path) -> None:
+    # entry() leaves with os._exit (no interpreter teardown): what a user
+    # sees must not change -- every line of output arrives, the exit status
+    # is main()'s, and atexit handlers (the lab's safety net) still run.
+    marker = tmp_path / "atexit-ran"
+    for module, argv, status in (("probe.cli", ["check", "--list"], 0),
+                                 ("fakefs.cli", ["run", "--fault", "fsync:x:EIO", "--",
+                                                 sys.executable, "-c", "raise SystemExit(3)"], 3)):
+        marker.unlink(missing_ok=True)
+        code = (f"import atexit, pathlib, sys\n"
+                f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('ran'))\n"
+                f"from {module} import entry\nsys.argv = ['x', *{argv!r}]\nentry()")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=False, timeout=60)
+        assert out.returncode == status, out.stderr
+        assert marker.read_text() == "ran"
+        if module == "probe.cli":
+            assert "reflink" in out.stdout and out.stdout.endswith("\n")
+        else:
+            assert json.loads(out.stderr.splitlines()[-1])["syscall_rules"]

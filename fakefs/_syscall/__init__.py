@@ -5,10 +5,10 @@ user notification. Standard library only.
 Rooms: ``_filter`` (the BPF program, per architecture), ``_notify`` (the
 seccomp syscall and ioctls), ``_resolve`` (registers -> paths via /proc),
 ``_table`` (rules, counters, trace), ``_supervisor`` (the answering
-thread), ``_inprocess`` (``syscall_faults()``), ``_launch`` / ``_spawn``
-(``fakefs run``: a filtered child), ``_profiles`` (named rule sets).
+thread), ``_inprocess`` (``syscall_faults()``), ``_spawn`` (``fakefs run``: a
+filtered child), ``_profiles`` (named rule sets).
 """
 
-from ._inprocess import SyscallFaults, parse_syscall_rules, syscall_faults
 
-__all__ = ["SyscallFaults", "parse_syscall_rules", "syscall_faults"]
+# Nothing imported here: `fakefs run` loads only the rooms it needs, and
+# starts its command before it loads the supervisor.

@@ -13,9 +13,12 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["ARCH", "IOCTL_OPS", "Arch", "arch", "build_program", "supported_ops"]
+from .._rules import FaultRule, RuleError, parse_rule
+
+__all__ = ["ARCH", "IOCTL_OPS", "Arch", "arch", "build_program", "parse_syscall_rules",
+           "supported_ops"]
 
 # linux/seccomp.h
 RET_ALLOW = 0x7FFF0000
@@ -42,8 +45,7 @@ IOCTL_OPS: dict[str, int] = {
 }
 
 
-@dataclass(frozen=True)
-class Arch:
+class Arch(NamedTuple):
     name: str
     audit: int  # AUDIT_ARCH_* (linux/audit.h)
     #: system call numbers (arch/x86/entry/syscalls/syscall_64.tbl,
@@ -134,3 +136,17 @@ def build_program(ops: Iterable[str], a: Arch) -> bytes:
     if len(prog) > 255:
         raise ValueError("too many trapped calls for 8-bit BPF jumps")
     return b"".join(prog)
+
+
+def parse_syscall_rules(rules: Iterable[str | FaultRule]) -> list[FaultRule]:
+    """Parse ``rules``; every one must be a syscall rule (RuleError otherwise)."""
+    parsed = [r if isinstance(r, FaultRule) else parse_rule(r, layer="syscall") for r in rules]
+    for rule in parsed:
+        if not rule.syscall:
+            raise RuleError(f"{rule.text!r} is a FUSE rule; without a mount only syscall "
+                            "rules apply")
+        missing = rule.ops - supported_ops()
+        if missing:
+            raise RuleError(f"{', '.join(sorted(missing))} cannot be trapped on this "
+                            f"architecture ({os.uname().machine}), rule {rule.text!r}")
+    return parsed

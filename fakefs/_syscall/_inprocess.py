@@ -34,8 +34,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .._errors import SyscallLayerError
-from .._rules import FaultRule, parse_rule
-from ._filter import ARCH, supported_ops
+from .._rules import FaultRule
+from ._filter import ARCH, parse_syscall_rules, supported_ops
 from ._notify import install
 from ._supervisor import Supervisor
 from ._table import RuleTable
@@ -55,7 +55,7 @@ class SyscallFaults:
         """Keep what the block saw: the thread's table serves the next block."""
         if self._table is not None:
             t = self._table
-            self._final = (t.listing(), t.counters(), list(t.trace))
+            self._final = (t.listing(), t.counters(), t.records())
             self._table = None
 
     def faults(self) -> list[dict[str, Any]]:
@@ -67,7 +67,7 @@ class SyscallFaults:
 
     def trace(self) -> list[dict[str, Any]]:
         """Every trapped call in the block: op, paths, pid, rule, errno."""
-        return list(self._table.trace) if self._table else self._final[2]
+        return self._table.records() if self._table else self._final[2]
 
 
 class _ThreadState:
@@ -94,22 +94,6 @@ def _get_supervisor() -> Supervisor:
                 )
             _supervisor = Supervisor(ARCH)
         return _supervisor
-
-
-def parse_syscall_rules(rules: Iterable[str | FaultRule]) -> list[FaultRule]:
-    """Parse ``rules``; every one must be a syscall rule (RuleError otherwise)."""
-    from .._rules import RuleError
-
-    parsed = [r if isinstance(r, FaultRule) else parse_rule(r, layer="syscall") for r in rules]
-    for rule in parsed:
-        if not rule.syscall:
-            raise RuleError(f"{rule.text!r} is a FUSE rule; without a mount only syscall "
-                            "rules apply")
-        missing = rule.ops - supported_ops()
-        if missing:
-            raise RuleError(f"{', '.join(sorted(missing))} cannot be trapped on this "
-                            f"architecture ({os.uname().machine}), rule {rule.text!r}")
-    return parsed
 
 
 @contextlib.contextmanager

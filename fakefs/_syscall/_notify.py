@@ -13,16 +13,24 @@ belonged to it, not to a recycled pid).
 
 from __future__ import annotations
 
+import ctypes
 import errno as _errno
 import fcntl
+import os
 import struct
 from typing import NamedTuple
 
+from probe import _libc
+
 from ._filter import Arch, build_program
-from ._launch import install_program
 
-__all__ = ["Notification", "install", "notif_id_valid", "recv", "send_continue", "send_errno"]
+__all__ = ["Notification", "install", "install_program", "notif_id_valid", "recv",
+           "send_continue", "send_errno"]
 
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+_PR_SET_NO_NEW_PRIVS = 38
+_CAP_SYS_ADMIN = 21
 _USER_NOTIF_FLAG_CONTINUE = 1
 
 # struct seccomp_notif { u64 id; u32 pid; u32 flags; struct seccomp_data data; }
@@ -51,9 +59,54 @@ class Notification(NamedTuple):
     args: tuple[int, ...]
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def _has_cap_sys_admin() -> bool:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
+    return False
+
+
+def install_program(prog: bytes, seccomp_nr: int) -> int:
+    """Install ``prog`` (packed sock_filter) on the calling thread; the
+    listener fd.
+
+    Only this thread (and threads and processes it creates from now on) is
+    filtered: no TSYNC, so a supervisor thread started earlier stays free.
+    Without CAP_SYS_ADMIN the kernel demands no_new_privs first; with it we
+    leave no_new_privs alone, because it would also stop setuid programs
+    (sudo) the command runs from gaining their privileges.
+    """
+    if not _has_cap_sys_admin() and _PRCTL(
+        ctypes.c_int(_PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0),
+        ctypes.c_ulong(0), ctypes.c_ulong(0),
+    ) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    fd = _SYSCALL(
+        ctypes.c_long(seccomp_nr), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
+        ctypes.c_uint(_SECCOMP_FILTER_FLAG_NEW_LISTENER), ctypes.byref(fprog),
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    os.set_inheritable(fd, False)
+    return int(fd)
+
+
+# Both are variadic in C: no argtypes, every argument passed as its C type.
+_PRCTL = _libc.function("prctl", ctypes.c_int)
+_SYSCALL = _libc.function("syscall", ctypes.c_long)
+
+
 def install(ops: frozenset[str], a: Arch) -> int:
-    """Install the filter for ``ops`` on the calling thread; the listener fd
-    (see ``_launch.install_program``)."""
+    """Install the filter for ``ops`` on the calling thread; the listener fd."""
     return install_program(build_program(ops, a), a.nr["seccomp"])
 
 

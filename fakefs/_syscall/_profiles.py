@@ -8,15 +8,14 @@ approximation is named in the profile's ``note``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["PROFILES", "Profile", "profile"]
 
 _CLONES = "FICLONE,FICLONERANGE"
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(NamedTuple):
     name: str
     rules: tuple[str, ...]
     source: str

@@ -20,18 +20,17 @@ import errno as _errno
 import os
 import select
 import threading
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._filter import Arch
-from ._notify import Notification, notif_id_valid, recv, send_continue, send_errno
+from ._notify import notif_id_valid, recv, send_continue, send_errno
 from ._resolve import CallArgs, decode, relative, tgid_of
 from ._table import Armed, Call, RuleTable
 
 __all__ = ["Supervisor"]
 
 
-@dataclass
-class _Listener:
+class _Listener(NamedTuple):
     fd: int
     table: RuleTable
 
@@ -96,8 +95,12 @@ class Supervisor:
                         changed = True
 
     def _serve(self, entry: _Listener) -> None:
+        # Once per trapped call of every filtered task, while that task
+        # waits: kept to the syscalls it needs (RECV, one readlink, SEND)
+        # and as few Python frames as it can be.
+        fd = entry.fd
         try:
-            notif = recv(entry.fd)
+            notif = recv(fd)
         except OSError:
             return
         if notif is None:
@@ -105,18 +108,22 @@ class Supervisor:
         table = entry.table
         if not table.has_rules():
             # Outside a syscall_faults() block, or no rule: the fast path.
-            send_continue(entry.fd, notif.id)
+            send_continue(fd, notif.id)
             return
+        reader = CallArgs(notif.pid, want_source=table.needs_source())
         try:
-            call = self._call(notif, table)
+            op, dest, src = decode(self.arch, notif.nr, notif.args, reader)
+            tgid = tgid_of(notif.pid) if table.needs_tgid() else notif.pid
         except OSError:
-            call = None
-        if call is None:
-            send_continue(entry.fd, notif.id)
+            send_continue(fd, notif.id)
             return
+        finally:
+            reader.close()
+        root = table.root
+        call = Call(op, relative(dest, root), relative(src, root), notif.pid, tgid)
         armed = table.decide(call)
         if armed is not None and armed.rule.errno is not None and not notif_id_valid(
-            entry.fd, notif.id
+            fd, notif.id
         ):
             # The task stopped waiting while we read /proc: what we read may
             # belong to a recycled pid, so no fault rides on it (the kernel
@@ -131,16 +138,6 @@ class Supervisor:
             timer.start()
         else:
             self._answer(entry, notif.id, call, armed)
-
-    def _call(self, notif: Notification, table: RuleTable) -> Call | None:
-        reader = CallArgs(notif.pid, want_source=table.needs_source())
-        try:
-            op, dest, src = decode(self.arch, notif.nr, notif.args, reader)
-        finally:
-            reader.close()
-        tgid = tgid_of(notif.pid) if table.needs_tgid() else notif.pid
-        root = table.root
-        return Call(op, relative(dest, root), relative(src, root), notif.pid, tgid)
 
     def _answer(self, entry: _Listener, nid: int, call: Call, armed: Armed | None) -> None:
         record = entry.table.record(call, armed, True)

@@ -11,12 +11,13 @@ the caller stopped waiting is recorded as absorbed, never as injected.
 from __future__ import annotations
 
 import collections
+import fnmatch
 import os
 import random
+import re
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._faults import fires
 from .._rules import FaultRule
@@ -27,9 +28,9 @@ __all__ = ["Armed", "Call", "RuleTable"]
 TRACE_LIMIT = 10_000
 
 
-@dataclass(frozen=True)
-class Call:
-    """One trapped call as the supervisor saw it."""
+class Call(NamedTuple):
+    """One trapped call as the supervisor saw it (one per trapped call: a
+    NamedTuple is the cheapest record to build)."""
 
     op: str
     #: destination (the file written; for fsync & co. the file) relative to
@@ -41,15 +42,25 @@ class Call:
     tgid: int
 
 
-@dataclass(eq=False)
 class Armed:
-    id: int
-    rule: FaultRule
-    hits: int = 0
-    matches: int = 0
-    absorbed: int = 0
-    seed: int | None = None
-    rng: random.Random | None = field(default=None, repr=False)
+    """A rule in the table with its counters (see ``_faults.fires``)."""
+
+    __slots__ = ("absorbed", "hits", "id", "match", "match_src", "matches", "rng", "rule",
+                 "seed")
+
+    def __init__(self, rule_id: int, rule: FaultRule, *, seed: int | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.id = rule_id
+        self.rule = rule
+        self.hits = 0
+        self.matches = 0
+        self.absorbed = 0
+        self.seed = seed
+        self.rng = rng
+        # Compiled once: the globs are matched on every trapped call.
+        self.match = re.compile(fnmatch.translate(rule.glob)).match
+        self.match_src = None if rule.src is None else re.compile(
+            fnmatch.translate(rule.src)).match
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "rule": self.rule.text, "hits": self.hits,
@@ -68,7 +79,9 @@ class RuleTable:
         self._rules: list[Armed] = []
         self._needs = (False, False)
         self._next_id = 1
-        self.trace: collections.deque[dict[str, Any]] = collections.deque(maxlen=TRACE_LIMIT)
+        #: [time, op, path, src, pid, tgid, armed, fired, delivered] per
+        #: answer: lists, made into dicts only by records() (one per call)
+        self.trace: collections.deque[list[Any]] = collections.deque(maxlen=TRACE_LIMIT)
         self.calls: collections.Counter[str] = collections.Counter()
         for rule in rules or ():
             self.add(rule)
@@ -115,58 +128,61 @@ class RuleTable:
 
     def decide(self, call: Call) -> Armed | None:
         """The rule that fires for ``call`` (its hit already counted)."""
+        path = call.path
         with self._lock:
             self.calls[call.op] += 1
-            if call.path is None:
+            if path is None:
                 return None  # outside the root: never matches
             for armed in self._rules:
-                if self._eligible(armed, call):
+                rule = armed.rule
+                if call.op not in rule.ops or armed.match(path) is None:
+                    continue
+                if rule.pid is not None and rule.pid not in (call.pid, call.tgid):
+                    continue
+                if armed.match_src is not None and (
+                        call.src is None or armed.match_src(call.src) is None):
+                    continue
+                if fires(armed):
                     return armed
         return None
 
-    @staticmethod
-    def _eligible(armed: Armed, call: Call) -> bool:
-        rule = armed.rule
-        if call.op not in rule.ops or not rule.matches_path(call.path or ""):
-            return False
-        if rule.pid is not None and rule.pid not in (call.pid, call.tgid):
-            return False
-        if not rule.matches_source(call.src):
-            return False
-        return fires(armed)
-
-    def undeliver(self, entry: dict[str, Any], armed: Armed | None) -> None:
+    def undeliver(self, entry: list[Any], armed: Armed | None) -> None:
         """The answer recorded as delivered did not reach the caller."""
         with self._lock:
-            entry["delivered"] = False
+            entry[-1] = False
             if armed is not None:
                 armed.hits -= 1
                 armed.absorbed += 1
 
-    def record(self, call: Call, armed: Armed | None, delivered: bool) -> dict[str, Any]:
+    def record(self, call: Call, armed: Armed | None, delivered: bool) -> list[Any]:
         """Trace the answer; a fault the caller never got is absorbed.
 
         Recorded *before* the answer is sent (then corrected by
         ``undeliver``): once SEND returns, the caller may already have
         left its ``syscall_faults`` block and read the trace."""
+        fired = armed is not None and armed.rule.errno is not None
+        entry = [time.time(), call.op, call.path, call.src, call.pid, call.tgid, armed, fired,
+                 delivered]
         with self._lock:
             if armed is not None and not delivered:
                 armed.hits -= 1
                 armed.absorbed += 1
-            # The FUSE trace's keys, plus the layer: one JSON-lines stream
-            # can hold both. "continued": the real call ran (its own result
-            # is the kernel's, not ours to know).
-            fired = armed is not None and armed.rule.errno is not None
-            entry: dict[str, Any] = {
-                "time": time.time(), "layer": "syscall", "op": call.op, "path": call.path,
-                "src": call.src, "pid": call.pid, "tgid": call.tgid,
-                "result": armed.rule.errno_name if fired and armed else "continued",
-                "errno": armed.rule.errno if fired and armed else None,
-                "rule": armed.id if armed is not None else None,
-                "delivered": delivered,
-            }
             self.trace.append(entry)
-            return entry
+        return entry
+
+    def records(self) -> list[dict[str, Any]]:
+        """The trace. The FUSE trace's keys, plus the layer: one JSON-lines
+        stream can hold both. "continued": the real call ran (its own
+        result is the kernel's, not ours to know)."""
+        with self._lock:
+            entries = list(self.trace)
+        return [
+            {"time": t, "layer": "syscall", "op": op, "path": path, "src": src, "pid": pid,
+             "tgid": tgid, "result": armed.rule.errno_name if fired else "continued",
+             "errno": armed.rule.errno if fired else None,
+             "rule": armed.id if armed is not None else None, "delivered": delivered}
+            for t, op, path, src, pid, tgid, armed, fired, delivered in entries
+        ]
 
     def listing(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -17,8 +17,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-__all__ = ["EXIT_COULD_NOT_TELL", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main", "octal_mode"]
+__all__ = ["EXIT_COULD_NOT_TELL", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "entry", "main",
+           "octal_mode"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -94,5 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def entry() -> NoReturn:
+    """The ``cowprobe`` console script."""
+    from probe._exit import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
