@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 
 from ._outcome import ReflinkOutcome, ReflinkResult
 from ._paths import PathArg, as_path
@@ -28,7 +27,7 @@ def probe_reflink(directory: PathArg) -> ReflinkResult:
     """
     path = as_path(directory, "directory")
     dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    token = secrets.token_hex(8)
+    token = os.urandom(8).hex()
     src = f".cowprobe-probe-{token}.src"
     dst = f".cowprobe-probe-{token}.dst"
     failed = True

@@ -15,7 +15,6 @@ import hashlib
 import itertools
 import os
 import re
-import secrets
 import stat
 import threading
 
@@ -72,7 +71,7 @@ class _TempNames:
     def reseed(self) -> None:
         pid = os.getpid()
         self.owner = f"{pid}-{start_ticks(pid) or 0}-{self.boot}"
-        self.prefix = secrets.token_hex(4)
+        self.prefix = os.urandom(4).hex()
         self.counter = itertools.count()
 
     def next(self, final_name: str) -> str:

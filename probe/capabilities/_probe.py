@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 import time
 from collections.abc import Callable, Iterable
@@ -156,7 +155,7 @@ class _PrivateDir:
 
     def __init__(self, parent_fd: int, parent_path: str) -> None:
         self.parent_fd = parent_fd
-        self.token = secrets.token_hex(6)
+        self.token = os.urandom(6).hex()
         self.name = f"{PRIVATE_PREFIX}{self.token}.d"
         self.path = os.path.join(parent_path, self.name)
         os.mkdir(self.name, 0o700, dir_fd=parent_fd)
