@@ -9,7 +9,6 @@ sees the old file or the new one, never a torn or missing one.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -57,8 +56,7 @@ def copy_file_at(
             # An unlink refused here (EACCES, EIO) must not replace the error
             # that says what went wrong; clone_or_copy tries again and names
             # what is left.
-            with contextlib.suppress(OSError):
-                remove_created(dest, dst_fd, dir_fd=dir_fd)
+            remove_created(dest, dst_fd, dir_fd=dir_fd)
             close_quietly(dst_fd)
             if isinstance(exc, OSError) and exc.filename is None:
                 raise OSError(exc.errno, exc.strerror, source, None, dest) from exc

@@ -19,10 +19,16 @@ Standard library only.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Plain open() and json imported where used: every temporary name carries
+# its owner (probe._tempname), so this module is on the start-up path of
+# every command that writes a file.
 
 __all__ = [
     "Owner",
@@ -38,7 +44,8 @@ __all__ = [
 def boot_id() -> str:
     """This boot's id ("" where the kernel does not say)."""
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
     except OSError:
         return ""
 
@@ -47,7 +54,8 @@ def start_ticks(pid: int) -> int | None:
     """The start time of live process ``pid`` (clock ticks after boot);
     None if there is no such process or only its zombie is left."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read().decode("utf-8", "replace")
     except OSError:  # ENOENT/ESRCH: no such process
         return None
     # comm (field 2) may contain spaces and parentheses; fields after the
@@ -87,6 +95,8 @@ class Owner:
 def write_owner(path: Path, **extra: object) -> Owner:
     """Record this process as the owner in ``path`` (JSON), atomically: a
     reader sees the whole record or none."""
+    import json
+
     owner = Owner.me()
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps({**owner.as_dict(), **extra}))
@@ -96,6 +106,8 @@ def write_owner(path: Path, **extra: object) -> Owner:
 
 def read_owner(path: Path) -> Owner | None:
     """The owner recorded in ``path``; None if it is missing or unreadable."""
+    import json
+
     try:
         doc = json.loads(path.read_text())
         return Owner(int(doc["pid"]), int(doc["start_ticks"]), str(doc["boot_id"]))

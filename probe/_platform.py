@@ -10,7 +10,6 @@ tested by building its ``Platform`` around a stand-in function.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import os
@@ -132,8 +131,9 @@ def is_caller_error(err: OSError) -> bool:
     )
 
 
-def remove_created(dest: str, fd: int, *, dir_fd: int | None = None) -> None:
-    """Unlink ``dest`` only if it is still the file we created on ``fd``.
+def remove_created(dest: str, fd: int, *, dir_fd: int | None = None) -> bool:
+    """Unlink ``dest`` only if it is still the file we created on ``fd``;
+    True if the name no longer holds our file.
 
     Between our exclusive create and this cleanup another process may have
     renamed something else onto the name; deleting by path alone would then
@@ -142,19 +142,32 @@ def remove_created(dest: str, fd: int, *, dir_fd: int | None = None) -> None:
     try:
         ours = os.fstat(fd)
     except OSError:
-        return
-    remove_if_same(dest, ours, dir_fd=dir_fd)
+        return False
+    return remove_if_same(dest, ours, dir_fd=dir_fd)
 
 
-def remove_if_same(dest: str, ours: os.stat_result, *, dir_fd: int | None = None) -> None:
-    """``remove_created`` for a file whose descriptor is already closed."""
+def remove_if_same(dest: str, ours: os.stat_result, *, dir_fd: int | None = None) -> bool:
+    """``remove_created`` for a file whose descriptor is already closed.
+
+    Never raises: it runs while another error is on its way to the caller,
+    and that error is the answer. An unlink refused here (EIO, EROFS,
+    EACCES) used to escape in its place and be read as the clone's outcome.
+    """
     try:
         there = os.stat(dest, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return True
     except OSError:
-        return
-    if (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(dest, dir_fd=dir_fd)
+        return False
+    if (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino):
+        return True  # someone else's file now: ours is gone from the name
+    try:
+        os.unlink(dest, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 CloneFn = Callable[[str, str, "int | None"], None]

@@ -18,7 +18,9 @@ import re
 import stat
 import threading
 
-__all__ = ["forget_reaped", "is_ours", "reap_dead", "start_ticks", "temp_name"]
+from ._liveness import boot_id, start_ticks
+
+__all__ = ["forget_reaped", "is_ours", "reap_dead", "temp_name"]
 
 # The final name's share of a temporary, in *bytes*: NAME_MAX is 255 bytes
 # on every Linux filesystem, and a 255-byte name of 3-byte characters is 85
@@ -29,29 +31,8 @@ _NAME_BYTES = 100
 _TEMP_RE = re.compile(r"\.cowprobe-(\d+)-(\d+)-([0-9a-f]{8})-[0-9a-f]+\.tmp\Z")
 
 
-def start_ticks(pid: int) -> int | None:
-    """The start time of live process ``pid`` (clock ticks after boot);
-    None if there is no such process or only its zombie is left."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read()
-    except OSError:
-        return None
-    # comm (field 2) may hold spaces and parentheses; fields after the last
-    # ')' are fixed: state is field 3, starttime field 22.
-    rest = text[text.rindex(b")") + 2 :].split()
-    if rest[0] in (b"Z", b"X", b"x"):
-        return None
-    return int(rest[19])
-
-
 def _boot_tag() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
-            boot = f.read().strip()
-    except OSError:
-        boot = b""
-    return hashlib.sha256(boot).hexdigest()[:8]
+    return hashlib.sha256(boot_id().encode()).hexdigest()[:8]
 
 
 class _TempNames:

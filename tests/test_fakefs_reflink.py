@@ -77,3 +77,16 @@ def test_other_errnos_on_open_are_errors(fakefs: fakefs.FakeFS, name: str) -> No
         try_reflink(src, fakefs.mountpoint / "dest")
     assert info.value.errno == getattr(errno, name)
     assert not (fakefs.backing / "dest").exists()
+
+
+def test_a_failing_cleanup_never_replaces_the_clone_answer(fakefs: fakefs.FakeFS) -> None:
+    # The kernel refuses FICLONE on FUSE (EOPNOTSUPP); removing the dest we
+    # created then fails too (EIO). The answer is the clone's, not the
+    # cleanup's: an unlink error used to escape and be read as the outcome.
+    src = _source(fakefs)
+    fakefs.add_fault("unlink:dest:EIO:times=1")
+    dest = fakefs.mountpoint / "dest"
+    result = reflink(src, dest)
+    assert result.outcome is ReflinkOutcome.UNSUPPORTED
+    assert result.errno == errno.EOPNOTSUPP
+    assert fakefs.counters()["injected"] == 1  # the cleanup really failed
