@@ -18,10 +18,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
-from . import _linux, _macos
+from . import _linux
 from ._fd import close_quietly
 from ._outcome import HOST_ERRNOS, ErrnoTable
+
+if TYPE_CHECKING:
+    # Imported where used: a Linux run never needs the macOS code.
+    from . import _macos
 
 __all__ = [
     "CloneFd",
@@ -228,6 +233,8 @@ def linux(ficlone: Callable[[int, int], None] = _linux.ficlone) -> Platform:
 
 
 def macos(clonefileat: _macos.ClonefileatFn, get_errno: Callable[[], int]) -> Platform:
+    from . import _macos
+
     return Platform("darwin", _macos.MACOS_ERRNOS, _macos.make_clone(clonefileat, get_errno))
 
 
@@ -245,5 +252,7 @@ def current() -> Platform:
     if sys.platform.startswith("linux"):
         return linux()
     if sys.platform == "darwin":
+        from . import _macos
+
         return macos(*_macos.load_clonefileat())
     return unsupported_platform()

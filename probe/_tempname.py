@@ -11,12 +11,12 @@ is still writing.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import re
 import stat
 import threading
+from functools import cache
 
 from ._liveness import boot_id, start_ticks
 
@@ -32,6 +32,18 @@ _TEMP_RE = re.compile(r"\.cowprobe-(\d+)-(\d+)-([0-9a-f]{8})-[0-9a-f]+\.tmp\Z")
 
 
 def _boot_tag() -> str:
+    # The boot id is a random UUID: its first 8 hex digits are as good a
+    # tag as any hash of it, and need no hashlib (OpenSSL's import is ~6 ms
+    # of every command that writes a file).
+    return boot_id().replace("-", "")[:8].lower().ljust(8, "0")
+
+
+@cache
+def _legacy_boot_tag() -> str:
+    """The tag cowprobe 0.1 wrote (a hash of the boot id): a temporary
+    carrying it was made in *this* boot, its owner may still be running."""
+    import hashlib
+
     return hashlib.sha256(boot_id().encode()).hexdigest()[:8]
 
 
@@ -107,7 +119,7 @@ def _owner_dead(name: str, cache: dict[tuple[int, int, str], bool]) -> bool:
     dead = cache.get(key)
     if dead is None:
         pid, ticks, boot = key
-        if boot != _TEMP_NAMES.boot:
+        if boot not in (_TEMP_NAMES.boot, _legacy_boot_tag()):
             dead = True  # made before the last reboot: its owner is gone
         elif ticks == 0:
             dead = False  # owner had no /proc: liveness unknown, keep it

@@ -82,6 +82,31 @@ def test_temporaries_of_a_killed_run_are_reaped_and_live_ones_kept(tmpfs_dir: Pa
     assert sorted(os.listdir(tmpfs_dir)) == sorted(["dst", "src", live])
 
 
+def test_temporaries_of_the_previous_tag_format_are_judged_by_their_owner(
+        tmpfs_dir: Path) -> None:
+    # cowprobe 0.1 tagged the boot with a hash of the boot id. Such a
+    # temporary from this boot whose owner is alive is someone's running
+    # work (an older cowprobe next to this one): never reaped. One from
+    # another boot is.
+    import hashlib
+
+    from probe._liveness import boot_id, start_ticks
+
+    me = os.getpid()
+    legacy = hashlib.sha256(boot_id().encode()).hexdigest()[:8]
+    live = f".a.cowprobe-{me}-{start_ticks(me)}-{legacy}-0001.tmp"
+    other_boot = "f" * 8 if legacy != "f" * 8 else "e" * 8
+    gone = f".b.cowprobe-{me}-{start_ticks(me)}-{other_boot}-0002.tmp"
+    for name in (live, gone):
+        (tmpfs_dir / name).write_bytes(b"x")
+    assert is_ours(live) and is_ours(gone)
+    src = tmpfs_dir / "src"
+    src.write_bytes(b"data")
+    forget_reaped()
+    clone_or_copy(src, tmpfs_dir / "dst")
+    assert sorted(os.listdir(tmpfs_dir)) == sorted(["dst", "src", live])
+
+
 def test_json_to_a_full_stdout_says_dest_was_written(tmpfs_dir: Path) -> None:
     src = tmpfs_dir / "src"
     src.write_bytes(b"data")
