@@ -12,9 +12,11 @@ importing the lab.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["KIT_DIR", "KIT_FILE", "KIT_SPARES", "KIT_SUBDIR", "KIT_SUBFILE", "kit_bytes",
            "write_kit"]
@@ -35,6 +37,10 @@ KIT_SPARE_COUNT = 16
 
 def kit_bytes() -> bytes:
     """The kit file's content: deterministic, incompressible."""
+    # Imported here: the capability probe loads this module for the names
+    # above on every `cowprobe report`, and hashlib (OpenSSL) costs ~5 ms.
+    import hashlib
+
     return hashlib.shake_256(b"cowprobe overlay lower-layer kit").digest(KIT_FILE_SIZE)
 
 

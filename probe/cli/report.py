@@ -41,7 +41,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +60,8 @@ from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from ._render import emit_json, print_table, progress
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from probe.report import Fleet
 
 # Imported where used, not here: the lab only for --lab, the fleet matrix
