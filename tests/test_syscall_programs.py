@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +163,50 @@ def test_trace_file_keeps_every_trapped_call(tmp_path: Path) -> None:
     fsync = [r for r in records if r["op"] == "fsync"]
     assert fsync and fsync[0]["result"] == "EIO" and fsync[0]["delivered"] is True
     assert fsync[0]["path"] == "x" and fsync[0]["pid"] > 0
+
+
+_AS_NOBODY = """
+import contextlib, io, json, os, sys
+# Everything `fakefs run` loads, loaded while still root: the interpreter
+# and the checkout may not be readable by nobody.
+import fakefs._runcmd, fakefs._syscall._spawn, fakefs._syscall._supervisor, fakefs._syscall._table
+import fakefs._syscall._resolve, fakefs._syscall._profiles, shutil, subprocess, selectors
+from fakefs.cli import _parser, main
+_parser()  # argparse's lazy imports
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+d = sys.argv[1]
+for name in ("b", "c"):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["run", "--root", d, "--fault", "FICLONE:b*:EXDEV", "--",
+                       "cp", "--reflink=always", f"{d}/a", f"{d}/{name}"])
+    print(json.dumps({"name": name, "status": status, "stderr": err.getvalue()}))
+"""
+
+
+def test_run_as_an_unprivileged_user(tmp_path: Path) -> None:
+    # Without CAP_SYS_ADMIN the filter needs no_new_privs first: nobody can
+    # still inject, and unmatched calls still run for real.
+    require(os.geteuid() == 0, "needs root to drop to nobody")
+    d = Path(tempfile.mkdtemp(prefix="fakefs-nobody-", dir="/tmp"))  # nobody can reach it
+    try:
+        d.chmod(0o777)
+        (d / "a").write_bytes(b"shared by nobody\n")
+        (d / "a").chmod(0o644)
+        out = subprocess.run([sys.executable, "-c", _AS_NOBODY, str(d)], capture_output=True,
+                             text=True, check=False, timeout=120)
+        assert out.returncode == 0, out.stderr
+        runs = {r["name"]: r for r in map(json.loads, out.stdout.splitlines())}
+        # b: our EXDEV reached GNU cp's FICLONE; c: the kernel's own answer
+        # (cloned where /tmp can, EOPNOTSUPP where it cannot), never ours.
+        # (cp's own messages go to the process's stderr, the counters to
+        # the redirected one.)
+        cp_says = out.stderr.splitlines()
+        assert runs["b"]["status"] == 1
+        assert any(f"{d}/b'" in ln and "Invalid cross-device link" in ln for ln in cp_says)
+        assert not any(f"{d}/c'" in ln and "Invalid cross-device link" in ln for ln in cp_says)
+        assert _hits(json.loads(runs["b"]["stderr"].splitlines()[-1])) == [1]
+        assert _hits(json.loads(runs["c"]["stderr"].splitlines()[-1])) == [0]
+        assert not (d / "b").exists() or (d / "b").stat().st_uid == 65534
+    finally:
+        shutil.rmtree(d)

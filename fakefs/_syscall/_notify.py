@@ -64,9 +64,11 @@ class _SockFprog(ctypes.Structure):
 
 
 def _has_cap_sys_admin() -> bool:
-    with open("/proc/self/status", encoding="ascii") as f:
+    # Bytes: this runs in a forked child just before exec, where a codec
+    # not yet imported may not be importable (a dropped uid, a chroot).
+    with open("/proc/self/status", "rb") as f:
         for line in f:
-            if line.startswith("CapEff:"):
+            if line.startswith(b"CapEff:"):
                 return bool(int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
     return False
 

@@ -51,8 +51,9 @@ def _filter_then_exec(prog: bytes, seccomp_nr: int, sock: socket.socket) -> None
     # In the child, between fork and exec: no thread but this one exists.
     try:
         listener = install_program(prog, seccomp_nr)
-    except OSError as err:
-        sock.sendall(f"error:{err.strerror}".encode())
+    except Exception as err:
+        why = err.strerror if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
+        sock.sendall(f"error:{why}".encode())
         raise
     socket.send_fds(sock, [b"ok"], [listener])
     os.close(listener)
@@ -70,17 +71,24 @@ def spawn(command: Sequence[str], rules: Sequence[FaultRule], root: str,
     nr = ARCH.nr["seccomp"]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        # Both ends are close-on-exec: CMD inherits neither.
-        proc = subprocess.Popen(
-            list(command), env=dict(os.environ if env is None else env),
-            preexec_fn=lambda: _filter_then_exec(prog, nr, theirs),  # noqa: PLW1509 - no thread yet
-        )
+        try:
+            # Both ends are close-on-exec: CMD inherits neither.
+            proc = subprocess.Popen(
+                list(command), env=dict(os.environ if env is None else env),
+                preexec_fn=lambda: _filter_then_exec(prog, nr, theirs),  # noqa: PLW1509 - no thread yet
+            )
+        finally:
+            # Closed before any read below: with our copy of the child's end
+            # open, a child that died without a word would never be EOF.
+            theirs.close()
     except subprocess.SubprocessError:
-        # preexec_fn raised: the child said why before it did.
+        # preexec_fn raised: the child said why before it did (or nothing).
         why = ours.recv(256).decode(errors="replace").removeprefix("error:") or "unknown"
+        ours.close()
         raise SyscallLayerError(f"cannot install the seccomp filter: {why}") from None
-    finally:
-        theirs.close()
+    except BaseException:
+        ours.close()
+        raise
     try:
         msg, fds, _flags, _addr = socket.recv_fds(ours, 256, 1)
         if msg != b"ok" or not fds:
