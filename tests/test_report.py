@@ -221,3 +221,27 @@ def test_subcommand_imports_only_what_it_uses(tmpfs_dir: Path, argv: list[str]) 
                 or m.startswith(("probe.lab", "probe.conformance", "probe.report._fleet",
                                  "probe.report._html"))}
     assert not unneeded, sorted(unneeded)
+
+
+_TERMINATED_MID_PROBE = """
+import os, signal, sys
+import probe.cli.report as report
+real = report.probe_capabilities
+def probing(*args, **kw):
+    os.kill(os.getpid(), signal.SIGTERM)  # a CI job cancelled mid-probe
+    return real(*args, **kw)
+report.probe_capabilities = probing
+from probe.cli import main
+sys.exit(main(["report", sys.argv[1], "--format", "json"]))
+"""
+
+
+def test_sigterm_mid_probe_is_143_and_leaves_no_probe_dir(tmpfs_dir: Path) -> None:
+    # One rule for every subcommand (probe.cli._signals): SIGTERM is
+    # 128+15 with one line, never 130 "interrupted" as a Ctrl-C would be.
+    out = subprocess.run([sys.executable, "-c", _TERMINATED_MID_PROBE, str(tmpfs_dir)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 128 + 15, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "cowprobe: terminated (SIGTERM)"
+    assert out.stdout == ""
+    assert [p.name for p in tmpfs_dir.iterdir() if p.name.startswith(".cowprobe")] == []

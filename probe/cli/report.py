@@ -37,11 +37,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from types import FrameType
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from probe.capabilities import (
@@ -107,24 +104,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI job cancelled, `timeout`) unwinds like Ctrl-C, so the
-    probe directory and the lab are removed instead of left behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _err(message: str) -> None:
     print(f"cowprobe report: {message}", file=sys.stderr)
 
@@ -140,15 +119,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         _err(str(err))
         return EXIT_USAGE
-    with _sigterm_as_interrupt():
-        try:
-            reports, pairs = _collect(args, only)
-        except ProbePathError as err:
-            _err(str(err))
-            return EXIT_USAGE
-        except _LabFailed as err:
-            _err(str(err))
-            return EXIT_FAILED
+    # SIGTERM/SIGHUP unwind like Ctrl-C (the probe directory and the lab
+    # are removed) and exit 128+n: probe.cli._signals, for every subcommand.
+    try:
+        reports, pairs = _collect(args, only)
+    except ProbePathError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    except _LabFailed as err:
+        _err(str(err))
+        return EXIT_FAILED
     _emit(args, reports, pairs)
     everything: list[CapabilityReport | PairReport] = [*reports, *pairs]
     leftovers = [r.leftover for r in everything if r.leftover]

@@ -7,8 +7,8 @@ a field is renamed or removed.
 
 from __future__ import annotations
 
-import datetime
 import json
+import time
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -42,7 +42,11 @@ PROBE_REPETITIONS = 1
 
 def utc_now() -> str:
     """Now, UTC, ISO 8601 with microseconds (the schemas' generated_at)."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # time, not datetime: the same text, and one import fewer (~3 ms) on
+    # every `cowprobe report --format json`.
+    now = time.time_ns()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 1_000_000_000))
+    return f"{stamp}.{now // 1000 % 1_000_000:06d}Z"
 
 
 @cache
