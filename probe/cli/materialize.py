@@ -35,7 +35,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("src_dir", metavar="SRC_DIR", help="the tree to mirror")
     p.add_argument("dest_dirs", metavar="DEST_DIR", nargs="+", help="worktrees to mirror it into")
-    p.add_argument("--workers", type=int, default=None, help="worker threads (default: measured)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker threads, in this one process (default: measured)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="worker processes, one thread each (default: measured -- 2 on a "
+                   "machine with 2 or more CPUs for a big enough tree, unless --workers "
+                   "is given)")
     p.add_argument("--stop-on-error", action="store_true", help="stop at the first failure")
     p.add_argument("--mode", type=octal_mode, default=None,
                    help="permission bits for every file, in octal (default: the source's)")
@@ -53,12 +58,18 @@ def run(args: argparse.Namespace) -> int:
     enabled = False if args.no_progress or args.json else None
     with contextlib.ExitStack() as stack:
         bars: list[_render.Progress] = []
+        totals: list[int] = []
 
         def planned(total: int) -> None:
-            bars.append(stack.enter_context(_render.progress("materialize", total,
-                                                             enabled=enabled)))
+            totals.append(total)
 
         def advance(_r: JobResult) -> None:
+            # The bar starts with the first result, not at the plan: a
+            # progress bar runs a thread, and worker processes are forked
+            # (which needs a single-threaded process) after the plan.
+            if not bars:
+                bars.append(stack.enter_context(_render.progress("materialize", totals[0],
+                                                                 enabled=enabled)))
             bars[0].advance()
 
         try:
@@ -72,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 fsync=args.fsync,
                 on_plan=planned,
                 on_result=advance,
+                processes=args.processes,
             )
         except ValueError as err:
             return _usage(str(err))
@@ -112,6 +124,7 @@ def _print_summary(mirrored: MirrorReport, *, verify: bool) -> None:
         ["bytes sharing blocks", _shared(report, verify)],
         ["time", f"{report.seconds:.2f} s"],
         ["worker threads", str(report.workers)],
+        ["worker processes", str(report.processes)],
     ]
     _render.print_table("materialize", ["", "count"], rows)
     failures = [[r.status.value, r.path or r.dest, r.errno_name or "", r.error or ""]

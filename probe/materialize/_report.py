@@ -105,6 +105,11 @@ class MaterializeReport:
     #: unless the batch was asked to verify (``measure_sharing``: one FIEMAP
     #: per cloned source) and every FIEMAP answered
     bytes_shared: int | None = None
+    #: processes that ran the clone loop: 1 (in-process, ``workers``
+    #: threads), or the number of forked worker processes (one thread each)
+    processes: int = 1
+    #: the worker processes' pids (empty when the batch ran in-process)
+    worker_pids: tuple[int, ...] = ()
 
     @property
     def sharing_verified(self) -> bool:
@@ -186,6 +191,7 @@ class MaterializeReport:
                 "failed_clone_calls": self.failed_clone_calls,
                 "seconds": round(self.seconds, 6),
                 "workers": self.workers,
+                "processes": self.processes,
             },
             "pairs": [p.to_dict() for p in self.pairs],
             "failures": [r.to_dict() for r in self.failures],

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from .._copy import copy_fd, discard
 from .._datacopy import looks_sparse
@@ -27,7 +27,16 @@ from ._dirs import DestDir, DirCache
 from ._policy import Attempt, CloneFd, PairPolicy
 from ._report import JobResult, JobStatus
 
-__all__ = ["Context", "Dest", "ThreadStats", "run_unit"]
+__all__ = ["Context", "Dest", "Stop", "ThreadStats", "run_unit"]
+
+
+class Stop(Protocol):
+    """The batch's stop flag: a ``threading.Event``, or shared memory when
+    the workers are processes (``_procs.SharedStop``)."""
+
+    def is_set(self) -> bool: ...
+
+    def set(self) -> None: ...
 
 
 class Dest(NamedTuple):
@@ -63,7 +72,7 @@ class Context:
     #: the process umask, or None if it could not be read (then: fchmod always)
     umask: int | None
     stop_on_error: bool
-    stop: threading.Event
+    stop: Stop
     measure_sharing: bool
     on_result: Callable[[JobResult], None] | None
     shared_bytes: Callable[[int], int]
