@@ -36,7 +36,8 @@ from ._dirs import DestDir, DirCache, beneath
 from ._procs import SharedStop, fork_ok, run_processes
 from ._publish import discard_roots, fail_unpublished, publish_roots, sync_dirs
 from ._report import JobResult, JobStatus, MaterializeReport, PairStats
-from ._worker import Context, Dest, ThreadStats, run_unit
+from ._threads import run_threads
+from ._worker import Context, Dest, ThreadStats
 
 __all__ = [
     "DEFAULT_MAX_PROCESSES", "DEFAULT_MAX_WORKERS", "BeforePublish", "default_processes",
@@ -210,7 +211,7 @@ def run_batch(
         if nprocs > 1:
             stats, pids = run_processes(ctx, units, nprocs, stats[0], errors)
         else:
-            _run_threads(ctx, units, stats, errors)
+            run_threads(ctx, units, stats, errors)
         used: set[DestDir] = set().union(*(s.used_roots for s in stats))
         if before_publish is not None and not errors:
             try:
@@ -247,51 +248,6 @@ def run_batch(
         processes=max(1, len(pids)),
         worker_pids=pids,
     )
-
-
-def _run_threads(
-    ctx: Context, units: list[Plan], stats: list[ThreadStats], errors: list[BaseException]
-) -> None:
-    """``units`` on ``len(stats)`` threads (this one included)."""
-    it = iter(units)
-    take_lock = threading.Lock()
-
-    def work(mine: ThreadStats) -> None:
-        try:
-            while not ctx.stop.is_set():
-                with take_lock:
-                    unit = next(it, None)
-                if unit is None:
-                    return
-                run_unit(ctx, unit, mine)
-        except BaseException as exc:  # a bug or KeyboardInterrupt: stop everyone
-            ctx.stop.set()
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in stats[1:]]
-    try:
-        for t in threads:
-            t.start()
-        work(stats[0])
-    except BaseException as exc:
-        # A thread that would not start, or a signal between two units:
-        # the others must stop before anything is published.
-        ctx.stop.set()
-        errors.append(exc)
-    _join(threads, ctx, errors)
-
-
-def _join(threads: list[threading.Thread], ctx: Context, errors: list[BaseException]) -> None:
-    """Wait for every worker, even through a Ctrl-C: the staged directories
-    can only be removed (or published) once nothing writes into them."""
-    for t in threads:
-        while t.ident is not None:
-            try:
-                t.join()
-                break
-            except BaseException as exc:
-                ctx.stop.set()
-                errors.append(exc)
 
 
 def _check_beneath(plan: Plan, worktrees: list[str]) -> None:
