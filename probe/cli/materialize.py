@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import sys
 
 from probe import JobResult, MaterializeReport, MirrorReport, mirror
@@ -55,6 +56,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # A short-lived process whose batch allocates one tuple or more per file
+    # and frees nothing cyclic: the collector's passes over the growing plan
+    # are pure cost (a few percent of the user time for 10,000 files).
+    gc.disable()
     enabled = False if args.no_progress or args.json else None
     with contextlib.ExitStack() as stack:
         bars: list[_render.Progress] = []
@@ -82,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                 measure_sharing=args.verify,
                 fsync=args.fsync,
                 on_plan=planned,
-                on_result=advance,
+                # No bar, no callback: it would be two calls per file for nothing.
+                on_result=None if enabled is False else advance,
                 processes=args.processes,
             )
         except ValueError as err:
