@@ -112,20 +112,25 @@ def run_processes(
             for r in early:
                 on_result(r)
         _collect(ctx, units, children, on_result)
+        stats.extend(_merge(ctx, units, children))
     except BaseException as exc:
         # Ctrl-C, SIGTERM (as an exception) or a failing callback: nothing
-        # may still write into the staging once the caller removes it.
+        # may still write into the staging once the caller removes it. This
+        # function never raises, so the caller always gets to remove it.
         ctx.stop.set()
         errors.append(exc)
-        _stop_children(children, errors)
+        while True:
+            try:
+                _stop_children(children, errors)
+                break
+            except BaseException as again:  # a second Ctrl-C: reap them anyway
+                errors.append(again)
     finally:
         ctx.on_result = on_result
         gc.unfreeze()
         for c in children:
             with contextlib.suppress(OSError):
                 os.close(c.fd)
-    if not errors:
-        stats.extend(_merge(ctx, units, children))
     return stats, tuple(c.pid for c in children)
 
 
@@ -181,12 +186,17 @@ def _collect(
     on_result: Callable[[JobResult], None] | None,
 ) -> None:
     by_fd = {c.fd: c for c in children}
+    # poll, not select: the batch holds a descriptor per destination
+    # directory, so the pipes' numbers can be far above select's 1024.
+    poller = select.poll()
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
     while by_fd:
-        ready, _, _ = select.select(list(by_fd), [], [])
-        for fd in ready:
+        for fd, _event in poller.poll():
             c = by_fd[fd]
             data = os.read(fd, 1 << 20)
             if not data:
+                poller.unregister(fd)
                 del by_fd[fd]
                 continue
             c.buf += data
@@ -259,8 +269,9 @@ def _stop_children(children: list[_Child], errors: list[BaseException]) -> None:
     """SIGTERM every child (its handler drops the file it was making) and
     reap them all, through further signals."""
     for c in children:
-        with contextlib.suppress(OSError):
-            os.kill(c.pid, signal.SIGTERM)
+        if c.status is None:  # a reaped pid may already be someone else's
+            with contextlib.suppress(OSError):
+                os.kill(c.pid, signal.SIGTERM)
     for c in children:
         while c.status is None:
             try:
