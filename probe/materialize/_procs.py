@@ -137,11 +137,11 @@ def run_processes(
 def _prepare(ctx: Context, units: list[Unit], parent_stats: ThreadStats) -> None:
     # Every directory now, in plan order (the order staged roots would get
     # in-process): a child only ever finds it open, or its error recorded.
-    for unit in units:
-        for _source, dests in unit:
-            for d in dests:
-                with contextlib.suppress(OSError):
-                    ctx.dirs.get(d.parent)
+    # One comprehension for the 40,000 dests of a big batch, then one get
+    # per directory (not per dest: that was a Python loop of get() calls).
+    for parent in dict.fromkeys([d[2] for unit in units for _s, ds in unit for d in ds]):
+        with contextlib.suppress(OSError):
+            ctx.dirs.get(parent)
     first = units[0]
     units[0] = first[1:]
     run_unit(ctx, first[:1], parent_stats)
