@@ -171,9 +171,12 @@ def run_batch(
     worktrees: list[str],
     before_publish: BeforePublish | None = None,
     processes: int | None = 1,
+    planned: tuple[Plan, int] | None = None,
 ) -> MaterializeReport:
     """``materialize``, with a hook for ``mirror``'s directories and symlinks;
-    ``processes=None``: ``default_processes``."""
+    ``processes=None``: ``default_processes``. ``planned``: (plan, jobs)
+    built by a caller whose jobs cannot fail ``_plan``'s checks (``mirror``'s
+    walk), instead of ``jobs``."""
     started = time.perf_counter()
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, not {workers}")
@@ -184,9 +187,12 @@ def run_batch(
                          "process runs one thread")
     if mode is not None and not 0 <= mode <= 0o7777:
         raise ValueError(f"mode must be a permission mode (0..0o7777), not {mode:#o}")
-    plan, njobs = _plan(jobs)
-    if worktrees:
-        _check_beneath(plan, worktrees)
+    if planned is not None:
+        plan, njobs = planned
+    else:
+        plan, njobs = _plan(jobs)
+        if worktrees:
+            _check_beneath(plan, worktrees)
     units = _units(plan)
     nworkers = min(workers, max(1, len(units))) if workers else default_workers(njobs, len(units))
     results: list[JobResult | None] = [None] * njobs

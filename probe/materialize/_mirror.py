@@ -137,15 +137,16 @@ def mirror(
         for path, what in plan.specials
     ]
     if on_plan is not None:
-        on_plan(len(plan.jobs))
+        on_plan(plan.njobs)
 
     def before_publish(dirs: DirCache, stopped: bool) -> set[DestDir]:
         if stop_on_error and (stopped or entries):
             return set()
         return _make_entries(plan, dirs, entries, stop_on_error=stop_on_error)
 
-    files = run_batch(plan.jobs, workers=workers, stop_on_error=stop_on_error, mode=mode,
-                      measure_sharing=measure_sharing, on_result=on_result, fsync=fsync,
+    files = run_batch((), planned=(plan.jobs, plan.njobs), workers=workers,
+                      stop_on_error=stop_on_error, mode=mode, measure_sharing=measure_sharing,
+                      on_result=on_result, fsync=fsync,
                       worktrees=dests, before_publish=before_publish, processes=processes)
     return MirrorReport(files, tuple(entries))
 
