@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import sys
 
 from probe import JobResult, MaterializeReport, MirrorReport, mirror
@@ -35,7 +36,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("src_dir", metavar="SRC_DIR", help="the tree to mirror")
     p.add_argument("dest_dirs", metavar="DEST_DIR", nargs="+", help="worktrees to mirror it into")
-    p.add_argument("--workers", type=int, default=None, help="worker threads (default: measured)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker threads, in this one process (default: measured)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="worker processes, one thread each (default: measured -- 2 on a "
+                   "machine with 2 or more CPUs for a big enough tree, unless --workers "
+                   "is given)")
     p.add_argument("--stop-on-error", action="store_true", help="stop at the first failure")
     p.add_argument("--mode", type=octal_mode, default=None,
                    help="permission bits for every file, in octal (default: the source's)")
@@ -50,15 +56,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # A short-lived process whose batch allocates one tuple or more per file
+    # and frees nothing cyclic: the collector's passes over the growing plan
+    # are pure cost (a few percent of the user time for 10,000 files).
+    gc.disable()
     enabled = False if args.no_progress or args.json else None
     with contextlib.ExitStack() as stack:
         bars: list[_render.Progress] = []
+        totals: list[int] = []
 
         def planned(total: int) -> None:
-            bars.append(stack.enter_context(_render.progress("materialize", total,
-                                                             enabled=enabled)))
+            totals.append(total)
 
         def advance(_r: JobResult) -> None:
+            # The bar starts with the first result, not at the plan: a
+            # progress bar runs a thread, and worker processes are forked
+            # (which needs a single-threaded process) after the plan.
+            if not bars:
+                bars.append(stack.enter_context(_render.progress("materialize", totals[0],
+                                                                 enabled=enabled)))
             bars[0].advance()
 
         try:
@@ -71,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
                 measure_sharing=args.verify,
                 fsync=args.fsync,
                 on_plan=planned,
-                on_result=advance,
+                # No bar, no callback: it would be two calls per file for nothing.
+                on_result=None if enabled is False else advance,
+                processes=args.processes,
             )
         except ValueError as err:
             return _usage(str(err))
@@ -112,6 +130,7 @@ def _print_summary(mirrored: MirrorReport, *, verify: bool) -> None:
         ["bytes sharing blocks", _shared(report, verify)],
         ["time", f"{report.seconds:.2f} s"],
         ["worker threads", str(report.workers)],
+        ["worker processes", str(report.processes)],
     ]
     _render.print_table("materialize", ["", "count"], rows)
     failures = [[r.status.value, r.path or r.dest, r.errno_name or "", r.error or ""]

@@ -7,7 +7,9 @@ clone state machine; ``_worker`` one source into all its destinations;
 ``_dirs`` destination directories and staging (the worktree boundary);
 ``_publish`` staged directories into place, or removed when interrupted;
 ``_report`` the results; ``_tree`` the tree walk and ``_mirror`` the whole
-tree mirror (``mirror``) built on the batch.
+tree mirror (``mirror``) built on the batch; ``_threads`` the in-process
+workers and ``_procs`` / ``_procchild`` the forked worker processes
+(``processes=``).
 """
 
 from ._batch import DEFAULT_MAX_WORKERS, materialize

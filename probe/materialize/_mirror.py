@@ -98,6 +98,7 @@ def mirror(
     fsync: bool = False,
     on_plan: Callable[[int], None] | None = None,
     on_result: Callable[[JobResult], None] | None = None,
+    processes: int | None = 1,
 ) -> MirrorReport:
     """Mirror the tree ``src_dir`` into each of ``dest_dirs`` (created if
     missing): regular files cloned or copied (``materialize``), symlinks
@@ -107,8 +108,12 @@ def mirror(
     and nothing is written outside one: see the module docstring.
 
     ``workers``, ``stop_on_error``, ``mode``, ``measure_sharing``, ``fsync``
-    and ``on_result`` are ``materialize``'s. ``on_plan`` is called once with
-    the number of file jobs, after the walk and before any is started.
+    ``on_result`` and ``processes`` are ``materialize``'s, except that
+    ``processes=None`` picks the number of worker processes from the batch's
+    size and the CPUs (``default_processes``; fork-based, so for
+    single-threaded callers such as the ``cowprobe`` command). ``on_plan`` is
+    called once with the number of file jobs, after the walk and before any
+    is started.
 
     Raises ValueError for bad arguments (``src_dir`` not a directory, a
     worktree that is a file, inside ``src_dir`` or given twice) and OSError
@@ -132,16 +137,17 @@ def mirror(
         for path, what in plan.specials
     ]
     if on_plan is not None:
-        on_plan(len(plan.jobs))
+        on_plan(plan.njobs)
 
     def before_publish(dirs: DirCache, stopped: bool) -> set[DestDir]:
         if stop_on_error and (stopped or entries):
             return set()
         return _make_entries(plan, dirs, entries, stop_on_error=stop_on_error)
 
-    files = run_batch(plan.jobs, workers=workers, stop_on_error=stop_on_error, mode=mode,
-                      measure_sharing=measure_sharing, on_result=on_result, fsync=fsync,
-                      worktrees=dests, before_publish=before_publish)
+    files = run_batch((), planned=(plan.jobs, plan.njobs), workers=workers,
+                      stop_on_error=stop_on_error, mode=mode, measure_sharing=measure_sharing,
+                      on_result=on_result, fsync=fsync,
+                      worktrees=dests, before_publish=before_publish, processes=processes)
     return MirrorReport(files, tuple(entries))
 
 

@@ -178,6 +178,12 @@ class PairPolicy:
         # fd decides; the pair's state does not move.
         return att
 
+    def note_disabled(self, err: int) -> None:
+        """Another process's copy of this policy switched cloning off with
+        ``err``: the report says so (a worker process learns on its own)."""
+        if self.disabled_errno is None:
+            self.disabled_errno = err
+
     def _unsupported(self, err: int | None) -> None:
         if self._state == _ENABLED:
             return

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from .._copy import copy_fd, discard
 from .._datacopy import looks_sparse
@@ -27,7 +27,16 @@ from ._dirs import DestDir, DirCache
 from ._policy import Attempt, CloneFd, PairPolicy
 from ._report import JobResult, JobStatus
 
-__all__ = ["Context", "Dest", "ThreadStats", "run_unit"]
+__all__ = ["Context", "Dest", "Stop", "ThreadStats", "run_unit"]
+
+
+class Stop(Protocol):
+    """The batch's stop flag: a ``threading.Event``, or shared memory when
+    the workers are processes (``_procs.SharedStop``)."""
+
+    def is_set(self) -> bool: ...
+
+    def set(self) -> None: ...
 
 
 class Dest(NamedTuple):
@@ -63,7 +72,7 @@ class Context:
     #: the process umask, or None if it could not be read (then: fchmod always)
     umask: int | None
     stop_on_error: bool
-    stop: threading.Event
+    stop: Stop
     measure_sharing: bool
     on_result: Callable[[JobResult], None] | None
     shared_bytes: Callable[[int], int]
@@ -107,16 +116,6 @@ def _message(err: OSError, path: str) -> str:
     return f"{text}: {where!s}"
 
 
-def _open(source: str) -> tuple[int, os.stat_result]:
-    try:
-        return open_source(source)
-    except FileNotFoundError:
-        # The copy fallback for a source that vanished before its open: one
-        # more look (it may have been replaced by rename meanwhile). If this
-        # fails too, the bytes are really gone and the job says so.
-        return open_source(source)
-
-
 def _source_failed(ctx: Context, source: str, dests: list[Dest], err: OSError) -> None:
     vanished = classify(err.errno, lambda: source_gone(source)) is (
         ReflinkOutcome.SOURCE_VANISHED
@@ -156,7 +155,14 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
         if stopped():
             return
         try:
-            src_fd, st = _open(source)
+            try:
+                src_fd, st = open_source(source)
+            except FileNotFoundError:
+                # The copy fallback for a source that vanished before its
+                # open: one more look (it may have been replaced by rename
+                # meanwhile). If this fails too, the bytes are really gone
+                # and the job says so.
+                src_fd, st = open_source(source)
         except OSError as err:
             _source_failed(ctx, source, dests, err)
             continue
@@ -280,8 +286,12 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                     stats.shared_unknown = True
         finally:
             # Read-only: a FLUSH error from FUSE/NFS here loses nothing of
-            # ours and must not abort the batch.
-            close_quietly(src_fd)
+            # ours and must not abort the batch. (close_quietly, inlined:
+            # its frame and context manager cost more than the close.)
+            try:  # noqa: SIM105 - suppress() is the cost being saved
+                close(src_fd)
+            except OSError:
+                pass
 
 
 _CLONED_STATUS = JobStatus.CLONED
