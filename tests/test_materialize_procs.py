@@ -21,7 +21,7 @@ import pytest
 from _files import write_file
 
 from probe import JobStatus, materialize, mirror
-from probe._tempname import start_ticks
+from probe._liveness import start_ticks
 
 #: one unit of work is at most 512 dest files: this many files make several
 _DIRS, _PER_DIR = 8, 150
