@@ -16,6 +16,7 @@ import os
 import re
 import stat
 import threading
+from collections.abc import Callable
 from functools import cache
 
 from ._liveness import boot_id, start_ticks
@@ -129,24 +130,27 @@ def _owner_dead(name: str, cache: dict[tuple[int, int, str], bool]) -> bool:
     return dead
 
 
-_REAPED: set[tuple[int, int]] = set()
+_REAPED: set[tuple[int, int, bool]] = set()
 _REAPED_LOCK = threading.Lock()
 
 
-def reap_dead(dir_fd: int) -> list[str]:
+def reap_dead(dir_fd: int, *,
+              remove_dir: Callable[[int, str], list[OSError]] | None = None) -> list[str]:
     """Unlink the temporaries of dead owners in the directory ``dir_fd``;
     the names that could not be removed (never silently left).
 
     Cheap by design: once per directory per process, a names-only scan (no
     stat unless a name matches), one /proc read per distinct owner. Only
-    non-directories owned by our uid are touched; a staged *directory* of a
-    dead owner is the materializer's to reap.
+    entries owned by our uid are touched, and directories only when the
+    caller brings ``remove_dir`` (the materializer, whose staged
+    directories these are: a dead owner's was never published, and never
+    will be).
     """
     try:
         st = os.fstat(dir_fd)
     except OSError:
         return []
-    key = (st.st_dev, st.st_ino)
+    key = (st.st_dev, st.st_ino, remove_dir is not None)
     with _REAPED_LOCK:
         if key in _REAPED:
             return []
@@ -165,7 +169,11 @@ def reap_dead(dir_fd: int) -> list[str]:
             there = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
             continue
-        if stat.S_ISDIR(there.st_mode) or there.st_uid != os.geteuid():
+        if there.st_uid != os.geteuid():
+            continue
+        if stat.S_ISDIR(there.st_mode):
+            if remove_dir is not None and remove_dir(dir_fd, name):
+                left.append(name)
             continue
         try:
             os.unlink(name, dir_fd=dir_fd)

@@ -273,3 +273,31 @@ def test_torn_file_that_cannot_be_unlinked_keeps_its_directory_unpublished(
     # rest of it was taken back) stays hidden.
     left = _cowprobe_entries(fakefs.backing)
     assert len(left) == 1 and sorted(os.listdir(fakefs.backing / left[0])) == ["a"]
+
+
+def test_cli_collapses_failures_that_differ_only_in_the_file(
+        fakefs: fakefs_mod.FakeFS, capsys: pytest.CaptureFixture[str]) -> None:
+    from probe.cli import EXIT_FAILED, main
+
+    src = fakefs.backing / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(40):
+        (src / "d" / f"f{i:02d}").write_bytes(b"x" * 100)
+    (src / "lone").write_bytes(b"y")
+    # An existing worktree: each file is built under a temporary next to its
+    # final name, and every one created under wt/d fails (CREATE is the
+    # first operation on it).
+    (fakefs.backing / "wt" / "d").mkdir(parents=True)
+    fakefs.add_fault("create:wt/d/*:EIO")
+    fakefs.add_fault("create:wt/.lone.*:ENOSPC")
+    code = main(["materialize", "--no-progress", str(fakefs.mountpoint / "src"),
+                 str(fakefs.mountpoint / "wt")])
+    err = [ln for ln in capsys.readouterr().err.splitlines()
+           if ln.startswith("cowprobe materialize: failed")]
+    assert code == EXIT_FAILED
+    assert len(err) == 2, err
+    many = next(ln for ln in err if "entries" in ln)
+    assert "(40 entries, first " in many and "EIO Input/output error" in many
+    lone = next(ln for ln in err if "entries" not in ln)
+    assert lone.endswith(f"{fakefs.mountpoint}/src/lone: ENOSPC No space left on device") or \
+        "ENOSPC No space left on device" in lone

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+import probe
+
 N_FILES = 20_000
 
 _LIBRARY_CALLER = """
@@ -88,3 +90,36 @@ def test_interrupted_fresh_worktree_is_not_published(
     # Never published partial, and the staging directory is gone too.
     assert not wt.exists(), f"{len(list(wt.rglob('f*')))} of {N_FILES} files published"
     assert [p.name for p in btrfs_dir.iterdir() if ".cowprobe-" in p.name] == []
+
+
+_KILLED_MID_BATCH = """
+import os, signal, sys
+import probe
+def first(result):
+    os.kill(os.getpid(), signal.SIGKILL)  # no cleanup runs: the staging stays
+probe.mirror(sys.argv[1], [sys.argv[2]], on_result=first, processes=1)
+"""
+
+
+def test_staging_of_a_sigkilled_batch_is_reaped_by_the_next(btrfs_dir: Path) -> None:
+    from probe._tempname import forget_reaped, temp_name
+
+    src = btrfs_dir / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(50):
+        (src / "d" / f"f{i}").write_bytes(os.urandom(2000))
+    base = btrfs_dir / "worktrees"
+    base.mkdir()
+    proc = subprocess.run([sys.executable, "-c", _KILLED_MID_BATCH, str(src), str(base / "wt1")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    dead = [p.name for p in base.iterdir()]
+    assert len(dead) == 1 and dead[0].startswith(".wt1.cowprobe-"), dead
+    assert not (base / "wt1").exists()  # never published
+    live = temp_name("other")  # a staged root whose owner (we) is alive
+    (base / live).mkdir()
+    forget_reaped()
+    report = probe.mirror(src, [base / "wt2"])
+    assert report.ok
+    assert sorted(p.name for p in base.iterdir()) == sorted([live, "wt2"])
+    assert len(list((base / "wt2" / "d").iterdir())) == 50

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import os
 import sys
 
 from probe import JobResult, MaterializeReport, MirrorReport, mirror
@@ -133,11 +134,14 @@ def _print_summary(mirrored: MirrorReport, *, verify: bool) -> None:
         ["worker processes", str(report.processes)],
     ]
     _render.print_table("materialize", ["", "count"], rows)
-    failures = [[r.status.value, r.path or r.dest, r.errno_name or "", r.error or ""]
+    # The reason without the path it names (the line names it already), so
+    # that failures differing only in the file collapse into one line with
+    # a count: an unwritable worktree directory printed 20,101 lines.
+    failures = [(r.status.value, r.path or r.dest, r.errno_name or "",
+                 os.strerror(r.errno) if r.errno is not None else r.error or "")
                 for r in report.failures]
-    failures += [["failed", e.source or e.dest or "", e.to_dict()["errno"] or "", e.error or ""]
+    failures += [("failed", e.source or e.dest or "", e.to_dict()["errno"] or "", e.error or "")
                  for e in failed_extra]
-    # One plain line per failure, not a table: a table folds long paths
-    # across lines, and these lines get grepped.
-    for status, path, err, text in failures:
-        print(f"cowprobe materialize: {status}: {path}: {err} {text}".rstrip(), file=sys.stderr)
+    # Plain lines, not a table: a table folds long paths, and these get grepped.
+    for line in _render.collapse_failures(failures):
+        print(f"cowprobe materialize: {line}", file=sys.stderr)

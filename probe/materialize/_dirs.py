@@ -29,8 +29,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .._fd import DIR_FLAGS, open_dir_nofollow
-from .._tempname import temp_name
+from .._fd import DIR_FLAGS, open_dir_nofollow, remove_tree
+from .._tempname import reap_dead, temp_name
 
 __all__ = ["DestDir", "DirCache", "beneath"]
 
@@ -178,6 +178,9 @@ class DirCache:
             d.made_in = (pdir, name)
             pdir.root.created.append(d)
             return d
+        # A batch SIGKILLed here earlier left its staged root behind (no
+        # cleanup runs on SIGKILL): removed once its owner is provably dead.
+        reap_dead(pdir.fd, remove_dir=remove_tree)
         tmp = temp_name(name)
         try:
             os.mkdir(tmp, dir_fd=pdir.fd)
