@@ -33,7 +33,6 @@ from .. import _linux
 from .._paths import PathArg, as_path
 from .._platform import current
 from ._dirs import DestDir, DirCache, beneath
-from ._procs import SharedStop, fork_ok, run_processes
 from ._publish import discard_roots, fail_unpublished, publish_roots, sync_dirs
 from ._report import JobResult, JobStatus, MaterializeReport, PairStats
 from ._threads import run_threads
@@ -211,16 +210,22 @@ def run_batch(
     )
     if processes is None:
         processes = 1 if workers is not None else default_processes(njobs)
-    nprocs = processes if processes > 1 and len(units) > 1 and fork_ok() else 1
+    nprocs = 1
+    if processes > 1 and len(units) > 1:
+        # Imported only for a forking batch: pickle, mmap and the children's
+        # machinery are no part of an in-process one's start-up.
+        from . import _procs
+
+        nprocs = processes if _procs.fork_ok() else 1
     if nprocs > 1:
-        ctx.stop = SharedStop()
+        ctx.stop = _procs.SharedStop()
         nworkers = 1
     stats = [ThreadStats() for _ in range(nworkers)]
     errors: list[BaseException] = []
     pids: tuple[int, ...] = ()
     try:
         if nprocs > 1:
-            stats, pids = run_processes(ctx, units, nprocs, stats[0], errors)
+            stats, pids = _procs.run_processes(ctx, units, nprocs, stats[0], errors)
         else:
             run_threads(ctx, units, stats, errors)
         used: set[DestDir] = set().union(*(s.used_roots for s in stats))
