@@ -21,3 +21,17 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> Path:
 def open_fds() -> int:
     """Descriptors this process holds now: a leak check before/after a call."""
     return len(os.listdir("/proc/self/fd"))
+
+
+def staged_files(parent: Path, final: str) -> int:
+    """Files seen so far in ``parent``'s staging directory for the worktree
+    ``final`` (the materializer's ``.FINAL.cowprobe-*.tmp``): how far an
+    interrupted batch got, observed instead of slept for."""
+    for entry in os.scandir(parent):
+        if entry.name.startswith(f".{final}.cowprobe-") and entry.is_dir(follow_symlinks=False):
+            try:
+                return sum(len(os.listdir(os.path.join(entry.path, d)))
+                           for d in os.listdir(entry.path))
+            except FileNotFoundError:  # published or removed meanwhile
+                return 0
+    return 0

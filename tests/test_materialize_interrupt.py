@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _files import staged_files
 
 import probe
 
@@ -44,18 +45,6 @@ def _make_tree(src: Path) -> None:
             os.close(fd)
 
 
-def _staged_files(parent: Path, final: str) -> int:
-    """Files seen so far in ``parent``'s staging directory for ``final``."""
-    for entry in os.scandir(parent):
-        if entry.name.startswith(f".{final}.cowprobe-") and entry.is_dir(follow_symlinks=False):
-            try:
-                return sum(len(os.listdir(os.path.join(entry.path, d)))
-                           for d in os.listdir(entry.path))
-            except FileNotFoundError:  # published or removed meanwhile
-                return 0
-    return 0
-
-
 @pytest.mark.parametrize(
     ("caller", "signum"),
     [("cli", signal.SIGINT), ("library", signal.SIGTERM)],
@@ -75,7 +64,7 @@ def test_interrupted_fresh_worktree_is_not_published(
         # A guard against a hang, not a timing assumption: the loop ends as
         # soon as the first files are seen in the staging directory.
         deadline = time.monotonic() + 120
-        while _staged_files(btrfs_dir, "wt") == 0:
+        while staged_files(btrfs_dir, "wt") == 0:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no staging directory appeared"
             time.sleep(0.001)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _files import write_file
+from _files import staged_files, write_file
 
 from probe import JobStatus, materialize, mirror
 from probe._liveness import start_ticks
@@ -47,6 +47,14 @@ def _children(pid: int, *, zombies: bool = False) -> list[int]:
 
 def _alive(pid: int) -> bool:
     return start_ticks(pid) is not None
+
+
+def _tree_jobs(base: Path) -> list[tuple[Path, Path]]:
+    """A ``_tree`` under base/src and its jobs into base/wt, in tree order."""
+    src, wt = base / "src", base / "wt"
+    _tree(src)
+    return [(src / f"d{d:02d}" / f"f{i:04d}", wt / f"d{d:02d}" / f"f{i:04d}")
+            for d in range(_DIRS) for i in range(_PER_DIR)]
 
 
 def _tree(src: Path, dirs: int = _DIRS, per_dir: int = _PER_DIR, size: int = 64) -> None:
@@ -129,11 +137,7 @@ def test_results_identical_to_in_process_for_a_mixed_tree(
 def test_a_failing_job_in_a_child_is_reported(
     btrfs_dir: Path, immutable_dir: Path, no_other_threads: None
 ) -> None:
-    src = btrfs_dir / "src"
-    _tree(src)
-    wt = btrfs_dir / "wt"
-    jobs = [(src / f"d{d:02d}" / f"f{i:04d}", wt / f"d{d:02d}" / f"f{i:04d}")
-            for d in range(_DIRS) for i in range(_PER_DIR)]
+    jobs = _tree_jobs(btrfs_dir)
     # The last directory's files go into an immutable one (EPERM): long
     # after the first source, which the parent runs itself.
     jobs[-5:] = [(s, immutable_dir / f"x{n}") for n, (s, _d) in enumerate(jobs[-5:])]
@@ -149,11 +153,7 @@ def test_a_failing_job_in_a_child_is_reported(
 def test_stop_on_error_in_a_child_stops_the_batch(
     btrfs_dir: Path, immutable_dir: Path, no_other_threads: None
 ) -> None:
-    src = btrfs_dir / "src"
-    _tree(src)
-    wt = btrfs_dir / "wt"
-    jobs = [(src / f"d{d:02d}" / f"f{i:04d}", wt / f"d{d:02d}" / f"f{i:04d}")
-            for d in range(_DIRS) for i in range(_PER_DIR)]
+    jobs = _tree_jobs(btrfs_dir)
     jobs[_PER_DIR + 1] = (jobs[_PER_DIR + 1][0], immutable_dir / "x")
     report = materialize(jobs, processes=2, stop_on_error=True)
     assert report.processes == 2
@@ -229,15 +229,13 @@ probe.mirror(sys.argv[1], [sys.argv[2]], processes=2)
 """
 
 
-def _staged_files(parent: Path, final: str) -> int:
-    for entry in os.scandir(parent):
-        if entry.name.startswith(f".{final}.cowprobe-") and entry.is_dir(follow_symlinks=False):
-            try:
-                return sum(len(os.listdir(os.path.join(entry.path, d)))
-                           for d in os.listdir(entry.path))
-            except FileNotFoundError:
-                return 0
-    return 0
+def _leave_nothing(proc: subprocess.Popen[bytes], kids: list[int]) -> None:
+    """However the test went: the batch process and its workers are gone."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pid in _wait_gone(kids):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _start(base: Path, caller: str) -> tuple[subprocess.Popen[bytes], list[int]]:
@@ -253,7 +251,7 @@ def _start(base: Path, caller: str) -> tuple[subprocess.Popen[bytes], list[int]]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     kids: list[int] = []
-    while len(kids) < 2 or _staged_files(base, "wt") < 500:
+    while len(kids) < 2 or staged_files(base, "wt") < 500:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no workers or no staging appeared"
         if len(kids) < 2:
@@ -286,11 +284,7 @@ def test_interrupted_parent_publishes_nothing_and_leaves_no_child(
         # removes the staging, so none can write there (or anywhere) after.
         running = [p for p in kids if _alive(p)]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in _wait_gone(kids):
-            os.kill(pid, signal.SIGKILL)
+        _leave_nothing(proc, kids)
     assert proc.returncode == 128 + signum, (out, err)
     assert b"Traceback" not in err
     assert running == []
@@ -332,9 +326,5 @@ def test_sigkilled_parent_leaves_no_child(btrfs_dir: Path) -> None:
         proc.wait()
         left = _wait_gone(kids)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in _wait_gone(kids):
-            os.kill(pid, signal.SIGKILL)
+        _leave_nothing(proc, kids)
     assert left == [], f"worker processes {left} outlived their SIGKILLed parent"
