@@ -89,7 +89,12 @@ def _normal(report: Any, wts: dict[str, str]) -> dict[str, Any]:
 @pytest.fixture
 def no_other_threads() -> Iterator[None]:
     # Forking needs a single-threaded process: a test that means to use
-    # processes must not silently run in-process instead.
+    # processes must not silently run in-process instead. An earlier test's
+    # syscall_faults() block leaves the seccomp answering thread running
+    # until the block's thread is gone; it then ends by itself.
+    for t in threading.enumerate():
+        if t is not threading.main_thread():
+            t.join(timeout=60)
     assert threading.active_count() == 1, threading.enumerate()
     yield
 

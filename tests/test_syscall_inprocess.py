@@ -178,3 +178,27 @@ def test_range_ioctls_match_dest_and_source_read_from_memory(btrfs_dir: Path) ->
     assert [f["hits"] for f in h.faults()] == [1, 1]
     srcs = {(t["op"], t["path"], t["src"]) for t in h.trace()}
     assert ("FICLONERANGE", "r", "a") in srcs and ("FIDEDUPERANGE", "d", "a") in srcs
+
+
+def _answering_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "fakefs-seccomp"]
+
+
+def test_the_answering_thread_ends_with_the_last_filtered_thread(tmp_path: Path) -> None:
+    # Once no filtered thread is left, the process is back to its own
+    # threads (it may fork workers again); a later block starts it anew.
+    def block() -> None:
+        with fakefs.syscall_faults(["fsync:*:EIO"], root=tmp_path) as h:
+            fd = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY, 0o600)
+            try:
+                with pytest.raises(OSError):
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        assert h.faults()[0]["hits"] == 1
+
+    for _ in range(2):
+        fresh_thread(block)()
+        for t in _answering_threads():
+            t.join(timeout=60)
+        assert _answering_threads() == []

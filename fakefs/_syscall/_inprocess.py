@@ -20,8 +20,10 @@ start long-lived daemons from a thread that ran a block, nor ``fakefs run``
 leave its thread clean runs the block in a fresh thread, whose filter ends
 with it (the conformance runner does).
 
-The supervisor thread is started before the first filter exists, and
-makes no trapped call itself, so it can never wait on its own answer.
+The supervisor thread is started before the filter exists (a thread
+started by a filtered one would carry the filter), makes no trapped call
+itself, so it can never wait on its own answer, and ends once the last
+filtered thread has.
 """
 
 from __future__ import annotations
@@ -120,14 +122,19 @@ def syscall_faults(
         raise SyscallLayerError("syscall_faults() blocks do not nest on one thread")
     if not state.trapped:
         assert ARCH is not None  # _get_supervisor checked
+        sup.reserve()  # the answering thread exists before our filter does
         try:
             fd = install(supported_ops(ARCH), ARCH)
         except OSError as err:
+            sup.release()
             why = err.strerror
             if err.errno == errno.EBUSY:
                 why = "this thread already has a seccomp listener (running under fakefs run?)"
             raise SyscallLayerError(f"cannot install the seccomp filter: {why}") from None
-        sup.add(fd, state.table)
+        except BaseException:
+            sup.release()
+            raise
+        sup.add(fd, state.table, reserved=True)
         state.trapped = supported_ops(ARCH)
     table = state.table
     table.clear()

@@ -42,12 +42,48 @@ class Supervisor:
         self._listeners: dict[int, _Listener] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._stop = False
-        self._thread = threading.Thread(target=self._loop, name="fakefs-seccomp", daemon=True)
-        self._thread.start()
+        # The answering thread runs only while a listener exists: once every
+        # filtered task has exited (the thread of a syscall_faults() block,
+        # the command of `fakefs run`) it ends, and the process is back to
+        # the threads it had -- so it can fork workers again (a process
+        # with another thread must not: the materializer then stays
+        # in-process). It is started again before the next filter exists:
+        # a thread started *by* a filtered thread inherits the filter, and
+        # then the last filtered task never goes. Decided under _lock.
+        self._running = False
+        #: filters about to be installed (reserve() done, add() not yet):
+        #: the thread must not end while one is on its way
+        self._pending = 0
+        self._thread: threading.Thread | None = None
 
-    def add(self, fd: int, table: RuleTable) -> None:
+    def _start_locked(self) -> None:
+        if not self._running:
+            self._running = True
+            self._thread = threading.Thread(target=self._loop, name="fakefs-seccomp",
+                                            daemon=True)
+            self._thread.start()
+
+    def reserve(self) -> None:
+        """Call before installing a filter on this thread, then add() (or
+        release() if the install failed): the answering thread is started
+        while this thread is still unfiltered, and stays for the add."""
+        with self._lock:
+            self._pending += 1
+            self._start_locked()
+
+    def release(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def add(self, fd: int, table: RuleTable, *, reserved: bool = False) -> None:
+        """Serve listener ``fd``. From a thread the filter is on, only after
+        reserve() (``reserved=True``); unreserved, from an unfiltered one
+        (``fakefs run``'s parent)."""
         with self._lock:
             self._listeners[fd] = _Listener(fd, table)
+            if reserved:
+                self._pending -= 1
+            self._start_locked()
         self._wake()
 
     def stop(self) -> None:
@@ -56,7 +92,8 @@ class Supervisor:
         alive then gets ENOSYS from every trapped call."""
         self._stop = True
         self._wake()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         with self._lock:
             for fd in self._listeners:
                 os.close(fd)
@@ -91,7 +128,10 @@ class Supervisor:
                         # Every filtered task has exited: nothing can call again.
                         with self._lock:
                             self._listeners.pop(fd, None)
-                        os.close(fd)
+                            os.close(fd)
+                            if not self._listeners and not self._pending:
+                                self._running = False
+                                return
                         changed = True
 
     def _serve(self, entry: _Listener) -> None:
