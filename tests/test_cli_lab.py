@@ -167,7 +167,8 @@ def test_matrix_table_for_people(base: Path) -> None:
     assert set(lines[header + 1].replace(" ", "")) == {"-"}
     at = lines[header].index("verdict")
     rows = lines[header + 2:]
-    verdicts = [line[at:] for line in rows if line.strip()]
+    # (a long cell continues on the next lines: those have no verdict)
+    verdicts = [line[at:] for line in rows if line[at:].strip()]
     assert len(verdicts) >= 10 and set(verdicts) == {"pass"}, verdicts
     assert "│" not in out.stdout  # rich stays off outside a terminal
 

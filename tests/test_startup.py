@@ -154,6 +154,12 @@ def test_tables_are_rich_on_a_terminal_and_plain_elsewhere() -> None:
     # Aligned columns, one row per line, nothing drawn.
     assert plain.getvalue().splitlines() == ["materialize", "        count", "------  -----",
                                              "cloned  10", "failed  0"]
+    # A long cell continues under its own column, the row still on one line.
+    wide = io.StringIO()
+    print_table(None, ["name", "value", "x"], [["opts", "a" * 70, "1"]], file=wide)
+    assert wide.getvalue().splitlines() == [
+        "name  value" + " " * 57 + "x", "----  " + "-" * 60 + "  -",
+        "opts  " + "a" * 60 + "  1", "      " + "a" * 10]
     leader, follower = os.openpty()
     with os.fdopen(follower, "w", encoding="utf-8") as tty:
         print_table("materialize", ["", "count"], rows, file=tty)

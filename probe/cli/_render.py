@@ -67,6 +67,10 @@ def status_style(word: str) -> str:
     return _STYLES.get(word.split(" ", maxsplit=1)[0].lower(), "")
 
 
+#: widest plain-text cell before it continues on the next line
+_PLAIN_CELL = 60
+
+
 def print_table(
     title: str | None,
     headers: Sequence[str],
@@ -98,15 +102,27 @@ def print_table(
             table.add_row(*cells)
         console.print(table)
         return
-    # One line per row: a newline inside a cell would break the columns.
-    rows = [[c.replace("\n", " ") for c in r] for r in rows]
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
+    # A row starts one line; a cell longer than _PLAIN_CELL (an overlay's
+    # lowerdir=...,upperdir=... options: 200 characters) continues on the
+    # next lines of its own column, so one long cell cannot make every line
+    # of a report a thousand characters wide.
+    import textwrap
+
+    def parts(cell: str) -> list[str]:
+        return textwrap.wrap(cell.replace("\n", " "), _PLAIN_CELL,
+                             break_on_hyphens=False) or [""]
+
+    split = [[parts(c) for c in r] for r in [list(headers), *rows]]
+    widths = [max(len(p) for r in split for p in r[i]) for i in range(len(headers))]
     if title:
         print(title, file=out)
-    for line in (headers, ["-" * w for w in widths], *rows):
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(), file=out)
+    for n, row in enumerate(split):
+        for k in range(max(len(c) for c in row)):
+            line = [c[k] if k < len(c) else "" for c in row]
+            print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(),
+                  file=out)
+        if n == 0:
+            print("  ".join("-" * w for w in widths), file=out)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
