@@ -13,6 +13,7 @@ importing the lab.
 from __future__ import annotations
 
 import os
+from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ KIT_SPARES = "spare"
 KIT_SPARE_COUNT = 16
 
 
+@cache
 def kit_bytes() -> bytes:
     """The kit file's content: deterministic, incompressible."""
     # Imported here: the capability probe loads this module for the names

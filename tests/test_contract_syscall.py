@@ -66,8 +66,9 @@ def test_eperm_from_ficlone_copies(btrfs_dir: Path) -> None:
 @fresh_thread
 def test_eagain_is_retried_then_clones(btrfs_dir: Path) -> None:
     src, dst = _pair(btrfs_dir)
-    with fakefs.syscall_faults(["FICLONE:*:EAGAIN:times=3"], root=btrfs_dir):
+    with fakefs.syscall_faults(["FICLONE:*:EAGAIN:times=3"], root=btrfs_dir) as h:
         res = clone_or_copy(src, dst)
+    assert [f["hits"] for f in h.faults()] == [3]  # the EAGAINs really arrived
     assert res.cloned and res.transient_errno is None
     assert dst.read_bytes() == src.read_bytes()
 

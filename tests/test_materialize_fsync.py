@@ -54,6 +54,7 @@ def test_failed_fsync_keeps_the_old_dest(fakefs: fakefs_mod.FakeFS, btrfs_dir: P
     fakefs.add_fault("fsync:*:EIO")
     report = materialize([(str(s), str(fakefs.mountpoint / "wt" / s.name)) for s in srcs],
                          fsync=True)
+    assert len(report.results) == len(srcs)
     for r in report.results:
         assert r.status is JobStatus.FAILED and r.errno == errno.EIO, r
     assert [(wt / s.name).read_bytes() for s in srcs] == [b"old", b"old"]
@@ -83,6 +84,7 @@ def test_failed_directory_fsync_fails_the_jobs(
     fakefs.add_fault("fsyncdir:*:EIO")
     report = materialize([(str(s), str(fakefs.mountpoint / "wt" / s.name)) for s in srcs],
                          fsync=True)
+    assert len(report.results) == len(srcs)
     for r in report.results:
         assert r.status is JobStatus.FAILED and r.errno == errno.EIO, r
         assert r.error is not None and "synced" in r.error

@@ -30,13 +30,12 @@ ROOT = pyfuse3.ROOT_INODE
 class Handle:
     """An open file: the backing descriptor and the node it belongs to."""
 
-    __slots__ = ("direct", "fd", "node", "pid")
+    __slots__ = ("fd", "node", "pid")
 
-    def __init__(self, fd: int, node: Node, pid: int, direct: bool) -> None:
+    def __init__(self, fd: int, node: Node, pid: int) -> None:
         self.fd = fd
         self.node = node
         self.pid = pid  # FUSE read/write carry no caller; the opener stands in
-        self.direct = direct
 
 
 def name_of(name: bytes) -> str:

@@ -35,7 +35,7 @@ class FileOps(Base):
         # readahead, so each read/write syscall is a request fakefs answers.
         direct = self.gate.targeted(node)
         node.opens += 1
-        self.handles[fd] = Handle(fd, node, pid, direct)
+        self.handles[fd] = Handle(fd, node, pid)
         if direct:
             return pyfuse3.FileInfo(fh=fd, direct_io=True, keep_cache=False)
         return pyfuse3.FileInfo(fh=fd, keep_cache=True)

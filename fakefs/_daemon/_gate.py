@@ -26,7 +26,6 @@ counted as absorbed, one that could not be checked as unconfirmed.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
@@ -208,9 +207,8 @@ class GateOp:
             trace.record(self.op, self.path, self.pid, number, rule_id, path2=self.path2,
                          off=self.off, size=self.size)
             raise pyfuse3.FUSEError(number) from None
-        if isinstance(exc, pyfuse3.FUSEError) and exc_type is not None:
+        if isinstance(exc, pyfuse3.FUSEError):
             # Raised by the handler itself (ESTALE, ELOOP): the daemon's own
             # answer, traced like the backing filesystem's.
-            with contextlib.suppress(AttributeError):
-                trace.record(self.op, self.path, self.pid, exc.errno, rule_id,
-                             path2=self.path2, off=self.off, size=self.size)
+            trace.record(self.op, self.path, self.pid, exc.errno, rule_id,
+                         path2=self.path2, off=self.off, size=self.size)

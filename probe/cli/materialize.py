@@ -140,7 +140,7 @@ def _print_summary(mirrored: MirrorReport, *, verify: bool) -> None:
     failures = [(r.status.value, r.path or r.dest, r.errno_name or "",
                  os.strerror(r.errno) if r.errno is not None else r.error or "")
                 for r in report.failures]
-    failures += [("failed", e.source or e.dest or "", e.to_dict()["errno"] or "", e.error or "")
+    failures += [("failed", e.source or e.dest or "", e.errno_name or "", e.error or "")
                  for e in failed_extra]
     # Plain lines, not a table: a table folds long paths, and these get grepped.
     for line in _render.collapse_failures(failures):

@@ -14,6 +14,7 @@ Standard library only (fakefs is imported only when a simulated case runs).
 
 from ._case import Observed, payload
 from ._junit import junit_xml, write_junit
+from ._model import Check, Column, Deleter, Expect, NotHere, Op, Result, Scenario, Variant
 from ._runner import (
     CaseResult,
     CellResult,
@@ -23,19 +24,7 @@ from ._runner import (
     run,
     run_case,
 )
-from ._scenarios import (
-    SCENARIOS,
-    Check,
-    Column,
-    Deleter,
-    Expect,
-    NotHere,
-    Op,
-    Result,
-    Scenario,
-    Variant,
-    scenario,
-)
+from ._scenarios import SCENARIOS, scenario
 from ._site import DirSite, LabSite, Site, Workdir, fuse_missing
 
 __all__ = [

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._scenarios import Check
+from ._model import Check
 
 __all__ = ["BatchOutcome", "run_batch"]
 

@@ -27,16 +27,8 @@ from .._copy import clonefile_or_copy
 from .._outcome import errno_name
 from .._platform import Platform
 from .._reflink import reflink_at
+from ._model import Check, Deleter, Expect, Op, Result, Scenario, Variant
 from ._racing import with_deleter, with_late_deleter
-from ._scenarios import (
-    Check,
-    Deleter,
-    Expect,
-    Op,
-    Result,
-    Scenario,
-    Variant,
-)
 from ._site import Site, Workdir
 
 __all__ = ["Case", "Observed", "payload"]

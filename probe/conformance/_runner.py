@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ._case import Case
-from ._scenarios import SCENARIOS, Column, NotHere, Scenario, Variant
+from ._model import Column, NotHere, Scenario, Variant
+from ._scenarios import SCENARIOS
 from ._site import Site
 
 __all__ = [

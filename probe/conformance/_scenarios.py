@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from ._model import (
     Check,
-    Column,
     Deleter,
     Expect,
     NotHere,
@@ -42,21 +41,7 @@ from ._model import (
     Variant,
 )
 
-__all__ = [
-    "LAB_PLACES",
-    "SCENARIOS",
-    "USER_PLACES",
-    "Check",
-    "Column",
-    "Deleter",
-    "Expect",
-    "NotHere",
-    "Op",
-    "Result",
-    "Scenario",
-    "Variant",
-    "scenario",
-]
+__all__ = ["LAB_PLACES", "SCENARIOS", "USER_PLACES", "scenario"]
 
 
 LAB_PLACES = frozenset(

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _linux
 from .._outcome import errno_name
+from ._model import Variant
 from ._mounts import mount_of
-from ._scenarios import LAB_PLACES, USER_PLACES, Variant
+from ._scenarios import LAB_PLACES, USER_PLACES
 
 if TYPE_CHECKING:
     from ..lab import Lab

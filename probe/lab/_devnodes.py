@@ -96,9 +96,10 @@ def ensure_loop_nodes() -> list[str]:
         # On a host (the entrypoint also runs there, e.g. under sudo in CI)
         # the kernel makes every node itself; nodes we made would linger.
         return made
+    can_mknod = has_capability(_CAP_MKNOD)  # asked once: it cannot change here
     control = Path("/dev/loop-control")
     if not control.exists():
-        if not has_capability(_CAP_MKNOD):
+        if not can_mknod:
             raise LabUnavailable(
                 "no /dev/loop-control and no CAP_MKNOD to create it: "
                 "pass --device /dev/loop-control"
@@ -139,7 +140,7 @@ def ensure_loop_nodes() -> list[str]:
         node = Path(f"/dev/loop{index}")
         if node.exists():
             continue
-        if not has_capability(_CAP_MKNOD):
+        if not can_mknod:
             raise LabUnavailable(
                 f"no {node} and no CAP_MKNOD to create it: keep the default "
                 "capabilities (do not --cap-drop MKNOD) or pass the loop devices with --device"

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from .. import _linux
 from .._paths import PathArg, as_path
 from .._platform import current
-from ._dirs import DestDir, DirCache, beneath
+from ._dirs import DestDir, DirCache, beneath, worktree_roots
 from ._publish import discard_roots, fail_unpublished, publish_roots, sync_dirs
 from ._report import JobResult, JobStatus, MaterializeReport, PairStats
 from ._threads import run_threads
@@ -69,19 +69,23 @@ _UNIT_JOBS = 512
 Plan = list[tuple[str, list[Dest]]]
 
 
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return n or 1
+
+
 def default_workers(jobs: int, units: int) -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    n = min(DEFAULT_MAX_WORKERS, cpus or 1, units, 1 + jobs // _MIN_JOBS_PER_EXTRA_WORKER)
+    n = min(DEFAULT_MAX_WORKERS, _cpus(), units, 1 + jobs // _MIN_JOBS_PER_EXTRA_WORKER)
     return max(1, n)
 
 
 def default_processes(jobs: int) -> int:
     """Worker processes for a batch of ``jobs`` dest files, when the caller
     lets the batch choose (``cowprobe materialize``)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if jobs < _MIN_JOBS_PER_PROCESS:
         return 1
-    return max(1, min(DEFAULT_MAX_PROCESSES, cpus or 1))
+    return max(1, min(DEFAULT_MAX_PROCESSES, _cpus()))
 
 
 def materialize(
@@ -267,7 +271,7 @@ def run_batch(
 
 
 def _check_beneath(plan: Plan, worktrees: list[str]) -> None:
-    roots = sorted({w.rstrip("/") or "/" for w in worktrees}, key=len, reverse=True)
+    roots = worktree_roots(worktrees)
     parents = {d.parent: d.dest for _source, dests in plan for d in dests}
     for parent, dest in parents.items():
         if beneath(parent, roots) is None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from .._fd import DIR_FLAGS, open_dir_nofollow, remove_tree
 from .._tempname import reap_dead, temp_name
 
-__all__ = ["DestDir", "DirCache", "beneath"]
+__all__ = ["DestDir", "DirCache", "beneath", "worktree_roots"]
 
 _DIR_FLAGS = DIR_FLAGS
 _ACL_DEFAULT = "system.posix_acl_default"
@@ -65,6 +65,12 @@ class DestDir:
     debris: list[str] = field(default_factory=list)
 
 
+def worktree_roots(worktrees: Sequence[str]) -> list[str]:
+    """The worktree roots as ``beneath`` takes them: no trailing slash,
+    longest first (a root nested in another is found first)."""
+    return sorted({w.rstrip("/") or "/" for w in worktrees}, key=len, reverse=True)
+
+
 def beneath(path: str, roots: Sequence[str]) -> tuple[str, list[str]] | None:
     """(worktree root, components below it) for ``path``, or None if it is
     under none of ``roots`` (the longest root wins: worktrees may nest).
@@ -94,7 +100,7 @@ class DirCache:
         self._errors: dict[str, OSError] = {}
         self._roots: list[DestDir] = []
         self._lock = threading.Lock()
-        self._worktrees = sorted({w.rstrip("/") or "/" for w in worktrees}, key=len, reverse=True)
+        self._worktrees = worktree_roots(worktrees)
 
     @property
     def roots(self) -> list[DestDir]:

@@ -47,13 +47,17 @@ class EntryResult(NamedTuple):
     errno: int | None = None
     error: str | None = None
 
+    @property
+    def errno_name(self) -> str | None:
+        return None if self.errno is None else errno_name(self.errno)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "source": self.source,
             "dest": self.dest,
             "status": "created" if self.ok else "failed",
-            "errno": None if self.errno is None else errno_name(self.errno),
+            "errno": self.errno_name,
             "error": self.error,
         }
 

@@ -115,9 +115,9 @@ def child(
                 b = os.read(queue, 4)
                 if len(b) < 4:
                     break
-                unit = units[int.from_bytes(b, "little")]
-                run_unit(ctx, unit, mine)
-                _send(w, ("unit", int.from_bytes(b, "little"), _encode(ctx.results, unit)))
+                k = int.from_bytes(b, "little")
+                run_unit(ctx, units[k], mine)
+                _send(w, ("unit", k, _encode(ctx.results, units[k])))
             _send(w, ("done", _summary(ctx, mine)))
             code = 0
         except _Stopped as stop:
@@ -144,7 +144,7 @@ def _die_with(parent: int) -> None:
 
 def _summary(ctx: Context, mine: ThreadStats) -> dict[str, Any]:
     debris = {}
-    for d in {id(d): d for d in all_dirs(ctx)}.values():
+    for d in all_dirs(ctx):
         if d.debris:
             debris[d.path] = list(d.debris)
     return {

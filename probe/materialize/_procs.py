@@ -35,7 +35,6 @@ thread stays held in the child forever), so ``fork_ok`` says no otherwise.
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import os
 import pickle
@@ -47,7 +46,7 @@ from typing import Any
 
 from ._procchild import HEADER, SIGNALS, SharedStop, all_dirs, child
 from ._report import JobResult, JobStatus
-from ._worker import Context, Dest, ThreadStats, run_unit
+from ._worker import Context, Dest, ThreadStats, drop, run_unit
 
 __all__ = ["SharedStop", "fork_ok", "run_processes"]
 
@@ -102,10 +101,10 @@ def run_processes(
     children: list[_Child] = []
     stats = [parent_stats]
     try:
-        _prepare(ctx, units, parent_stats)
+        ran = _prepare(ctx, units, parent_stats)
         # The parent's own results reach the caller's callback only after the
         # fork: the callback may start a thread (a progress bar) on first use.
-        early = [r for r in ctx.results if r is not None]
+        early = [r for d in ran if (r := ctx.results[d.job]) is not None]
         units = chunks([u for u in units if u])
         _fork_all(ctx, units, nprocs, children)
         if on_result is not None:
@@ -134,7 +133,9 @@ def run_processes(
     return stats, tuple(c.pid for c in children)
 
 
-def _prepare(ctx: Context, units: list[Unit], parent_stats: ThreadStats) -> None:
+def _prepare(ctx: Context, units: list[Unit], parent_stats: ThreadStats) -> list[Dest]:
+    """Open every destination directory, run the first source here; its
+    dests."""
     # Every directory now, in plan order (the order staged roots would get
     # in-process): a child only ever finds it open, or its error recorded.
     # One comprehension for the 40,000 dests of a big batch, then one get
@@ -145,6 +146,7 @@ def _prepare(ctx: Context, units: list[Unit], parent_stats: ThreadStats) -> None
     first = units[0]
     units[0] = first[1:]
     run_unit(ctx, first[:1], parent_stats)
+    return first[0][1]
 
 
 def _fork_all(ctx: Context, units: list[Unit], nprocs: int, children: list[_Child]) -> None:
@@ -245,16 +247,17 @@ def _decode(
     it = iter(items)
     failed = False
     new = tuple.__new__
+    cloned, copied = JobStatus.CLONED, JobStatus.COPIED
     for source, dests in unit:
         for d in dests:
             item = next(it)
             if item is None:
                 continue
             if type(item) is int:
-                r = new(JobResult, (source, d.dest, JobStatus.CLONED, item, None, None, None,
+                r = new(JobResult, (source, d.dest, cloned, item, None, None, None,
                                     None))
             elif type(item) is tuple:
-                r = new(JobResult, (source, d.dest, JobStatus.COPIED, item[0], None, None, None,
+                r = new(JobResult, (source, d.dest, copied, item[0], None, None, None,
                                     item[1]))
             else:
                 r = item
@@ -334,12 +337,5 @@ def _fail_unreported(ctx: Context, units: list[Unit], why: str) -> None:
                 results[d.job] = JobResult(source, d.dest, JobStatus.FAILED, path=d.dest,
                                            error=why)
                 ddir = ctx.dirs.lookup(d.parent)
-                if ddir is None or not ddir.fresh:
-                    continue
-                try:
-                    os.unlink(d.name, dir_fd=ddir.fd)
-                except FileNotFoundError:
-                    pass
-                except OSError as err:
-                    if err.errno != errno.ENOENT:
-                        ddir.debris.append(d.name)
+                if ddir is not None and ddir.fresh:
+                    drop(ddir, d.name)

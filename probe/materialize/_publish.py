@@ -264,5 +264,3 @@ def _rename_noreplace(src: str, dst: str, src_fd: int, dst_fd: int | None = None
             os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
             return
         raise FileExistsError(errno.EEXIST, "already exists", dst) from None
-    except AttributeError:  # no renameat2 in this C library
-        os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)

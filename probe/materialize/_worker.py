@@ -27,7 +27,7 @@ from ._dirs import DestDir, DirCache
 from ._policy import Attempt, CloneFd, PairPolicy
 from ._report import JobResult, JobStatus
 
-__all__ = ["Context", "Dest", "Stop", "ThreadStats", "run_unit"]
+__all__ = ["Context", "Dest", "Stop", "ThreadStats", "drop", "run_unit"]
 
 
 class Stop(Protocol):
@@ -151,6 +151,7 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
     close = os.close
     mode = ctx.mode
     umask = ctx.umask
+    fsync = ctx.fsync
     for source, dests in unit:
         if stopped():
             return
@@ -173,7 +174,6 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
             # skipped.
             umask_ok = umask is not None and not (want & umask) and want <= 0o777
             size = st.st_size
-            sparse = looks_sparse(st)
             dev = st.st_dev
             # partial, not a lambda: made once per source, and it must bind
             # this iteration's source.
@@ -206,7 +206,7 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                         # FUSE the kernel sends CREATE, then a GETATTR whose error
                         # fails the open. Not for EEXIST: then the file there is
                         # not one we made.
-                        _drop(ddir, name)
+                        drop(ddir, name)
                     failure = _renamed(err, name, d)
                     ctx.finish(_fail(source, d, JobStatus.FAILED, failure, d.dest), d.job)
                     continue
@@ -229,14 +229,15 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                         written = size
                     else:
                         step = "copy"
-                        written = _copy(src_fd, dst_fd, size, sparse)
+                        # Asked only here: most sources clone.
+                        written = _copy(src_fd, dst_fd, size, looks_sparse(st))
                     step = "finish"
                     if not umask_ok or ddir.has_default_acl:
                         os.fchmod(dst_fd, want)
-                    if ctx.fsync:
+                    if fsync:
                         os.fsync(dst_fd)
                 except BaseException as exc:
-                    _drop(ddir, name)
+                    drop(ddir, name)
                     close_quietly(dst_fd)
                     if not isinstance(exc, OSError):
                         raise
@@ -254,7 +255,7 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                     if not fresh:
                         os.replace(name, d.name, src_dir_fd=ddir.fd, dst_dir_fd=ddir.fd)
                 except OSError as exc:
-                    _drop(ddir, name)
+                    drop(ddir, name)
                     failure = _renamed(exc, name, d)
                     ctx.finish(_fail(source, d, JobStatus.FAILED, failure, d.dest), d.job)
                     continue
@@ -298,7 +299,7 @@ _CLONED_STATUS = JobStatus.CLONED
 _COPIED_STATUS = JobStatus.COPIED
 
 
-def _drop(ddir: DestDir, name: str) -> None:
+def drop(ddir: DestDir, name: str) -> None:
     """Unlink a failed job's file by name.
 
     By name, not through ``remove_created``'s identity check: that check

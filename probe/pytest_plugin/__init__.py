@@ -274,20 +274,34 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _require_reflink_tmp(item)
 
 
-def _require_reflink_tmp(item: pytest.Item) -> None:
-    from probe import ReflinkOutcome, probe_reflink
+#: the session's temporary directory -> why it cannot clone (None: it can);
+#: asked once, not with a real clone per test
+_REFLINK_TMP: dict[Path, str | None] = {}
 
+
+def _require_reflink_tmp(item: pytest.Item) -> None:
     factory = item.config._tmp_path_factory  # type: ignore[attr-defined]
     base = Path(factory.getbasetemp())
+    if base not in _REFLINK_TMP:
+        _REFLINK_TMP[base] = _reflink_tmp_problem(base)
+    problem = _REFLINK_TMP[base]
+    if problem is not None:
+        _missing(problem)
+
+
+def _reflink_tmp_problem(base: Path) -> str | None:
+    from probe import ReflinkOutcome, probe_reflink
+
     try:
         res = probe_reflink(base)
     except OSError as err:
-        _missing(f"needs reflink: cannot probe {base}: {err.strerror}")
+        return f"needs reflink: cannot probe {base}: {err.strerror}"
     if res.outcome is not ReflinkOutcome.CLONED:
-        _missing(
+        return (
             f"needs reflink: the session's temporary directory {base} is on "
             f"{_fs_line(base)}, which does not clone ({res.errno_name}); "
             "run with --cowprobe-tmp-fs=btrfs or use the lab_dir fixture"
         )
+    return None
 
 
