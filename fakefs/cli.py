@@ -10,7 +10,7 @@ import json
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from probe._exit import exit_now
 
@@ -19,7 +19,11 @@ from ._rules import RuleError
 from ._syscall._profiles import PROFILES
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from ._client import FakeFS
+
+    _Sub: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 # The FUSE client and the mount table are imported by the subcommands that
 # use them: `fakefs run -- CMD` without a mount needs neither, and its
@@ -30,36 +34,55 @@ __all__ = ["entry", "main"]
 EXIT_BAD_INPUT = 2
 
 
+class _Formatter(argparse.HelpFormatter):
+    # argparse asks shutil for the terminal's width, and importing shutil
+    # (zlib, bz2, lzma) is ~4 ms of every `fakefs run`; os knows the width.
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            try:
+                columns = os.get_terminal_size(sys.stdout.fileno()).columns
+            except (AttributeError, ValueError, OSError):
+                columns = 80
+        super().__init__(prog, width=max(columns, 40) - 2)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         # One line, not argparse's usage block: scripts grep for it.
         self.exit(EXIT_BAD_INPUT, f"fakefs: error: {message}\n")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fakefs", description="FUSE passthrough that injects faults on command")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _common(sp: argparse.ArgumentParser, optional: bool = False) -> None:
+    nargs = "?" if optional else None
+    sp.add_argument("backing", nargs=nargs, help="directory the mount passes through to")
+    sp.add_argument("mountpoint", nargs=nargs,
+                    help="empty directory to mount on, not inside BACKING (nor BACKING "
+                    "inside it)")
+    sp.add_argument("--fault", action="append", default=[], metavar="RULE",
+                    help="OPS:GLOB:ACTION[:TRIGGER]... (repeatable)")
+    sp.add_argument("--cache-timeout", type=float, default=60.0,
+                    help="kernel cache timeout for paths no rule targets (s)")
+    sp.add_argument("--trace-limit", type=int, default=10_000)
 
-    def common(sp: argparse.ArgumentParser, optional: bool = False) -> None:
-        nargs = "?" if optional else None
-        sp.add_argument("backing", nargs=nargs, help="directory the mount passes through to")
-        sp.add_argument("mountpoint", nargs=nargs,
-                        help="empty directory to mount on, not inside BACKING (nor BACKING "
-                        "inside it)")
-        sp.add_argument("--fault", action="append", default=[], metavar="RULE",
-                        help="OPS:GLOB:ACTION[:TRIGGER]... (repeatable)")
-        sp.add_argument("--cache-timeout", type=float, default=60.0,
-                        help="kernel cache timeout for paths no rule targets (s)")
-        sp.add_argument("--trace-limit", type=int, default=10_000)
 
+def _mount(sub: _Sub) -> None:
     m = sub.add_parser("mount", help="mount (foreground unless --background)")
-    common(m)
+    _common(m)
     m.add_argument("--background", action="store_true",
                    help="return once mounted; the daemon keeps running")
 
-    u = sub.add_parser("unmount", help="unmount a fakefs mount")
-    u.add_argument("mountpoint")
 
+def _unmount(sub: _Sub) -> None:
+    sub.add_parser("unmount", help="unmount a fakefs mount").add_argument("mountpoint")
+
+
+def _fault(sub: _Sub) -> None:
     f = sub.add_parser("fault", help="add/remove/clear/list rules of a running mount")
     fsub = f.add_subparsers(dest="action", required=True, parser_class=_Parser)
     fa = fsub.add_parser("add")
@@ -71,13 +94,18 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("clear", "list"):
         fsub.add_parser(name).add_argument("mountpoint")
 
+
+def _trace(sub: _Sub) -> None:
     t = sub.add_parser("trace", help="print the operation trace as JSON lines")
     t.add_argument("mountpoint")
     t.add_argument("--clear", action="store_true", help="empty the trace after printing it")
 
-    c = sub.add_parser("counters", help="print the counters as JSON")
-    c.add_argument("mountpoint")
 
+def _counters(sub: _Sub) -> None:
+    sub.add_parser("counters", help="print the counters as JSON").add_argument("mountpoint")
+
+
+def _run(sub: _Sub) -> None:
     r = sub.add_parser(
         "run", help="run CMD under FUSE and/or syscall faults, print counters",
         usage="fakefs run [BACKING MOUNTPOINT] [--root DIR] [--profile NAME] "
@@ -85,13 +113,32 @@ def _parser() -> argparse.ArgumentParser:
         description="Without BACKING MOUNTPOINT nothing is mounted and only syscall rules "
         "(FICLONE, copy_file_range, fsync, rename, ...) apply. CMD's exit status passes "
         "through; SIGINT/SIGTERM/SIGHUP go to CMD, then fakefs exits 128+signal.")
-    common(r, optional=True)
+    _common(r, optional=True)
     r.add_argument("--root", metavar="DIR",
                    help="directory syscall rules' globs are relative to (default: the "
                    "mountpoint when mounting, else the current directory)")
     r.add_argument("--profile", choices=sorted(PROFILES), metavar="NAME",
                    help=f"a named syscall rule set: {', '.join(sorted(PROFILES))}")
     r.add_argument("--trace", metavar="FILE", help="keep the trace as JSON lines in FILE")
+
+
+_COMMANDS = {"mount": _mount, "unmount": _unmount, "fault": _fault, "trace": _trace,
+             "counters": _counters, "run": _run}
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; for a known ``command``, with that subcommand alone.
+
+    Every ArgumentParser argparse makes asks gettext for its strings, and
+    gettext looks for catalogues on disk at every ask: the whole tree cost
+    ~10 ms of each ``fakefs run``, which every run under syscall faults
+    pays. Nothing else is needed to parse one subcommand's line (``fakefs
+    --help`` and a bad command name still get them all)."""
+    p = _Parser(prog="fakefs", description="FUSE passthrough that injects faults on command")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, build in _COMMANDS.items():
+        if command not in _COMMANDS or name == command:
+            build(sub)
     return p
 
 
@@ -108,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         # would otherwise claim a "--fault" that belongs to it.
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1:]
-    args = _parser().parse_args(argv)
+    args = _parser(argv[0] if argv else None).parse_args(argv)
     args.cmd = command
     try:
         return _dispatch(args)

@@ -18,6 +18,16 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> Path:
     return path
 
 
+def tree(src: Path, dirs: int, per_dir: int, size: int = 64) -> None:
+    """``dirs`` directories d00.. of ``per_dir`` files f0000.. each, every
+    file's bytes its own (directory and index), so a mix-up shows."""
+    for d in range(dirs):
+        sub = src / f"d{d:02d}"
+        sub.mkdir(parents=True)
+        for i in range(per_dir):
+            write_file(sub / f"f{i:04d}", bytes([d, i % 256]) * (size // 2))
+
+
 def open_fds() -> int:
     """Descriptors this process holds now: a leak check before/after a call."""
     return len(os.listdir("/proc/self/fd"))

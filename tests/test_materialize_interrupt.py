@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _files import staged_files
+from _files import staged_files, tree
 
 import probe
 
@@ -36,13 +36,7 @@ probe.mirror(sys.argv[1], [sys.argv[2]])
 
 
 def _make_tree(src: Path) -> None:
-    for d in range(20):
-        sub = src / f"d{d:02d}"
-        sub.mkdir(parents=True)
-        for i in range(N_FILES // 20):
-            fd = os.open(sub / f"f{i:04d}", os.O_WRONLY | os.O_CREAT, 0o644)
-            os.write(fd, b"x" * 64)
-            os.close(fd)
+    tree(src, 20, N_FILES // 20)
 
 
 @pytest.mark.parametrize(

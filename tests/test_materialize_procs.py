@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _files import staged_files, write_file
+from _files import staged_files, tree, write_file
 
 from probe import JobStatus, materialize, mirror
 from probe._liveness import start_ticks
@@ -57,12 +57,8 @@ def _tree_jobs(base: Path) -> list[tuple[Path, Path]]:
             for d in range(_DIRS) for i in range(_PER_DIR)]
 
 
-def _tree(src: Path, dirs: int = _DIRS, per_dir: int = _PER_DIR, size: int = 64) -> None:
-    for d in range(dirs):
-        sub = src / f"d{d:02d}"
-        sub.mkdir(parents=True)
-        for i in range(per_dir):
-            write_file(sub / f"f{i:04d}", bytes([d, i % 256]) * (size // 2))
+def _tree(src: Path, dirs: int = _DIRS, per_dir: int = _PER_DIR) -> None:
+    tree(src, dirs, per_dir)
 
 
 def _mixed_tree(src: Path) -> None:

@@ -202,3 +202,57 @@ def test_the_answering_thread_ends_with_the_last_filtered_thread(tmp_path: Path)
         for t in _answering_threads():
             t.join(timeout=60)
         assert _answering_threads() == []
+
+
+def _fdatasync_each(d: Path, names: list[str]) -> list[int]:
+    errors = []
+    for name in names:
+        fd = os.open(d / name, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            os.fdatasync(fd)
+            errors.append(0)
+        except OSError as err:
+            errors.append(err.errno or 0)
+        finally:
+            os.close(fd)
+    return errors
+
+
+@pytest.mark.parametrize("trigger", ["", ":pid=PID"])
+@fresh_thread
+def test_each_call_is_counted_and_traced_once_as_it_was_decided(tmp_path: Path,
+                                                                 trigger: str) -> None:
+    # Calls no glob matches are answered the short way (one readlink);
+    # the others are decided in full. Either way one count and one record,
+    # and the record a pid= rule needs names the process, not the thread
+    # (this body runs in a thread of its own: the two differ).
+    rule = "fdatasync:b:EIO" + trigger.replace("PID", str(os.getpid()))
+    with fakefs.syscall_faults([rule], root=tmp_path) as h:
+        assert _fdatasync_each(tmp_path, ["a", "b", "a"]) == [0, 5, 0]
+    assert h.counters()["syscalls"] == {"fdatasync": 3}
+    trace = h.trace()
+    assert [(r["path"], r["result"]) for r in trace] == [
+        ("a", "continued"), ("b", "EIO"), ("a", "continued")]
+    assert {r["tgid"] for r in trace} == {os.getpid()} if trigger.startswith(":pid") \
+        else {r["pid"] for r in trace} == {threading.get_native_id()}
+    assert [f["hits"] for f in h.faults()] == [1]
+
+
+@fresh_thread
+def test_a_source_rule_records_the_source_of_calls_it_does_not_match(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(_DATA)
+    with fakefs.syscall_faults(["copy_file_range:b:EIO:src=a"], root=tmp_path) as h:
+        src = os.open(tmp_path / "a", os.O_RDONLY)
+        try:
+            for name in ("x", "b"):
+                dst = os.open(tmp_path / name, os.O_CREAT | os.O_WRONLY, 0o600)
+                try:
+                    os.copy_file_range(src, dst, len(_DATA), 0, 0)
+                except OSError as err:
+                    assert (name, err.errno) == ("b", 5)
+                finally:
+                    os.close(dst)
+        finally:
+            os.close(src)
+    assert [(r["path"], r["src"], r["result"]) for r in h.trace()] == [
+        ("x", "a", "continued"), ("b", "a", "EIO")]

@@ -18,13 +18,12 @@ import errno as _errno
 import fcntl
 import os
 import struct
-from typing import NamedTuple
 
 from probe import _libc
 
 from ._filter import Arch, build_program
 
-__all__ = ["Notification", "install", "install_program", "notif_id_valid", "recv",
+__all__ = ["install", "install_program", "notif_id_valid", "recv",
            "send_continue", "send_errno"]
 
 _SECCOMP_SET_MODE_FILTER = 1
@@ -50,13 +49,6 @@ _NOTIF_ID_VALID = _iowr(2, 8, 1)  # _IOW('!', 2, __u64)
 
 _ZERO_NOTIF = bytes(_NOTIF.size)  # the kernel refuses a RECV buffer not zeroed (EINVAL)
 
-
-class Notification(NamedTuple):
-    # A NamedTuple, not a dataclass: one is built per trapped call.
-    id: int
-    pid: int  # the calling thread, in the supervisor's pid namespace
-    nr: int
-    args: tuple[int, ...]
 
 
 class _SockFprog(ctypes.Structure):
@@ -118,17 +110,19 @@ def install(ops: frozenset[str], a: Arch) -> int:
 # a third of a ctypes call's cost.
 
 
-def recv(fd: int) -> Notification | None:
-    """The next trapped call; None if it was withdrawn before we got it
-    (the caller was killed or interrupted: ENOENT)."""
+def recv(fd: int) -> tuple[int, ...] | None:
+    """The next trapped call as ``struct seccomp_notif`` unpacked: (id,
+    pid -- the calling thread, in our pid namespace --, flags, nr, arch,
+    instruction pointer, six arguments); None if it was withdrawn before
+    we got it (the caller was killed or interrupted: ENOENT). A bare tuple:
+    one is made per trapped call."""
     try:
         raw = fcntl.ioctl(fd, _NOTIF_RECV, _ZERO_NOTIF)
     except OSError as err:
         if err.errno in (_errno.ENOENT, _errno.EINTR):
             return None
         raise OSError(err.errno, f"SECCOMP_IOCTL_NOTIF_RECV: {err.strerror}") from None
-    nid, pid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(raw)
-    return Notification(nid, pid, nr, tuple(args))
+    return _NOTIF.unpack(raw)
 
 
 def _send(fd: int, nid: int, error: int, flags: int) -> bool:

@@ -19,7 +19,7 @@ import struct
 
 from ._filter import IOCTL_OPS, Arch
 
-__all__ = ["CallArgs", "decode"]
+__all__ = ["CallArgs", "decode", "fd_dest_lanes", "fd_path"]
 
 _AT_FDCWD = -100
 _PATH_MAX = 4096
@@ -54,13 +54,7 @@ class CallArgs:
         return self.at_path(dirfd, addr) if self.want_source else None
 
     def fd_path(self, fd: int) -> str | None:
-        try:
-            target = os.readlink(f"/proc/{self.pid}/fd/{_s32(fd)}")
-        except OSError:
-            return None  # a bad fd: the kernel will answer EBADF itself
-        if target.endswith(_DELETED):
-            target = target[: -len(_DELETED)]
-        return target if target.startswith("/") else None  # pipe:[..], anon_inode:..
+        return fd_path(self.pid, _s32(fd))
 
     def _read(self, addr: int, size: int) -> bytes:
         if self._mem is None:
@@ -109,6 +103,36 @@ class CallArgs:
         except OSError:
             return None
         return struct.unpack("=q", data)[0] if len(data) == 8 else None
+
+
+def fd_path(pid: int, fd: int) -> str | None:
+    """The absolute path descriptor ``fd`` of task ``pid`` names, or None
+    (a bad fd -- the kernel will answer EBADF itself -- or no path: a pipe,
+    an anonymous inode)."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+    if target.endswith(_DELETED):
+        target = target[: -len(_DELETED)]
+    return target if target.startswith("/") else None  # pipe:[..], anon_inode:..
+
+
+#: calls whose file written is a descriptor argument: op -> its index
+_FD_DEST = {"FICLONE": 0, "FICLONERANGE": 0, "copy_file_range": 2, "fallocate": 0,
+            "fsync": 0, "fdatasync": 0, "ftruncate": 0}
+
+
+def fd_dest_lanes(a: Arch) -> dict[int, tuple[str, int]]:
+    """Calls decided from one readlink, keyed as the supervisor sees them:
+    by ioctl request code for an ioctl, else by system call number (the
+    codes are all above any call number). -> (op, index of the dest fd)."""
+    lanes: dict[int, tuple[str, int]] = {}
+    for op, index in _FD_DEST.items():
+        key = IOCTL_OPS.get(op, a.nr.get(op))
+        if key is not None:
+            lanes[key] = (op, index)
+    return lanes
 
 
 _NAMES: dict[str, dict[int, str]] = {}

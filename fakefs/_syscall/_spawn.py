@@ -106,5 +106,5 @@ def spawn(command: Sequence[str], rules: Sequence[FaultRule], root: str,
 
     table = RuleTable(list(rules), root=os.path.realpath(root))
     supervisor = Supervisor(ARCH)
-    supervisor.add(fds[0], table)
+    supervisor.dedicate(fds[0], table)
     return Filtered(proc, table, supervisor)

@@ -78,6 +78,7 @@ class RuleTable:
         self.root = root
         self._rules: list[Armed] = []
         self._needs = (False, False)
+        self._by_op: dict[str, tuple[Any, ...]] | None = {}
         self._next_id = 1
         #: [time, op, path, src, pid, tgid, armed, fired, delivered] per
         #: answer: lists, made into dicts only by records() (one per call)
@@ -125,6 +126,33 @@ class RuleTable:
         # rules: (a src= rule exists, a pid= rule exists).
         self._needs = (any(a.rule.src is not None for a in self._rules),
                        any(a.rule.pid is not None for a in self._rules))
+        # What continue_unmatched() consults: each op's globs. Only when no
+        # rule reads a source or a pid, so that the call it records is the
+        # one decide() would have recorded.
+        by_op: dict[str, list[Any]] = {}
+        for armed in self._rules:
+            for op in armed.rule.ops:
+                by_op.setdefault(op, []).append(armed.match)
+        self._by_op = None if any(self._needs) else {k: tuple(v) for k, v in by_op.items()}
+
+    def continue_unmatched(self, op: str, path: str | None, pid: int) -> list[Any] | None:
+        """The trace entry of ``op`` on ``path`` if no rule's op and glob
+        match it (the call runs: counted and traced here), else None (the
+        caller must decide() it). The supervisor's short way for calls
+        whose file is one descriptor: most trapped calls match no rule, and
+        each costs the traced program one round trip through us."""
+        by_op = self._by_op
+        if by_op is None:
+            return None
+        if path is not None:
+            for match in by_op.get(op, ()):
+                if match(path) is not None:
+                    return None
+        entry = [time.time(), op, path, None, pid, pid, None, False, True]
+        with self._lock:
+            self.calls[op] += 1
+            self.trace.append(entry)
+        return entry
 
     def decide(self, call: Call) -> Armed | None:
         """The rule that fires for ``call`` (its hit already counted)."""

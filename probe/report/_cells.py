@@ -107,13 +107,24 @@ def matrix(reports: Sequence[CapabilityReport], *,
     headers = ["", *(r.label or r.path for r in reports)]
     rows: list[list[str]] = identity_rows(reports) if with_identity else []
     order = capability_order((c.name, c.title, c.group) for r in reports for c in r.capabilities)
+    rows += grouped_rows(order, len(reports),
+                         lambda name: [capability_cell(r.get(name)) for r in reports])
+    return headers, rows
+
+
+def grouped_rows(order: Iterable[tuple[str, str, str]], width: int,
+                 cells: Callable[[str], list[str]]) -> list[list[str]]:
+    """One row per (name, title, group) of ``order`` -- its title, then
+    ``cells(name)`` -- with a "[group]" row (``width`` empty cells) before
+    each group: the shape of every capability table, one report or many."""
+    rows: list[list[str]] = []
     group = None
     for name, title, grp in order:
         if grp != group:
-            rows.append([f"[{grp}]", *("" for _ in reports)])
+            rows.append([f"[{grp}]", *([""] * width)])
             group = grp
-        rows.append([title, *(capability_cell(r.get(name)) for r in reports)])
-    return headers, rows
+        rows.append([title, *cells(name)])
+    return rows
 
 
 def pair_matrix(pairs: Sequence[PairReport]) -> tuple[list[str], list[list[str]]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..capabilities import Status
-from ._cells import capability_order, options_cell, state_cell
+from ._cells import capability_order, grouped_rows, options_cell, state_cell
 from ._document import SCHEMA_NAME, SCHEMA_VERSION, utc_now
 from ._host import describe_context
 
@@ -91,13 +91,8 @@ class Table:
         headers = ["", *(c.heading for c in self.columns)]
         rows = [[t, *(dict(c.context).get(t, "—") for c in self.columns)]
                 for t in self.context_titles()]
-        group = None
-        for name, title, grp in self.rows:
-            if grp != group:
-                rows.append([f"[{grp}]", *("" for _ in self.columns)])
-                group = grp
-            rows.append([title, *(a.text if (a := c.answers.get(name)) else "n/a"
-                                  for c in self.columns)])
+        rows += grouped_rows(self.rows, len(self.columns), lambda name: [
+            a.text if (a := c.answers.get(name)) else "n/a" for c in self.columns])
         return headers, rows
 
 
