@@ -31,33 +31,55 @@ class Counted(Protocol):
     rng: random.Random | None
 
 
-def fires(armed: Counted) -> bool:
+def triggered(armed: Counted, spent: int) -> bool:
     """The triggers (nth=, times=, p=) for an operation or call that already
     matched the rule's ops, glob and pid: does this one get the fault?
-    One rule for the FUSE daemon and the syscall layer."""
+    ``spent``: the faults already counted against ``times=``. One rule for
+    the FUSE daemon and the syscall layer."""
     rule = armed.rule
     armed.matches += 1
     if rule.nth is not None and armed.matches != rule.nth:
         return False
-    if rule.times is not None and armed.hits >= rule.times:
+    if rule.times is not None and spent >= rule.times:
         return False
     # Draw only for calls that passed every other test, so the schedule
     # depends on the sequence of matching calls alone: same seed, same
     # calls, same failures.
-    if armed.rng is not None and rule.p is not None and armed.rng.random() >= rule.p:
+    return not (armed.rng is not None and rule.p is not None and armed.rng.random() >= rule.p)
+
+
+def fires(armed: Counted) -> bool:
+    """``triggered``, counting the hit at once (the syscall layer, which
+    takes it back with ``undeliver`` when the caller never got it)."""
+    if not triggered(armed, armed.hits):
         return False
     armed.hits += 1
     return True
 
-__all__ = ["ArmedRule", "Counted", "FaultTable", "fires"]
+
+__all__ = ["ArmedRule", "Counted", "Fault", "FaultTable", "fires", "triggered"]
 
 
 class ArmedRule:
-    """A rule in the FUSE table with its counters."""
+    """A rule in the FUSE table with its counters.
+
+    A *fault* is one firing of the rule. Its failed requests -- the first,
+    the replays of a read/write fault's bad range, a lookup fault carried
+    to the kernel's fresh lookup -- are one fault: ``hits`` counts the
+    faults at least one of whose failures reached a caller's syscall;
+    ``absorbed`` and ``unconfirmed`` count failed requests that reached no
+    caller, or whose caller could not be examined. ``times=N`` stops the
+    rule once N of its faults reached (or may have reached) a caller or
+    still wait to (a bad range not read again yet, a carried lookup): as on
+    the syscall layer, N means N errors programs saw, so a fault that ends
+    without reaching anybody (its range healed at the last close) is given
+    back and the rule fires again. A stall or a short count is a hit at once.
+    """
 
     # A slotted class, not a dataclass: the syscall layer imports this
     # module for fires(), and `fakefs run` must not pay for dataclasses.
-    __slots__ = ("hits", "id", "matches", "regex", "rng", "rule", "seed")
+    __slots__ = ("absorbed", "added", "hits", "id", "matches", "regex", "rng", "rule", "seed",
+                 "spent", "unconfirmed")
 
     def __init__(self, rule_id: int, rule: FaultRule, *, seed: int | None = None,
                  rng: random.Random | None = None,
@@ -65,6 +87,10 @@ class ArmedRule:
         self.id = rule_id
         self.rule = rule
         self.hits = 0
+        self.absorbed = 0
+        self.unconfirmed = 0
+        #: faults fired and not given back: what times= counts
+        self.spent = 0
         #: operations that matched op, path and pid (whether or not it fired)
         self.matches = 0
         #: the seed actually used for p= (drawn at random when none was
@@ -73,15 +99,59 @@ class ArmedRule:
         self.rng = rng
         #: the compiled glob, for rules with wildcards
         self.regex = regex
+        #: FaultTable.generation once this rule was added
+        self.added = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "rule": self.rule.text,
             "hits": self.hits,
+            "absorbed": self.absorbed,
+            "unconfirmed": self.unconfirmed,
             "matches": self.matches,
             "seed": self.seed,
         }
+
+
+#: Fault.state: no failure reached a caller yet; one did; one may have
+#: (unconfirmed); given back to times= (the fault ended unseen)
+_PENDING, _ARRIVED, _MAYBE, _RETURNED = 0, 1, 2, 3
+
+
+class Fault:
+    """One firing of an errno rule, and the byte range it failed (read and
+    write faults, whose range stays bad until the last close)."""
+
+    __slots__ = ("armed", "errno", "op", "start", "state", "stop")
+
+    def __init__(self, armed: ArmedRule, number: int, op: str) -> None:
+        self.armed = armed
+        self.errno = number
+        self.op = op
+        self.start = self.stop = 0
+        self.state = _PENDING
+
+    def failed(self, delivered: bool | None) -> None:
+        """Count one failed request of this fault."""
+        armed = self.armed
+        if delivered is None:
+            armed.unconfirmed += 1
+            if self.state == _PENDING:
+                self.state = _MAYBE
+        elif delivered:
+            if self.state != _ARRIVED:
+                armed.hits += 1
+            self.state = _ARRIVED
+        else:
+            armed.absorbed += 1
+
+    def drop(self) -> None:
+        """The fault can fail nothing more: if no failure of it reached a
+        caller (or may have), ``times=`` gets it back."""
+        if self.state == _PENDING:
+            self.armed.spent -= 1
+            self.state = _RETURNED
 
 
 _WILD = frozenset("*?[")
@@ -166,6 +236,8 @@ class FaultTable:
         #: bumped on every change, so per-inode "is this path targeted"
         #: answers can be cached and dropped cheaply
         self.generation = 0
+        #: the newest ``added`` among rules removed since
+        self._removed_added = 0
 
     # -- changes -----------------------------------------------------------
     def add(self, rule: FaultRule) -> ArmedRule:
@@ -185,6 +257,7 @@ class FaultTable:
             self._by_op.setdefault(op, _Index()).add(armed)
         self._all.add(armed)
         self.generation += 1
+        armed.added = self.generation
         return armed
 
     def remove(self, rule_id: int) -> ArmedRule | None:
@@ -199,12 +272,14 @@ class FaultTable:
                     del self._by_op[op]
         self._all.remove(armed)
         self.generation += 1
+        self._removed_added = max(self._removed_added, armed.added)
         return armed
 
     def clear(self) -> list[ArmedRule]:
         gone = list(self._rules.values())
         self._rules, self._by_op, self._all = {}, {}, _Index()
         self.generation += 1
+        self._removed_added = max([self._removed_added, *(a.added for a in gone)])
         return gone
 
     # -- queries -----------------------------------------------------------
@@ -213,6 +288,17 @@ class FaultTable:
 
     def has_op(self, op: str) -> bool:
         return op in self._by_op
+
+    def dropped_since(self, path: str, generation: int) -> bool:
+        """Was a rule that can match ``path`` added after ``generation``?
+
+        Adding a rule drops the kernel's cached entries of every known name
+        it can match (``_control.invalidate``). A rule removed since counts
+        whatever it matched: which names it reached is no longer known.
+        """
+        if self._removed_added > generation:
+            return True
+        return any(a.added > generation for a in self._all.candidates(path))
 
     def targets(self, path: str) -> bool:
         """Could any rule, for any operation, match ``path``?
@@ -251,9 +337,10 @@ class FaultTable:
             return None
         for armed in index.candidates(path):
             rule = armed.rule
-            if not rule.vanish or armed.hits or (is_dir and not rule.tree):
+            if not rule.vanish or armed.spent or (is_dir and not rule.tree):
                 continue
             if self._eligible(armed, pid):
+                armed.hits += 1
                 return armed
         return None
 
@@ -262,4 +349,9 @@ class FaultTable:
         rule = armed.rule
         if rule.pid is not None and rule.pid != pid:
             return False
-        return fires(armed)
+        # Counted against times= at once; the gate hands it back if the
+        # fault turns out to have reached nobody (Fault.drop).
+        if not triggered(armed, armed.spent):
+            return False
+        armed.spent += 1
+        return True

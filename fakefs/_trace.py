@@ -11,9 +11,11 @@ from typing import Any
 __all__ = ["Trace", "to_jsonl"]
 
 #: seq, time_ns, op, path, path2, pid, errno (None = success), rule id,
-#: offset, length, delivered (for failures: reached the caller's syscall?)
+#: offset, length, delivered (for failures: reached the caller's syscall?
+#: True, False, None for "could not tell", or "retry": the kernel's retry
+#: inside the syscall that already got this error, counted once)
 Record = tuple[int, int, str, str, "str | None", int, "int | None", "int | None",
-               "int | None", "int | None", "bool | None"]
+               "int | None", "int | None", "bool | str | None"]
 
 _COMM_CACHE = 4096
 
@@ -47,7 +49,7 @@ class Trace:
 
     def record(self, op: str, path: str, pid: int, err: int | None, rule: int | None,
                *, path2: str | None = None, off: int | None = None, size: int | None = None,
-               delivered: bool | None = None) -> None:
+               delivered: bool | str | None = None) -> None:
         self._seq += 1
         if pid not in self._comm:
             self._remember(pid)

@@ -47,8 +47,9 @@ _TABLES: dict[str, tuple[dict[int, _Spec], dict[int, _Spec]]] = {
 _MACHINE = platform.machine()
 
 
-#: which syscall a failure was seen in: (thread, syscall nr, start offset)
-Syscall = tuple[str, int, int]
+#: which syscall a failure was seen in: (thread, syscall nr, start offset,
+#: the thread's finished read and write syscalls so far)
+Syscall = tuple[str, int, int, int]
 
 
 def delivered(pid: int, mount_id: int, ino: int, op: str, *, off: int,
@@ -68,7 +69,7 @@ def delivered(pid: int, mount_id: int, ino: int, op: str, *, off: int,
         found = _start(pid, tid, table, mount_id, ino)
         if found is not None:
             nr, start = found
-            return off <= start < off + max(size, 1), (tid, nr, start)
+            return off <= start < off + max(size, 1), (tid, nr, start, _finished(pid, tid))
     # No thread of the opener waits on this file: the request was the
     # kernel's own (async readahead, writeback) and its failure cannot reach
     # a syscall. (A reader in another process than the opener is taken for
@@ -132,3 +133,24 @@ def _our_pos(pid: int, fd: int, mount_id: int, ino: int) -> int | None:
         return int(info["pos"])
     except (KeyError, ValueError):
         return None
+
+
+def _finished(pid: int, tid: str) -> int:
+    """The thread's read plus write syscalls finished so far.
+
+    The kernel counts one (inc_syscr/inc_syscw) as each read-, write-,
+    sendfile- or copy_file_range-like syscall ends, so two failures seen
+    with the same count belong to one syscall: the second is the kernel's
+    retry, not the caller's next call at the same offset. -1: unknown.
+    """
+    try:
+        with open(f"/proc/{pid}/task/{tid}/io") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return -1
+    total = 0
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in {"syscr", "syscw"}:
+            total += int(value)
+    return total

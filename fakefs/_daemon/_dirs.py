@@ -112,6 +112,9 @@ class DirOps(Base):
                     self.nodes.forget(child, 1)
                     d.pending = name_s
                     return
+                # The kernel made (or refreshed) a dentry for it: a later
+                # LOOKUP of the name is a revalidation.
+                self.gate.entered(child)
                 d.pos += 1
 
     async def releasedir(self, fh: int) -> None:

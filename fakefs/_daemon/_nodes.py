@@ -31,6 +31,8 @@ import stat
 
 import pyfuse3
 
+from .._faults import Fault
+
 __all__ = ["Node", "NodeTable", "opath", "proc"]
 
 _OPATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -48,8 +50,8 @@ def proc(fd: int) -> str:
 
 
 class Node:
-    __slots__ = ("_epoch", "_fd", "_path", "_table", "bad", "children", "gen", "gone",
-                 "ino", "key", "lookups", "mode", "name", "opens", "parent", "targeted",
+    __slots__ = ("_epoch", "_fd", "_path", "_table", "bad", "children", "dentry", "gen",
+                 "gone", "ino", "key", "lookups", "mode", "name", "opens", "parent", "targeted",
                  "tepoch")  # fmt: skip
 
     def __init__(self, table: NodeTable, ino: int, fd: int, st: os.stat_result, *,
@@ -69,8 +71,12 @@ class Node:
         self.targeted = False
         self._path = ""
         self._epoch = -1
-        #: byte ranges a read/write fault failed: [start, end, op, errno, rule id]
-        self.bad: list[tuple[int, int, str, int, int]] = []
+        #: the read/write faults whose byte ranges fail until the last close
+        self.bad: list[Fault] = []
+        #: FaultTable.generation when the kernel last took a dentry for the
+        #: node's name (a lookup or creation answered, a READDIRPLUS entry);
+        #: -1: it holds none we know of (see Gate.revalidating)
+        self.dentry = -1
         #: a vanish rule removed its name: opening it now fails with ENOENT
         #: as it would a moment later on a real filesystem (attributes still
         #: answer, as of the lookup that just succeeded)
