@@ -144,6 +144,10 @@ class ReflinkResult:
 
     outcome: ReflinkOutcome
     errno: int | None = None
+    #: a refused clone removes the dest it created; when that unlink failed
+    #: too (EIO, EROFS) the file is still there, and this names it (as the
+    #: dest was given). None: nothing left behind.
+    leftover: str | None = None
 
     @property
     def errno_name(self) -> str | None:

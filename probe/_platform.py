@@ -39,6 +39,7 @@ __all__ = [
     "current",
     "describe_mode",
     "is_caller_error",
+    "left_behind",
     "linux",
     "macos",
     "not_regular",
@@ -130,6 +131,18 @@ def caller_error(err: OSError) -> OSError:
     return err
 
 
+_LEFT_BEHIND = "_cowprobe_left_behind"
+
+
+def left_behind(err: BaseException) -> str | None:
+    """The dest a failed clone created and then could not remove (the
+    unlink failed: EIO, EROFS), as the clone was given it; None when the
+    failure left nothing. Marked on the clone's own error, which stays the
+    answer."""
+    value = getattr(err, _LEFT_BEHIND, None)
+    return value if isinstance(value, str) else None
+
+
 def is_caller_error(err: OSError) -> bool:
     return isinstance(err, (SpecialFileError, IsADirectoryError)) or bool(
         getattr(err, _NOT_A_CLONE_ANSWER, False)
@@ -210,17 +223,19 @@ def _linux_clone(ficlone: Callable[[int, int], None]) -> CloneFn:
                 # an exec bit the source has.
                 os.fchmod(dst_fd, stat.S_IMODE(st.st_mode) & 0o777)
                 ours = os.fstat(dst_fd)
-            except BaseException:
-                remove_created(dest, dst_fd, dir_fd=dir_fd)
+            except BaseException as err:
+                if not remove_created(dest, dst_fd, dir_fd=dir_fd):
+                    setattr(err, _LEFT_BEHIND, dest)
                 # The clone's own error is the answer; a close() error on
                 # top of it (FUSE FLUSH) must not replace it.
                 close_quietly(dst_fd)
                 raise
             try:
                 os.close(dst_fd)
-            except OSError:
+            except OSError as err:
                 # A failed FLUSH: no dest may be left behind by a failed call.
-                remove_if_same(dest, ours, dir_fd=dir_fd)
+                if not remove_if_same(dest, ours, dir_fd=dir_fd):
+                    setattr(err, _LEFT_BEHIND, dest)
                 raise
         finally:
             close_quietly(src_fd)

@@ -13,7 +13,7 @@ import time
 from . import _platform
 from ._outcome import ReflinkOutcome, ReflinkResult, classify, is_transient, transient_delays
 from ._paths import PathArg, as_path
-from ._platform import Platform, is_caller_error, not_regular
+from ._platform import Platform, is_caller_error, left_behind, not_regular
 
 __all__ = ["reflink", "reflink_at", "source_gone", "try_reflink"]
 
@@ -97,7 +97,7 @@ def _failed(err: OSError, source: str, dest: str, plat: Platform) -> ReflinkResu
     )
     if outcome is None:
         raise _name_paths(err, source, dest) from None
-    return ReflinkResult(outcome, err.errno)
+    return ReflinkResult(outcome, err.errno, left_behind(err))
 
 
 def reflink(source: PathArg, dest: PathArg) -> ReflinkResult:
@@ -109,7 +109,8 @@ def reflink(source: PathArg, dest: PathArg) -> ReflinkResult:
     * UNSUPPORTED (errno set): EXDEV, EOPNOTSUPP/ENOTSUP, ENOSYS or EINVAL
       from the clone or from opening the source; ENOTTY, EPERM, EACCES,
       EBADF or ETXTBSY from the clone call itself (Linux; see
-      ``probe._outcome``). No dest is left behind.
+      ``probe._outcome``). No dest is left behind -- unless removing it
+      failed as well (EIO, EROFS): then ``leftover`` names it.
     * EAGAIN (ZFS: the source is not synced yet) is retried with backoff for
       up to ``$COWPROBE_EAGAIN_WINDOW`` seconds (default 5); then
       ``BlockingIOError`` is raised -- the pair can clone, just not now.

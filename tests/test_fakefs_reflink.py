@@ -90,3 +90,10 @@ def test_a_failing_cleanup_never_replaces_the_clone_answer(fakefs: fakefs.FakeFS
     assert result.outcome is ReflinkOutcome.UNSUPPORTED
     assert result.errno == errno.EOPNOTSUPP
     assert fakefs.counters()["injected"] == 1  # the cleanup really failed
+    # ... and the result says what it left: the empty file is still there.
+    assert result.leftover == str(dest)
+    assert (fakefs.backing / "dest").stat().st_size == 0
+    # A refusal whose cleanup worked leaves nothing, and says so.
+    again = reflink(src, fakefs.mountpoint / "other")
+    assert again.outcome is ReflinkOutcome.UNSUPPORTED and again.leftover is None
+    assert not (fakefs.backing / "other").exists()
