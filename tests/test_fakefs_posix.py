@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import fakefs
@@ -141,3 +142,74 @@ def test_more_nodes_than_descriptors(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-c", CHILD, str(back), str(mnt)],
                          capture_output=True, text=True, check=False, timeout=300)
     assert res.stdout.startswith("ok"), res.stderr
+
+
+#: Every kind of new inode, in a plain world-writable directory and in a
+#: set-group-ID one owned by a group the caller is not in; then what each
+#: became. Run natively and through the mount, by nobody and by root.
+OWNERSHIP = r"""
+umask 022
+MAKE_SETID='import os, sys; os.close(os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o6755))'
+for d in w sg; do
+    mkdir "$d/d"; mkdir -m 2755 "$d/dg"; : > "$d/f"; mkfifo "$d/p"; ln -s target "$d/l"
+    /usr/bin/python3 -c "$MAKE_SETID" "$d/s"
+    mknod "$d/c" c 1 3 2>/dev/null && echo "$d/c made" || echo "$d/c refused"
+done
+stat -c '%n %F %u %g %a' w/* sg/*
+"""
+
+
+def _ownership(where: Path, argv: list[str]) -> str:
+    res = subprocess.run([*argv, "sh", "-c", OWNERSHIP], cwd=where, capture_output=True,
+                         text=True, check=False, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_new_inodes_get_the_owner_group_and_mode_the_backing_gives(tmp_path: Path) -> None:
+    # The daemon makes them under the caller's fsuid/fsgid: owner, group,
+    # the group and bit a set-group-ID directory hands down, the set-group-ID
+    # bit stripped from a file whose group the caller is not in, and who may
+    # make a device -- all the backing filesystem's own answers.
+    require_fakefs()
+    require(os.geteuid() == 0 and Path("/usr/bin/python3").exists()
+            and shutil.which("setpriv") is not None,
+            "the ownership check needs root (to mount), setpriv and /usr/bin/python3")
+    base = Path(tempfile.mkdtemp(prefix="fakefs-own-", dir="/tmp"))  # nobody traverses it
+    try:
+        base.chmod(0o755)
+        native, backing, mnt = base / "native", base / "backing", base / "mnt"
+        for d in (native, backing, mnt):
+            d.mkdir(mode=0o755)
+        with fakefs.mount(backing, mnt):
+            nobody = ["setpriv", "--reuid=65534", "--regid=65534"]
+            # "member": nobody in group 100, which alone lets it write in w
+            # (the kernel's check; the daemon's own groups must not refuse it)
+            for who, argv in (("nobody", [*nobody, "--clear-groups"]),
+                              ("member", [*nobody, "--groups=100"]), ("root", [])):
+                for top in (native, backing):
+                    (top / who).mkdir(mode=0o755)
+                    (top / who / "w").mkdir()
+                    (top / who / "sg").mkdir()
+                    os.chown(top / who / "sg", 0, 100)
+                    # writable by others on purpose
+                    if who == "member":
+                        os.chown(top / who / "w", 0, 100)
+                        os.chmod(top / who / "w", 0o770)  # noqa: S103
+                    else:
+                        os.chmod(top / who / "w", 0o777)  # noqa: S103
+                    os.chmod(top / who / "sg", 0o2777)  # noqa: S103
+                want = _ownership(native / who, argv)
+                got = _ownership(mnt / who, argv)
+                assert got == want, who
+                uid = "0" if who == "root" else "65534"
+                lines = set(want.splitlines())
+                assert f"w/d directory {uid} {uid} 755" in lines
+                assert f"sg/d directory {uid} 100 2755" in lines
+                assert f"sg/l symbolic link {uid} 100 777" in lines
+                # nobody is not in group 100: the set-group-ID bit goes
+                setid = "4755" if who == "nobody" else "6755"
+                assert f"sg/s regular empty file {uid} 100 {setid}" in lines, lines
+                assert ("w/c made" in lines) == (who == "root")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

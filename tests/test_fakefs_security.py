@@ -8,12 +8,14 @@ backing directory holds."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +35,16 @@ class Arena:
     pub: Path  # world-writable (sticky) directory inside the mount
     back_pub: Path  # the same directory in the backing store
     outside: Path  # root-owned, 0755, outside the backing directory
+    base: Path
 
-    def as_nobody(self, script: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*NOBODY, "sh", "-c", script], cwd=self.pub, capture_output=True,
-                              text=True, check=False, timeout=60)
+    def as_nobody(self, script: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*NOBODY, "sh", "-c", script], cwd=cwd or self.pub,
+                              capture_output=True, text=True, check=False, timeout=60)
 
 
-@pytest.fixture
-def arena() -> Iterator[Arena]:
+@contextlib.contextmanager
+def _arena(prepare: Callable[[Path], None] | None = None) -> Iterator[Arena]:
+    """The arena; ``prepare(backing)`` runs before the mount."""
     require_fakefs()
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         from probe.pytest_plugin import require
@@ -59,10 +63,18 @@ def arena() -> Iterator[Arena]:
         (outside / "secret").chmod(0o600)
         (outside / "victim").write_bytes(VICTIM)
         (outside / "victim").chmod(0o644)
+        if prepare is not None:
+            prepare(backing)
         with fakefs.mount(backing, mnt) as fs:
-            yield Arena(fs, mnt / "pub", backing / "pub", outside)
+            yield Arena(fs, mnt / "pub", backing / "pub", outside, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def arena() -> Iterator[Arena]:
+    with _arena() as a:
+        yield a
 
 
 def _outside_untouched(a: Arena) -> None:
@@ -141,3 +153,151 @@ def test_vanish_never_removes_the_root_or_a_directory(tmp_path: Path) -> None:
         os.stat(mnt)
         os.listdir(mnt)
     assert backing.is_dir()
+
+
+#: Put into the daemon as sitecustomize (through PYTHONPATH): wraps one os
+#: function so that, the first time the daemon calls it for ``name``, the
+#: attacker's swap runs to completion right before or right after the real
+#: call -- inside the window, with nothing timed. The daemon waits for it;
+#: the swap touches only the backing directory, never the mount.
+SWAP_HOOK = """
+import json, os, subprocess
+_spec = json.loads(os.environ.pop("FAKEFS_TEST_SWAP", "null"))
+if _spec:
+    _real = getattr(os, _spec["func"])
+    _armed = [True]
+
+    def _swap():
+        _armed.clear()
+        subprocess.run(_spec["argv"], cwd=_spec["cwd"], check=True)
+        with open(_spec["mark"], "a") as f:
+            f.write("swapped\\n")
+
+    def _hooked(*args, **kwargs):
+        hit = bool(_armed) and _spec["name"] in args
+        if _spec["func"] == "open":  # the creating open only, not a lookup's
+            hit = hit and bool(args[1] & os.O_CREAT)
+        if hit and _spec["when"] == "before":
+            _swap()
+        result = _real(*args, **kwargs)
+        if hit and _spec["when"] == "after":
+            _swap()
+        return result
+
+    setattr(os, _spec["func"], _hooked)
+    # shutil.rmtree asks these whether os.stat takes dir_fd
+    for _supports in (os.supports_dir_fd, os.supports_fd, os.supports_follow_symlinks):
+        if _real in _supports:
+            _supports.add(_hooked)
+"""
+
+
+@contextlib.contextmanager
+def _swapping(monkeypatch: pytest.MonkeyPatch, func: str, name: str, when: str,
+              script: str) -> Iterator[tuple[Arena, Path]]:
+    """An arena whose daemon runs ``script`` as nobody in backing/open (a
+    world-writable directory without the sticky bit, holding root's
+    entries nobody may rename) inside the window of ``func(name)``."""
+    hook = Path(tempfile.mkdtemp(prefix="fakefs-hook-"))
+    try:
+        (hook / "sitecustomize.py").write_text(SWAP_HOOK)
+        mark = hook / "swapped"
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+            filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
+        opened: list[Path] = []
+
+        def prepare(backing: Path) -> None:
+            back_open = backing / "open"
+            back_open.mkdir()
+            back_open.chmod(0o777)
+            opened.append(back_open)
+            spec = {"func": func, "name": name, "when": when, "mark": str(mark),
+                    "cwd": str(back_open), "argv": [*NOBODY, "sh", "-ec", script]}
+            monkeypatch.setenv("FAKEFS_TEST_SWAP", json.dumps(spec))
+
+        with _arena(prepare) as a:
+            yield a, opened[0]
+            assert mark.read_text() == "swapped\n", "the swap never ran: the test proved nothing"
+    finally:
+        shutil.rmtree(hook, ignore_errors=True)
+
+
+def _root_entry(back_open: Path, kind: str) -> Path:
+    planted = back_open / f"root-{kind}"
+    if kind == "mkdir":
+        planted.mkdir(mode=0o755)
+        (planted / "inner").write_bytes(VICTIM)
+    elif kind == "mknod":
+        os.mkfifo(planted, 0o644)
+    elif kind == "symlink":
+        planted.symlink_to("/etc/shadow")
+    else:
+        planted.write_bytes(VICTIM)
+        planted.chmod(0o644)
+    return planted
+
+
+@pytest.mark.parametrize(("op", "shell"), [("mkdir", "mkdir new"), ("mknod", "mkfifo new"),
+                                          ("symlink", "ln -s anywhere new")])
+def test_entry_swapped_after_it_is_made_is_never_given_to_the_caller(
+    monkeypatch: pytest.MonkeyPatch, op: str, shell: str
+) -> None:
+    # Right after the daemon made backing/open/new, nobody (writing in the
+    # backing directory itself) moves it aside and puts root's entry of the
+    # same type there. A daemon that made it as root and chowned "new" to
+    # the caller by name gave root's entry to nobody.
+    script = f"mv new mine && mv root-{op} new"
+    with _swapping(monkeypatch, op, "new", "after", script) as (a, back_open):
+        planted = _root_entry(back_open, op)
+        res = a.as_nobody(shell, cwd=a.pub.parent / "open")
+        assert not os.path.lexists(planted)  # it is "new" now
+        st = os.lstat(back_open / "new")
+        assert (st.st_uid, st.st_gid) == (0, 0)  # and still root's
+        # The daemon refused what it found (ESTALE: the kernel looked the
+        # name up again and answered EEXIST, as the name is taken).
+        assert res.returncode != 0
+        assert "File exists" in res.stderr, res.stderr
+        # What it made is nobody's own, wherever the swap moved it.
+        assert os.lstat(back_open / "mine").st_uid == 65534
+        if op == "mkdir":
+            assert os.stat(back_open / "new" / "inner").st_uid == 0
+        _outside_untouched(a)
+
+
+def test_file_planted_before_create_is_not_opened_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel's LOOKUP found no "new"; before its CREATE arrives, nobody
+    # renames root's 0644 file to that name in the backing directory. Opened
+    # as root without O_EXCL, it was written through and chowned to nobody.
+    with _swapping(monkeypatch, "open", "new", "before", "mv root-create new") as (a, back_open):
+        _root_entry(back_open, "create")
+        res = a.as_nobody("echo pwned > new", cwd=a.pub.parent / "open")
+        st = os.stat(back_open / "new")
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
+        assert (back_open / "new").read_bytes() == VICTIM
+        # The kernel retried the open of the name as it is now (ESTALE) and
+        # checked nobody's permission on root's file itself: the answer a
+        # local filesystem gives.
+        assert res.returncode != 0
+        assert "Permission denied" in res.stderr, res.stderr
+        _outside_untouched(a)
+
+
+def test_vanish_tree_never_empties_a_directory_swapped_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Right after the daemon checked that backing/open/d is the node's
+    # directory, nobody moves it aside and puts root's directory there. A
+    # daemon that then removes the tree by name empties root's directory.
+    with _swapping(monkeypatch, "stat", "d", "after", "mv d mine && mv root-mkdir d") as (
+            a, back_open):
+        (back_open / "d").mkdir()
+        (back_open / "d" / "f").write_bytes(b"ours\n")
+        planted = _root_entry(back_open, "mkdir")
+        a.fs.add_fault("getattr:open/d:vanish-tree")
+        res = a.as_nobody("stat d >/dev/null", cwd=a.pub.parent / "open")
+        assert res.returncode == 0, res.stderr
+        assert not os.path.lexists(planted)
+        assert (back_open / "d" / "inner").read_bytes() == VICTIM
+        assert os.stat(back_open / "d").st_uid == 0
+        # What was the node's lost its contents (through its descriptor);
+        # its name moved on, so nothing more went.
+        assert os.listdir(back_open / "mine") == []
+        _outside_untouched(a)

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from collections.abc import Callable
 
 import pyfuse3
 
 from .._faults import FaultTable
 from .._trace import Trace
+from ._creds import Creds
 from ._gate import Gate
-from ._nodes import Node, NodeTable, proc
+from ._nodes import Node, NodeTable
 
 __all__ = ["ROOT", "Base", "Handle"]
 
@@ -65,7 +65,8 @@ class Base(pyfuse3.Operations):
         #: inside trio.run, where the event it signals has to be created.
         self.on_init: Callable[[], None] | None = None
         self.handles: dict[int, Handle] = {}
-        self._euid = os.geteuid()
+        #: new inodes are made under the caller's fsuid/fsgid (``_creds``)
+        self.creds = Creds()
 
     def init(self) -> None:
         if self.on_init is not None:
@@ -96,37 +97,10 @@ class Base(pyfuse3.Operations):
         # unlinked or renamed behind the kernel's back.
         return os.fstat(node.fd)
 
-    def chown_new(self, fd: int, st: os.stat_result, parent: Node,
-                  ctx: pyfuse3.RequestContext) -> os.stat_result:
-        """Give a new entry the caller's ownership, as the backing fs would.
-
-        The daemon creates everything as its own user; the kernel already
-        checked the caller's permissions (default_permissions). ``fd`` is an
-        O_PATH or open descriptor of the new inode.
-        """
-        if self._euid != 0:
-            return st
-        gid = ctx.gid
-        pst = os.fstat(parent.fd)
-        if pst.st_mode & stat.S_ISGID:
-            gid = pst.st_gid  # a set-group-ID directory hands down its group
-        if st.st_uid == ctx.uid and st.st_gid == gid:
-            return st
-        # Through the magic link: it reaches this inode even for a symlink,
-        # and never follows one.
-        os.chown(proc(fd), ctx.uid, gid)
-        # chown clears set-user/group-ID bits even for root; put them back.
-        if st.st_mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISLNK(st.st_mode):
-            os.chmod(proc(fd), stat.S_IMODE(st.st_mode))
-        return os.fstat(fd)
-
-    def new_node(self, parent: Node, name: str, fd: int,
-                 ctx: pyfuse3.RequestContext | None = None) -> tuple[Node, os.stat_result]:
+    def new_node(self, parent: Node, name: str, fd: int) -> tuple[Node, os.stat_result]:
         """Adopt the O_PATH ``fd`` of a new or found entry as one lookup."""
         try:
             st = os.fstat(fd)
-            if ctx is not None:
-                st = self.chown_new(fd, st, parent, ctx)
         except OSError:
             os.close(fd)
             raise

@@ -4,6 +4,7 @@ O_PATH descriptor, never by a path string."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -73,30 +74,49 @@ class EntryOps(Base):
             return os.fsencode(os.readlink("", dir_fd=node.fd))
 
     async def _make(self, op: str, parent_inode: int, name: bytes,
-                    ctx: pyfuse3.RequestContext,
+                    ctx: pyfuse3.RequestContext, *, kind: int,
                     make: Callable[[str, int], None]) -> pyfuse3.EntryAttributes:
         parent = self.nodes.get(parent_inode)
         sname = name_of(name)
         async with self.gate(op, ctx.pid, path=self.nodes.child_path(parent, sname)) as g:
-            make(sname, parent.fd)
-            node, st = self.new_node(parent, sname, opath(parent.fd, sname), ctx)
+            pfd = parent.fd
+            # Made under the caller's ids: born with the right owner, nothing
+            # chowned afterwards (``_creds``).
+            self.creds.run(ctx.uid, ctx.gid, lambda: make(sname, pfd))
+            # mkdirat/mknodat/symlinkat hand back no descriptor: the name is
+            # opened again, and a user with write access to the backing
+            # directory may have swapped it in between.
+            fd = opath(pfd, sname)
+            try:
+                st = os.fstat(fd)
+                if stat.S_IFMT(st.st_mode) != kind or st.st_uid != self.creds.owner(ctx.uid):
+                    # Not what we made: never adopt (or touch) it. What we made
+                    # is wherever the swap put it; nothing is removed by a name
+                    # that leads elsewhere. ESTALE makes the kernel look the
+                    # name up afresh and retry once (then EEXIST: it is taken).
+                    raise OSError(errno.ESTALE, "the new name was swapped", sname)
+            except OSError:
+                os.close(fd)
+                raise
+            node, st = self.new_node(parent, sname, fd)
             g.node = node
             return self.entry(node, st)
 
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return await self._make("mknod", parent_inode, name, ctx,
-                                lambda n, d: os.mknod(n, mode, rdev, dir_fd=d))
+                                kind=stat.S_IFMT(mode) or stat.S_IFREG,
+                                make=lambda n, d: os.mknod(n, mode, rdev, dir_fd=d))
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return await self._make("mkdir", parent_inode, name, ctx,
-                                lambda n, d: os.mkdir(n, mode, dir_fd=d))
+        return await self._make("mkdir", parent_inode, name, ctx, kind=stat.S_IFDIR,
+                                make=lambda n, d: os.mkdir(n, mode, dir_fd=d))
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return await self._make("symlink", parent_inode, name, ctx,
-                                lambda n, d: os.symlink(target, n, dir_fd=d))
+        return await self._make("symlink", parent_inode, name, ctx, kind=stat.S_IFLNK,
+                                make=lambda n, d: os.symlink(target, n, dir_fd=d))
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:

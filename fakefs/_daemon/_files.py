@@ -4,7 +4,8 @@ A node's file is opened through its O_PATH descriptor's magic link, so it is
 always the inode the kernel looked up, never whatever a name leads to now;
 a symlink node is refused (the kernel follows symlinks itself and never
 opens one through FUSE). New files are created by name inside the parent's
-descriptor with O_NOFOLLOW, so a planted symlink cannot redirect them.
+descriptor with O_EXCL|O_NOFOLLOW, under the caller's fsuid/fsgid, so a
+planted symlink or file cannot redirect them or be handed out.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from ._nodes import Node, proc
 #: exactly there; symlink nodes are refused before).
 _REOPEN_DROP = os.O_NOCTTY | os.O_DIRECT | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 _CREATE_DROP = os.O_NOCTTY | os.O_DIRECT
+#: O_EXCL also means no symlink is followed at the final name; O_NOFOLLOW
+#: says so twice.
+_CREATE_ADD = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class FileOps(Base):
@@ -65,13 +69,30 @@ class FileOps(Base):
         sname = name_of(name)
         path = self.nodes.child_path(parent, sname)
         async with self.gate("create", ctx.pid, path=path) as g:
-            fd = os.open(sname, (flags & ~_CREATE_DROP) | os.O_CREAT | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, mode, dir_fd=parent.fd)
+            # O_EXCL always: the kernel sends CREATE only for a name its
+            # LOOKUP found absent, so anything there now was put there in the
+            # backing directory since. Opened as root (the backing-side check
+            # passes as root: _creds), it would hand the caller a file the
+            # kernel never checked their permissions on.
+            pfd = parent.fd
+            try:
+                fd = self.creds.run(ctx.uid, ctx.gid, lambda: os.open(
+                    sname, (flags & ~_CREATE_DROP) | _CREATE_ADD, mode, dir_fd=pfd))
+            except FileExistsError:
+                if flags & os.O_EXCL:
+                    raise
+                # The caller asked for "create or open". ESTALE makes the VFS
+                # retry the open once with a fresh LOOKUP, which finds the
+                # file and opens it through OPEN, with the kernel's own
+                # permission check of the caller: the answer a local
+                # filesystem would give.
+                raise OSError(errno.ESTALE, "created meanwhile in the backing directory",
+                              sname) from None
             try:
                 # The O_PATH handle of the very inode just opened, not of
                 # whatever the name may lead to a moment later.
                 node, st = self.new_node(parent, sname,
-                                         os.open(proc(fd), os.O_PATH | os.O_CLOEXEC), ctx)
+                                         os.open(proc(fd), os.O_PATH | os.O_CLOEXEC))
             except OSError:
                 os.close(fd)
                 raise

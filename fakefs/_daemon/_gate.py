@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from types import TracebackType
 
 import pyfuse3
 import trio
+
+from probe._fd import DIR_FLAGS, remove_tree
 
 from .._faults import ArmedRule, Fault, FaultTable
 from .._trace import Trace
@@ -151,18 +152,40 @@ class Gate:
         Refused (False) for the mount root, for a directory unless the rule
         said ``vanish-tree``, and when the name no longer leads to the
         node's inode (it was renamed or replaced meanwhile).
+
+        A user with write access to the backing directory may swap the name
+        between any two of our calls. A tree's contents are removed through
+        a descriptor of the directory itself, checked to be the node's, so
+        they are never the contents of a directory swapped in; the final
+        unlink/rmdir is by name (no syscall removes a name only if it leads
+        to a given inode), so a swap just before it removes the newcomer's
+        name -- one its mover could have removed where it was, and rmdir
+        removes only an empty one.
         """
         parent = node.parent
         if parent is None or not parent.alive or (node.is_dir and not tree):
             return False
         try:
-            st = os.stat(node.name, dir_fd=parent.fd, follow_symlinks=False)
-            if (st.st_dev, st.st_ino) != node.key:
+            pfd = parent.fd
+            if node.is_dir:
+                fd = os.open(node.name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=pfd)
+                try:
+                    st = os.fstat(fd)
+                    if (st.st_dev, st.st_ino) != node.key:
+                        return False
+                    with os.scandir(fd) as it:
+                        names = [e.name for e in it]
+                    if any(remove_tree(fd, name) for name in names):
+                        return False
+                finally:
+                    os.close(fd)
+            st = os.stat(node.name, dir_fd=pfd, follow_symlinks=False)
+            if (st.st_dev, st.st_ino) != node.key or stat.S_IFMT(st.st_mode) != node.mode:
                 return False
-            if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(node.name, dir_fd=parent.fd)
+            if node.is_dir:
+                os.rmdir(node.name, dir_fd=pfd)
             else:
-                os.unlink(node.name, dir_fd=parent.fd)
+                os.unlink(node.name, dir_fd=pfd)
         except OSError:
             return False
         self.nodes.unlinked(parent, node.name)
