@@ -44,19 +44,35 @@ class _Interrupted(Exception):
 
 
 class _Forwarder:
-    """Signal handlers for the life of the run: before CMD exists a signal
-    aborts the start-up (unwinding unmounts); afterwards it goes to CMD."""
+    """Signal handlers for the life of the run: before CMD is started a
+    signal aborts the start-up (unwinding unmounts); from then on it goes
+    to CMD.
+
+    "Started" begins before the fork (``spawning``): a signal raised as an
+    exception between the fork and the moment ``proc`` is known would
+    unwind past a child nobody kills -- CMD left running, holding the
+    caller's pipes open, behind a fakefs that has exited. Until ``proc`` is
+    known, a signal is only recorded, and sent on once it is."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.received: int | None = None
+        self.spawning = False
 
     def __call__(self, signum: int, _frame: FrameType | None) -> None:
         self.received = signum
         if self.proc is None:
+            if self.spawning:
+                return
             raise _Interrupted(signum)
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signum)
+
+    def started(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        if self.received is not None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(self.received)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_Forwarder]:
@@ -126,17 +142,19 @@ def _run(args: Any, command: list[str], fuse_rules: list[FaultRule],  # noqa: PL
             env["FAKEFS_MOUNTPOINT"] = str(fs.mountpoint)
         root = args.root or (str(fs.mountpoint) if fs else os.getcwd())
         filtered: Filtered | None = None
+        forwarder.spawning = True
         try:
             if sys_rules:
                 filtered = spawn(command, sys_rules, root, env)
                 stack.callback(filtered.close)
-                forwarder.proc = filtered.proc
+                proc = filtered.proc
             else:
-                forwarder.proc = subprocess.Popen(command, env=env)
+                proc = subprocess.Popen(command, env=env)
         except OSError as err:
             print(f"fakefs: error: cannot run {command[0]!r}: {err.strerror}", file=sys.stderr)
             return _CANNOT_EXEC
-        status = forwarder.proc.wait()
+        forwarder.started(proc)
+        status = proc.wait()
         counters: dict[str, Any] = fs.counters() if fs is not None else {}
         records: list[dict[str, Any]] = fs.trace() if fs is not None and trace_file else []
         if filtered is not None:

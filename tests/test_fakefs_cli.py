@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -223,6 +224,43 @@ def test_signal_to_run_reaches_the_command_and_unmounts(
     assert "Traceback" not in err
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid), 0)  # the command is gone, reaped
+    assert find_mount(mnt) is None
+
+
+# The command signals fakefs at once, while fakefs is still starting it up
+# (a shell is running before fakefs has its answering thread): the signal
+# must reach the command, never leave it running behind an exited fakefs.
+# The command exits only through the forwarded SIGINT (its trap).
+_SIGNALS_PARENT = ("trap 'echo got; exit 0' INT; kill -INT $PPID; "
+                   "while :; do read -r _ || :; done")
+
+
+@pytest.mark.parametrize("mode", ["fuse", "syscall"])
+def test_a_signal_while_the_command_starts_reaches_it(
+    dirs: tuple[Path, Path], tmp_path: Path, mode: str
+) -> None:
+    backing, mnt = dirs
+    where = [str(backing), str(mnt)] if mode == "fuse" else ["--root", str(tmp_path)]
+    fault = "open:nothing:EIO" if mode == "fuse" else "FICLONE:nothing:EXDEV"
+    r, w = os.pipe()  # the command's stdin: read blocks until the trap fires
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fakefs.cli", "run", *where, "--fault", fault, "--",
+             "sh", "-c", _SIGNALS_PARENT],
+            stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        os.close(r)
+        os.close(w)
+    assert out.split() == ["got"], err
+    assert proc.returncode == 128 + signal.SIGINT
+    assert "Traceback" not in err
     assert find_mount(mnt) is None
 
 
