@@ -231,8 +231,7 @@ def test_signal_to_run_reaches_the_command_and_unmounts(
 # (a shell is running before fakefs has its answering thread): the signal
 # must reach the command, never leave it running behind an exited fakefs.
 # The command exits only through the forwarded SIGINT (its trap).
-_SIGNALS_PARENT = ("trap 'echo got; exit 0' INT; kill -INT $PPID; "
-                   "while :; do read -r _ || :; done")
+_SIGNALS_PARENT = "trap 'echo got; exit 0' INT; kill -INT $PPID; while read -r _; do :; done"
 
 
 @pytest.mark.parametrize("mode", ["fuse", "syscall"])
@@ -242,7 +241,9 @@ def test_a_signal_while_the_command_starts_reaches_it(
     backing, mnt = dirs
     where = [str(backing), str(mnt)] if mode == "fuse" else ["--root", str(tmp_path)]
     fault = "open:nothing:EIO" if mode == "fuse" else "FICLONE:nothing:EXDEV"
-    r, w = os.pipe()  # the command's stdin: read blocks until the trap fires
+    # The command's stdin: its read blocks until the trap fires, and ends
+    # at EOF when the test closes it (so a failed run leaves no command).
+    r, w = os.pipe()
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fakefs.cli", "run", *where, "--fault", fault, "--",
