@@ -13,13 +13,12 @@ of rules. Adding a rule compiles that rule alone.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import random
 import re
 from typing import Any, Protocol
 
-from ._rules import FaultRule
+from ._rules import FaultRule, compile_glob
 
 
 class Counted(Protocol):
@@ -249,7 +248,7 @@ class FaultTable:
             rng = random.Random(seed)  # noqa: S311 -- a replayable schedule, not a secret
         regex = None
         if literal_prefix(rule.glob) is not None:
-            regex = re.compile(fnmatch.translate(rule.glob))
+            regex = compile_glob(rule.glob)
         armed = ArmedRule(self._next_id, rule, seed=seed, rng=rng, regex=regex)
         self._next_id += 1
         self._rules[armed.id] = armed

@@ -252,6 +252,12 @@ class FaultRule(NamedTuple):
         return self.text
 
 
+def compile_glob(glob: str) -> re.Pattern[str]:
+    """A rule glob compiled once, for matchers on a hot path: the same
+    answers as ``FaultRule.matches_path`` (fnmatch's own translation)."""
+    return re.compile(fnmatch.translate(glob))
+
+
 def _fmt_delay(seconds: float) -> str:
     ms = seconds * 1000
     return f"{ms:g}ms"

@@ -298,7 +298,8 @@ class GateOp:
         node = self.node
         # A fault neither in a bad range nor carried to the next lookup has
         # failed once and for all.
-        if (node is None or fault not in node.bad) and fault not in self.gate.carried.values():
+        carried = self.gate.carried.get(self.path) is fault
+        if (node is None or fault not in node.bad) and not carried:
             fault.drop()
         self._record(fault, got)
 

@@ -75,7 +75,7 @@ class Node:
         self.bad: list[Fault] = []
         #: FaultTable.generation when the kernel last took a dentry for the
         #: node's name (a lookup or creation answered, a READDIRPLUS entry);
-        #: -1: it holds none we know of (see Gate.revalidating)
+        #: -1: it holds none we know of (see Gate.revalidates)
         self.dentry = -1
         #: a vanish rule removed its name: opening it now fails with ENOENT
         #: as it would a moment later on a real filesystem (attributes still

@@ -118,7 +118,8 @@ def fd_path(pid: int, fd: int) -> str | None:
     return target if target.startswith("/") else None  # pipe:[..], anon_inode:..
 
 
-#: calls whose file written is a descriptor argument: op -> its index
+#: calls whose file written is a descriptor argument: op -> its index (the
+#: one table decode() and the supervisor's short way both read)
 _FD_DEST = {"FICLONE": 0, "FICLONERANGE": 0, "copy_file_range": 2, "fallocate": 0,
             "fsync": 0, "fdatasync": 0, "ftruncate": 0}
 
@@ -148,32 +149,34 @@ def _names(a: Arch) -> dict[int, str]:
 def decode(a: Arch, nr: int, args: tuple[int, ...], reader: CallArgs) -> tuple[str, str | None,
                                                                                  str | None]:
     """(op, dest path, source path) of a trapped call; absolute paths."""
-    call = _names(a).get(nr, f"nr{nr}")
-    if call == "ioctl":
+    op = _names(a).get(nr, f"nr{nr}")
+    if op == "ioctl":
         code = args[1] & 0xFFFFFFFF
         op = _BY_CODE.get(code, f"ioctl{code:#x}")
-        if op == "FICLONE":
-            return op, reader.fd_path(args[0]), reader.src_fd_path(args[2])
+        if op == "FIDEDUPERANGE":
+            # Issued on the *source*; the file written is info[0].dest_fd:
+            # struct file_dedupe_range { u64 src_offset, src_length;
+            # u16 dest_count, reserved1; u32 reserved2; info[] }.
+            dest_fd = reader.s64_at(args[2] + 24)
+            dest = None if dest_fd is None else reader.fd_path(dest_fd)
+            return op, dest, reader.src_fd_path(args[0])
+    index = _FD_DEST.get(op)
+    if index is not None:
+        dest = reader.fd_path(args[index])
+        if op == "FICLONE":  # (dest fd, FICLONE, src fd)
+            return op, dest, reader.src_fd_path(args[2])
         if op == "FICLONERANGE":
             # struct file_clone_range { __s64 src_fd; ... } at args[2]
             src_fd = reader.s64_at(args[2]) if reader.want_source else None
-            src = None if src_fd is None else reader.fd_path(src_fd)
-            return op, reader.fd_path(args[0]), src
-        # FIDEDUPERANGE is issued on the *source*; the file written is
-        # info[0].dest_fd: struct file_dedupe_range { u64 src_offset,
-        # src_length; u16 dest_count, reserved1; u32 reserved2; info[] }.
-        dest_fd = reader.s64_at(args[2] + 24)
-        dest = None if dest_fd is None else reader.fd_path(dest_fd)
-        return op, dest, reader.src_fd_path(args[0])
-    if call == "copy_file_range":  # (fd_in, off_in, fd_out, off_out, len, flags)
-        return call, reader.fd_path(args[2]), reader.src_fd_path(args[0])
-    if call in {"fallocate", "fsync", "fdatasync", "ftruncate"}:
-        return call, reader.fd_path(args[0]), None
-    if call in {"rename", "link"}:  # (old, new)
-        return call, reader.at_path(_AT_FDCWD, args[1]), reader.src_at_path(_AT_FDCWD, args[0])
-    if call in {"renameat", "renameat2", "linkat"}:  # (olddfd, old, newdfd, new, ...)
-        return call, reader.at_path(args[2], args[3]), reader.src_at_path(args[0], args[1])
-    return call, None, None
+            return op, dest, None if src_fd is None else reader.fd_path(src_fd)
+        if op == "copy_file_range":  # (fd_in, off_in, fd_out, off_out, len, flags)
+            return op, dest, reader.src_fd_path(args[0])
+        return op, dest, None  # fallocate, fsync, fdatasync, ftruncate
+    if op in {"rename", "link"}:  # (old, new)
+        return op, reader.at_path(_AT_FDCWD, args[1]), reader.src_at_path(_AT_FDCWD, args[0])
+    if op in {"renameat", "renameat2", "linkat"}:  # (olddfd, old, newdfd, new, ...)
+        return op, reader.at_path(args[2], args[3]), reader.src_at_path(args[0], args[1])
+    return op, None, None
 
 
 def relative(path: str | None, root: str) -> str | None:

@@ -11,16 +11,14 @@ the caller stopped waiting is recorded as absorbed, never as injected.
 from __future__ import annotations
 
 import collections
-import fnmatch
 import os
 import random
-import re
 import threading
 import time
 from typing import Any, NamedTuple
 
 from .._faults import fires
-from .._rules import FaultRule
+from .._rules import FaultRule, compile_glob
 
 __all__ = ["Armed", "Call", "RuleTable"]
 
@@ -58,9 +56,8 @@ class Armed:
         self.seed = seed
         self.rng = rng
         # Compiled once: the globs are matched on every trapped call.
-        self.match = re.compile(fnmatch.translate(rule.glob)).match
-        self.match_src = None if rule.src is None else re.compile(
-            fnmatch.translate(rule.src)).match
+        self.match = compile_glob(rule.glob).match
+        self.match_src = None if rule.src is None else compile_glob(rule.src).match
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "rule": self.rule.text, "hits": self.hits,

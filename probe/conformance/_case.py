@@ -198,9 +198,14 @@ class Case:
         handle = self.site.fakefs()[0]
         # hits: faults that reached a caller's syscall; one the kernel or the
         # caller absorbed (a short count, a revalidation) proves nothing.
-        got = {int(f["id"]): (int(f["hits"]), f.get("absorbed", 0)) for f in handle.faults()}
-        return [f"fault rule {r!r} never fired" + (f" ({n} failures absorbed)" if n else "")
-                for i, r in armed.items() for hits, n in [got.get(i, (0, 0))] if hits < 1]
+        got = {int(f["id"]): (int(f["hits"]), int(f.get("absorbed", 0))) for f in handle.faults()}
+        unfired = []
+        for rule_id, text in armed.items():
+            hits, absorbed = got.get(rule_id, (0, 0))
+            if hits < 1:
+                unfired.append(f"fault rule {text!r} never fired"
+                               + (f" ({absorbed} failures absorbed)" if absorbed else ""))
+        return unfired
 
     # -- one call ----------------------------------------------------------
     def _truth(self, path: Path) -> Path:
