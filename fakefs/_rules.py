@@ -7,8 +7,9 @@ handle can reject a bad rule before any mount exists.
 * GLOB: a path relative to the mount root, matched with ``fnmatch`` rules
   (``*`` also crosses ``/``; ``.`` is the root itself).
 * ACTION: an errno name (``EIO``), ``vanish`` (after the first matching
-  operation succeeds the entry is removed from the backing directory --
-  files, symlinks, fifos; never the mount root, never a directory),
+  operation succeeds the entry is removed from the backing directory, as
+  its caller could remove it -- files, symlinks, fifos; never the mount
+  root, never a directory),
   ``vanish-tree`` (the same, and a directory goes with everything in it),
   ``delay=50ms`` or ``short=N`` (a read/write transfers at most N bytes).
 * TRIGGER: ``times=N``, ``nth=N``, ``p=0.1``, ``seed=7``, ``pid=1234``, and

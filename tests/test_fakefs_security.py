@@ -201,7 +201,12 @@ def _swapping(monkeypatch: pytest.MonkeyPatch, func: str, name: str, when: str,
     hook = Path(tempfile.mkdtemp(prefix="fakefs-hook-"))
     try:
         (hook / "sitecustomize.py").write_text(SWAP_HOOK)
+        # The hook may run while the daemon thread acts as the caller,
+        # without root's capabilities (vanish): the mark must be writable.
+        hook.chmod(0o755)
         mark = hook / "swapped"
+        mark.touch(mode=0o666)
+        mark.chmod(0o666)
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
             filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
         opened: list[Path] = []
@@ -290,6 +295,9 @@ def test_vanish_tree_never_empties_a_directory_swapped_in(monkeypatch: pytest.Mo
             a, back_open):
         (back_open / "d").mkdir()
         (back_open / "d" / "f").write_bytes(b"ours\n")
+        # nobody's own tree: the vanish removes what nobody could remove.
+        for own in (back_open / "d", back_open / "d" / "f"):
+            os.chown(own, 65534, 65534)
         planted = _root_entry(back_open, "mkdir")
         a.fs.add_fault("getattr:open/d:vanish-tree")
         res = a.as_nobody("stat d >/dev/null", cwd=a.pub.parent / "open")
@@ -300,4 +308,75 @@ def test_vanish_tree_never_empties_a_directory_swapped_in(monkeypatch: pytest.Mo
         # What was the node's lost its contents (through its descriptor);
         # its name moved on, so nothing more went.
         assert os.listdir(back_open / "mine") == []
+        _outside_untouched(a)
+
+
+@contextlib.contextmanager
+def _daemon_groups(groups: tuple[int, ...]) -> Iterator[None]:
+    """The test process's supplementary groups, and so those of a daemon
+    started inside the block."""
+    saved = os.getgroups()
+    os.setgroups(list(groups))
+    try:
+        yield
+    finally:
+        os.setgroups(saved)
+
+
+@pytest.mark.parametrize("group", [0, 4242], ids=["root-group", "daemon-supplementary-group"])
+def test_vanish_tree_never_removes_what_its_caller_may_not(group: int) -> None:
+    # nobody owns d and U; U holds root's directory R, whose file nobody
+    # may not remove. nobody moves U into d, then fires the vanish-tree
+    # rule on d. A daemon removing the tree as root (or as nobody but with
+    # root's supplementary groups: R is group-writable for group 4242,
+    # which only the daemon has) deletes root's file.
+    def prepare(backing: Path) -> None:
+        pub = backing / "pub"
+        (pub / "d").mkdir()
+        (pub / "d" / "own").write_bytes(b"ours\n")
+        (pub / "U" / "R").mkdir(parents=True)
+        (pub / "U" / "R" / "inner").write_bytes(VICTIM)
+        (pub / "U" / "R" / "inner").chmod(0o644)
+        os.chown(pub / "U" / "R", 0, group)
+        (pub / "U" / "R").chmod(0o775 if group else 0o755)
+        for own in (pub / "d", pub / "d" / "own", pub / "U"):
+            os.chown(own, 65534, 65534)
+
+    with _daemon_groups((group,) if group else ()), _arena(prepare) as a:
+        # Moved first: mv's own stat of d would fire the rule.
+        res = a.as_nobody("mv U d/")
+        assert res.returncode == 0, res.stderr
+        a.fs.add_fault("getattr:pub/d:vanish-tree")
+        res = a.as_nobody("stat d >/dev/null")
+        assert res.returncode == 0, res.stderr
+        inner = a.back_pub / "d" / "U" / "R" / "inner"
+        assert inner.read_bytes() == VICTIM
+        assert os.stat(inner.parent).st_uid == 0
+        # What nobody may remove went; the rest, and so the tree, stayed.
+        assert not (a.back_pub / "d" / "own").exists()
+        assert a.fs.counters()["vanished"] == 0
+        _outside_untouched(a)
+
+
+def test_vanish_never_unlinks_a_name_swapped_in_after_its_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Right after the daemon checked that backing/pub/f is the node's file,
+    # nobody moves it aside and puts root's file there, taken from
+    # backing/open (where nobody may remove it; in the sticky pub only its
+    # owner may). unlinkat removes a name, not an inode: a daemon unlinking
+    # as root removes root's file; as nobody, the sticky bit refuses it.
+    script = "mv ../pub/f ../pub/mine && mv root-create ../pub/f"
+    with _swapping(monkeypatch, "stat", "f", "after", script) as (a, back_open):
+        (a.back_pub / "f").write_bytes(b"ours\n")
+        os.chown(a.back_pub / "f", 65534, 65534)
+        _root_entry(back_open, "create")
+        a.fs.add_fault("getattr:pub/f:vanish")
+        res = a.as_nobody("stat f >/dev/null")
+        assert res.returncode == 0, res.stderr
+        st = os.stat(a.back_pub / "f")
+        assert (st.st_uid, st.st_gid) == (0, 0)
+        assert (a.back_pub / "f").read_bytes() == VICTIM
+        assert (a.back_pub / "mine").read_bytes() == b"ours\n"
+        assert a.fs.counters()["vanished"] == 0
         _outside_untouched(a)

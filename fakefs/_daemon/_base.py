@@ -18,7 +18,7 @@ import pyfuse3
 
 from .._faults import FaultTable
 from .._trace import Trace
-from ._creds import Creds
+from ._creds import Caller, Creds
 from ._gate import Gate
 from ._nodes import Node, NodeTable
 
@@ -30,12 +30,12 @@ ROOT = pyfuse3.ROOT_INODE
 class Handle:
     """An open file: the backing descriptor and the node it belongs to."""
 
-    __slots__ = ("fd", "node", "pid")
+    __slots__ = ("caller", "fd", "node")
 
-    def __init__(self, fd: int, node: Node, pid: int) -> None:
+    def __init__(self, fd: int, node: Node, caller: Caller) -> None:
         self.fd = fd
         self.node = node
-        self.pid = pid  # FUSE read/write carry no caller; the opener stands in
+        self.caller = caller  # FUSE read/write carry no caller; the opener stands in
 
 
 def name_of(name: bytes) -> str:
@@ -60,13 +60,14 @@ class Base(pyfuse3.Operations):
         self.trace = trace
         self.timeout = cache_timeout
         self.nodes = NodeTable(ROOT, os.path.abspath(backing))
-        self.gate = Gate(table, trace, self.nodes)
+        #: new inodes are made, and vanish rules remove, under the caller's
+        #: fsuid/fsgid (``_creds``)
+        self.creds = Creds()
+        self.gate = Gate(table, trace, self.nodes, self.creds)
         #: Called once the kernel's INIT is answered. Set by the daemon from
         #: inside trio.run, where the event it signals has to be created.
         self.on_init: Callable[[], None] | None = None
         self.handles: dict[int, Handle] = {}
-        #: new inodes are made under the caller's fsuid/fsgid (``_creds``)
-        self.creds = Creds()
 
     def init(self) -> None:
         if self.on_init is not None:

@@ -1,5 +1,6 @@
-"""Create as the caller: the daemon thread's fsuid/fsgid switched to the
-caller's around the one syscall that makes a new inode.
+"""Act as the caller: the daemon thread's fsuid/fsgid switched to the
+caller's around the one syscall that makes a new inode (``run``), or around
+the removal a vanish rule makes (``run_unprivileged``).
 
 Why not create as root and chown afterwards: the chown has to find the new
 inode again, and by name it finds whatever a user with write access to the
@@ -22,19 +23,29 @@ checked the caller's own permissions on its side of the mount
 capabilities, which the daemon cannot reproduce), so the backing side must
 answer as root did before -- only the new inode's owner changes. The
 supplementary groups of the daemon therefore play no part either.
+
+A vanish is no request of the caller's, so the kernel checked nothing for
+it: ``run_unprivileged`` leaves the effective set empty, and the backing
+filesystem judges every unlink and rmdir as it would the caller's own (the
+parent's write bit, the sticky bit), whatever a user moved or swapped into
+the names it works on. There the daemon's supplementary groups would count
+(the kernel consults the thread's group list beside its fsgid): a root
+daemon drops them at start-up, as its capabilities never needed them, and
+removes nothing as a caller if it could not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from probe._libc import function, raise_errno
 
-__all__ = ["Creds"]
+__all__ = ["Caller", "Creds"]
 
 T = TypeVar("T")
 
@@ -54,9 +65,21 @@ class _CapData(ctypes.Structure):
 _Caps = _CapData * 2
 
 
+class Caller(Protocol):
+    """Who asked: a request's ``pyfuse3.RequestContext`` (or, for requests
+    that carry none -- read, write, readdir -- the opener's)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def uid(self) -> int: ...
+    @property
+    def gid(self) -> int: ...
+
+
 class Creds:
-    """Runs a creating call under the caller's fsuid/fsgid (root only: an
-    unprivileged daemon cannot switch, and creates as itself, as before)."""
+    """Runs a call under the caller's fsuid/fsgid (root only: an
+    unprivileged daemon cannot switch, and acts as itself, as before)."""
 
     def __init__(self) -> None:
         self._setfsuid = function("setfsuid", ctypes.c_int, ctypes.c_uint)
@@ -72,33 +95,57 @@ class Creds:
         if self.enabled and capget(ctypes.byref(_CapHeader(_CAP_V3, 0)), self._caps) != 0:
             self.enabled = False
         self.uid, self.gid = os.geteuid(), os.getegid()
+        if self.enabled and os.getgroups():
+            with contextlib.suppress(OSError):
+                os.setgroups([])
+        #: the daemon's supplementary groups, which a caller must not borrow
+        self._groups = os.getgroups() if self.enabled else []
+        #: the capabilities to remove with: none in effect, the rest kept so
+        #: that ours can be put back
+        self._bare = _Caps()
+        for word, caps in zip(self._bare, self._caps, strict=True):
+            word.permitted, word.inheritable = caps.permitted, caps.inheritable
 
     def owner(self, uid: int) -> int:
         """The uid a new inode made for caller ``uid`` must have."""
         return uid if self.enabled else self.uid
 
     def run(self, uid: int, gid: int, call: Callable[[], T]) -> T:
-        """``call()`` with fsuid ``uid`` and fsgid ``gid``; the daemon's own
-        ids (and capabilities) are back when it returns or raises."""
+        """``call()`` with fsuid ``uid`` and fsgid ``gid``, and the daemon's
+        capabilities; its own ids are back when it returns or raises."""
+        return self._as(uid, gid, call, self._caps)
+
+    def run_unprivileged(self, uid: int, gid: int, call: Callable[[], T]) -> T:
+        """``call()`` with fsuid ``uid`` and fsgid ``gid`` and no capability
+        in effect: the kernel's permission checks apply to it as to the
+        caller's own calls. A caller with the daemon's uid (root) keeps
+        its power: there is nothing it may not remove anyway."""
+        if not self.enabled or uid == self.uid:
+            return call()
+        if self._groups:
+            raise OSError(errno.EPERM, "the daemon's supplementary groups could not be dropped")
+        return self._as(uid, gid, call, self._bare)
+
+    def _as(self, uid: int, gid: int, call: Callable[[], T], caps: ctypes.Array[_CapData]) -> T:
         if not self.enabled or (uid == self.uid and gid == self.gid):
             return call()
         try:
             self._setfsgid(gid)
             self._setfsuid(uid)
             # setfsuid/setfsgid never report failure (an id not mapped in our
-            # user namespace is silently ignored): ask, or the inode would be
-            # made as root after all.
+            # user namespace is silently ignored): ask, or the call would run
+            # as root after all.
             if self._setfsuid(_QUERY) != uid or self._setfsgid(_QUERY) != gid:
                 raise OSError(errno.EPERM, "could not take on the caller's fsuid/fsgid")
-            self._restore_caps()
+            self._set_caps(caps)
             return call()
         finally:
             # Back to our own ids, and the effective set exactly as it was at
             # start-up (fsuid 0 raises every permitted file-system capability).
             self._setfsuid(self.uid)
             self._setfsgid(self.gid)
-            self._restore_caps()
+            self._set_caps(self._caps)
 
-    def _restore_caps(self) -> None:
-        if self._capset(ctypes.byref(_CapHeader(_CAP_V3, 0)), self._caps) != 0:
+    def _set_caps(self, caps: ctypes.Array[_CapData]) -> None:
+        if self._capset(ctypes.byref(_CapHeader(_CAP_V3, 0)), caps) != 0:
             raise_errno()

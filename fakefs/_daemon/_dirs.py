@@ -19,18 +19,19 @@ import pyfuse3
 from .._faults import FaultTable
 from .._trace import Trace
 from ._base import Base
+from ._creds import Caller
 from ._nodes import Node, opath, proc
 
 _DOTS = 2
 
 
 class _Dir:
-    __slots__ = ("fd", "it", "node", "pending", "pid", "pos")
+    __slots__ = ("caller", "fd", "it", "node", "pending", "pos")
 
-    def __init__(self, fd: int, node: Node, pid: int) -> None:
+    def __init__(self, fd: int, node: Node, caller: Caller) -> None:
         self.fd = fd
         self.node = node
-        self.pid = pid
+        self.caller = caller  # readdir carries no caller; the opener stands in
         self.it: Iterator[os.DirEntry[str]] | None = None
         #: offset of the next entry to hand out (1, 2: the dots)
         self.pos = 0
@@ -74,20 +75,20 @@ class DirOps(Base):
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = self.nodes.get(inode)
-        async with self.gate("opendir", ctx.pid, node):
+        async with self.gate("opendir", ctx, node):
             if node.gone:
                 raise OSError(errno.ENOENT, "vanished")
             fd = os.open(proc(node.fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             dh = self._next_dh
             self._next_dh += 1
-            self.dirs[dh] = _Dir(fd, node, ctx.pid)
+            self.dirs[dh] = _Dir(fd, node, ctx)
             node.opens += 1
             return dh
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         d = self._dir(fh)
         node = d.node
-        async with self.gate("readdir", d.pid, node):
+        async with self.gate("readdir", d.caller, node):
             if d.it is None or start_id != d.pos:
                 d.restart()
                 # seekdir()/rewinddir(): replay up to the offset asked for.
@@ -124,16 +125,16 @@ class DirOps(Base):
         d.close()
         os.close(d.fd)
         d.node.opens -= 1
-        self.trace.record("releasedir", self.nodes.path(d.node), d.pid, None, None)
+        self.trace.record("releasedir", self.nodes.path(d.node), d.caller.pid, None, None)
         self.nodes.release_if_unused(d.node)
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         d = self._dir(fh)
-        async with self.gate("fsyncdir", d.pid, d.node):
+        async with self.gate("fsyncdir", d.caller, d.node):
             os.fsync(d.fd)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        async with self.gate("statfs", ctx.pid, path="."):
+        async with self.gate("statfs", ctx, path="."):
             sv = os.statvfs(self.nodes.root.fd)
             out = pyfuse3.StatvfsData()
             for attr in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
@@ -146,20 +147,20 @@ class DirOps(Base):
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
         node = self.nodes.get(inode)
-        async with self.gate("setxattr", ctx.pid, node):
+        async with self.gate("setxattr", ctx, node):
             os.setxattr(proc(node.fd), name, value)
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         node = self.nodes.get(inode)
-        async with self.gate("getxattr", ctx.pid, node):
+        async with self.gate("getxattr", ctx, node):
             return os.getxattr(proc(node.fd), name)
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
         node = self.nodes.get(inode)
-        async with self.gate("listxattr", ctx.pid, node):
+        async with self.gate("listxattr", ctx, node):
             return [os.fsencode(n) for n in os.listxattr(proc(node.fd))]
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self.nodes.get(inode)
-        async with self.gate("removexattr", ctx.pid, node):
+        async with self.gate("removexattr", ctx, node):
             os.removexattr(proc(node.fd), name)

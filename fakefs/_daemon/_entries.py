@@ -22,7 +22,7 @@ class EntryOps(Base):
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self.nodes.get(parent_inode)
         sname = name_of(name)
-        async with self.gate("lookup", ctx.pid, path=self.nodes.child_path(parent, sname)) as g:
+        async with self.gate("lookup", ctx, path=self.nodes.child_path(parent, sname)) as g:
             node, st = self.new_node(parent, sname, opath(parent.fd, sname))
             g.node = node
             return self.entry(node, st)
@@ -35,7 +35,7 @@ class EntryOps(Base):
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self.nodes.get(inode)
-        async with self.gate("getattr", ctx.pid, node):
+        async with self.gate("getattr", ctx, node):
             return self.entry(node, self.stat(node))
 
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
@@ -46,7 +46,7 @@ class EntryOps(Base):
         # The magic link reaches exactly this inode (a symlink's own inode
         # too) and follows nothing beyond it.
         target = proc(node.fd)
-        async with self.gate("setattr", ctx.pid, node):
+        async with self.gate("setattr", ctx, node):
             if fields.update_size:
                 if handle is not None:
                     os.ftruncate(handle.fd, attr.st_size)
@@ -70,7 +70,7 @@ class EntryOps(Base):
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         node = self.nodes.get(inode)
-        async with self.gate("readlink", ctx.pid, node):
+        async with self.gate("readlink", ctx, node):
             return os.fsencode(os.readlink("", dir_fd=node.fd))
 
     async def _make(self, op: str, parent_inode: int, name: bytes,
@@ -78,7 +78,7 @@ class EntryOps(Base):
                     make: Callable[[str, int], None]) -> pyfuse3.EntryAttributes:
         parent = self.nodes.get(parent_inode)
         sname = name_of(name)
-        async with self.gate(op, ctx.pid, path=self.nodes.child_path(parent, sname)) as g:
+        async with self.gate(op, ctx, path=self.nodes.child_path(parent, sname)) as g:
             pfd = parent.fd
             # Made under the caller's ids: born with the right owner, nothing
             # chowned afterwards (``_creds``).
@@ -124,7 +124,7 @@ class EntryOps(Base):
         parent = self.nodes.get(new_parent_inode)
         sname = name_of(new_name)
         path = self.nodes.child_path(parent, sname)
-        async with self.gate("link", ctx.pid, path=path, path2=self.nodes.path(node)) as g:
+        async with self.gate("link", ctx, path=path, path2=self.nodes.path(node)) as g:
             # linkat(AT_SYMLINK_FOLLOW) of the magic link links this very
             # inode, whatever its names are now.
             os.link(proc(node.fd), sname, dst_dir_fd=parent.fd, follow_symlinks=True)
@@ -146,7 +146,7 @@ class EntryOps(Base):
                       ctx: pyfuse3.RequestContext, *, directory: bool) -> None:
         parent = self.nodes.get(parent_inode)
         sname = name_of(name)
-        async with self.gate(op, ctx.pid, path=self.nodes.child_path(parent, sname)):
+        async with self.gate(op, ctx, path=self.nodes.child_path(parent, sname)):
             if directory:
                 os.rmdir(sname, dir_fd=parent.fd)
             else:
@@ -162,7 +162,7 @@ class EntryOps(Base):
         old_name, new_name = name_of(name_old), name_of(name_new)
         old = self.nodes.child_path(old_parent, old_name)
         new = self.nodes.child_path(new_parent, new_name)
-        async with self.gate("rename", ctx.pid, path=old, path2=new) as g:
+        async with self.gate("rename", ctx, path=old, path2=new) as g:
             moved = self._known(old_parent, old_name)
             other = self._known(new_parent, new_name)
             if flags:

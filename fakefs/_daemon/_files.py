@@ -17,6 +17,7 @@ import stat
 import pyfuse3
 
 from ._base import Base, Handle, name_of
+from ._creds import Caller
 from ._nodes import Node, proc
 
 #: Flags of the caller's open that must not reach the backing open.
@@ -34,12 +35,12 @@ _CREATE_ADD = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class FileOps(Base):
-    def _file_info(self, fd: int, node: Node, pid: int) -> pyfuse3.FileInfo:
+    def _file_info(self, fd: int, node: Node, caller: Caller) -> pyfuse3.FileInfo:
         # Direct I/O for every file a rule could match: no page cache, no
         # readahead, so each read/write syscall is a request fakefs answers.
         direct = self.gate.targeted(node)
         node.opens += 1
-        self.handles[fd] = Handle(fd, node, pid)
+        self.handles[fd] = Handle(fd, node, caller)
         if direct:
             return pyfuse3.FileInfo(fh=fd, direct_io=True, keep_cache=False)
         return pyfuse3.FileInfo(fh=fd, keep_cache=True)
@@ -54,13 +55,13 @@ class FileOps(Base):
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self.nodes.get(inode)
-        async with self.gate("open", ctx.pid, node):
+        async with self.gate("open", ctx, node):
             if node.mode == stat.S_IFLNK:
                 raise OSError(errno.ELOOP, "symlink")
             if node.gone:
                 raise OSError(errno.ENOENT, "vanished")
             fd = os.open(proc(node.fd), (flags & ~_REOPEN_DROP) | os.O_CLOEXEC)
-            return self._file_info(fd, node, ctx.pid)
+            return self._file_info(fd, node, ctx)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
@@ -68,7 +69,7 @@ class FileOps(Base):
         parent = self.nodes.get(parent_inode)
         sname = name_of(name)
         path = self.nodes.child_path(parent, sname)
-        async with self.gate("create", ctx.pid, path=path) as g:
+        async with self.gate("create", ctx, path=path) as g:
             # O_EXCL always: the kernel sends CREATE only for a name its
             # LOOKUP found absent, so anything there now was put there in the
             # backing directory since. Opened as root (the backing-side check
@@ -97,11 +98,11 @@ class FileOps(Base):
                 os.close(fd)
                 raise
             g.node = node
-            return self._file_info(fd, node, ctx.pid), self.entry(node, st)
+            return self._file_info(fd, node, ctx), self.entry(node, st)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._handle(fh)
-        async with self.gate("read", h.pid, h.node, off=off, size=size) as g:
+        async with self.gate("read", h.caller, h.node, off=off, size=size) as g:
             armed = g.armed
             if armed is not None and armed.rule.short is not None and size > armed.rule.short:
                 size = armed.rule.short
@@ -110,7 +111,7 @@ class FileOps(Base):
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self._handle(fh)
-        async with self.gate("write", h.pid, h.node, off=off, size=len(buf)) as g:
+        async with self.gate("write", h.caller, h.node, off=off, size=len(buf)) as g:
             armed = g.armed
             if armed is not None and armed.rule.short is not None and \
                     len(buf) > armed.rule.short:
@@ -120,12 +121,12 @@ class FileOps(Base):
 
     async def flush(self, fh: int) -> None:
         h = self._handle(fh)
-        async with self.gate("flush", h.pid, h.node):
+        async with self.gate("flush", h.caller, h.node):
             pass
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         h = self._handle(fh)
-        async with self.gate("fsync", h.pid, h.node):
+        async with self.gate("fsync", h.caller, h.node):
             if datasync:
                 os.fdatasync(fh)
             else:
@@ -138,7 +139,7 @@ class FileOps(Base):
         node = h.node
         node.opens -= 1
         try:
-            async with self.gate("release", h.pid, node):
+            async with self.gate("release", h.caller, node):
                 os.close(fh)
         finally:
             if node.opens == 0:

@@ -2,7 +2,7 @@
 
 ::
 
-    async with self.gate("open", pid, node) as g:
+    async with self.gate("open", ctx, node) as g:
         fd = ...           # the passthrough; an OSError here is the backing
                            # filesystem's answer and reaches the caller
         g.node = new_node  # (ops that make a node: what a vanish rule removes)
@@ -10,7 +10,7 @@
 On entry the gate applies the rule that fires before the operation (stall,
 then fail with its errno); on exit it records the outcome in the trace,
 turns an OSError into the FUSE reply, and lets a vanish rule remove the
-entry the operation just succeeded on.
+entry the operation just succeeded on, as its caller would (``_vanish``).
 
 One-shot read and write faults (``nth=``, ``times=``) are made to *arrive*:
 a failed request marks its byte range bad on the inode, and every later
@@ -39,19 +39,17 @@ and counted nowhere.
 from __future__ import annotations
 
 import errno
-import os
-import stat
 from types import TracebackType
 
 import pyfuse3
 import trio
 
-from probe._fd import DIR_FLAGS, remove_tree
-
 from .._faults import ArmedRule, Fault, FaultTable
 from .._trace import Trace
+from ._creds import Caller, Creds
 from ._delivery import Syscall, delivered
 from ._nodes import Node, NodeTable
+from ._vanish import vanish
 
 __all__ = ["Gate", "GateOp"]
 
@@ -62,10 +60,11 @@ _NO_SYSCALL: tuple[Node | None, Syscall | None, int, int] = (None, None, 0, 0)
 
 
 class Gate:
-    def __init__(self, table: FaultTable, trace: Trace, nodes: NodeTable) -> None:
+    def __init__(self, table: FaultTable, trace: Trace, nodes: NodeTable, creds: Creds) -> None:
         self.table = table
         self.trace = trace
         self.nodes = nodes
+        self.creds = creds
         #: the mount's id in mountinfo, once known: names our files in fdinfo
         self.mount_id = 0
         #: nodes carrying bad ranges, so removing a rule can heal them
@@ -77,11 +76,11 @@ class Gate:
         #: their path
         self.carried: dict[str, Fault] = {}
 
-    def __call__(self, op: str, pid: int, node: Node | None = None, *,
+    def __call__(self, op: str, caller: Caller, node: Node | None = None, *,
                  path: str | None = None,
                  path2: str | None = None, off: int | None = None,
                  size: int | None = None) -> GateOp:
-        return GateOp(self, op, pid, node, path=path, path2=path2, off=off, size=size)
+        return GateOp(self, op, caller, node, path=path, path2=path2, off=off, size=size)
 
     def targeted(self, node: Node) -> bool:
         gen, epoch = self.table.generation, self.nodes.epoch
@@ -146,47 +145,11 @@ class Gate:
         node.dentry = -1
         return held
 
-    def vanish(self, node: Node, tree: bool) -> bool:
-        """Remove ``node``'s name from the backing directory, by handle.
-
-        Refused (False) for the mount root, for a directory unless the rule
-        said ``vanish-tree``, and when the name no longer leads to the
-        node's inode (it was renamed or replaced meanwhile).
-
-        A user with write access to the backing directory may swap the name
-        between any two of our calls. A tree's contents are removed through
-        a descriptor of the directory itself, checked to be the node's, so
-        they are never the contents of a directory swapped in; the final
-        unlink/rmdir is by name (no syscall removes a name only if it leads
-        to a given inode), so a swap just before it removes the newcomer's
-        name -- one its mover could have removed where it was, and rmdir
-        removes only an empty one.
-        """
+    def vanish(self, node: Node, tree: bool, caller: Caller) -> bool:
+        """Remove ``node``'s name from the backing directory as ``caller``
+        (``_vanish``); True if it went."""
         parent = node.parent
-        if parent is None or not parent.alive or (node.is_dir and not tree):
-            return False
-        try:
-            pfd = parent.fd
-            if node.is_dir:
-                fd = os.open(node.name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=pfd)
-                try:
-                    st = os.fstat(fd)
-                    if (st.st_dev, st.st_ino) != node.key:
-                        return False
-                    with os.scandir(fd) as it:
-                        names = [e.name for e in it]
-                    if any(remove_tree(fd, name) for name in names):
-                        return False
-                finally:
-                    os.close(fd)
-            st = os.stat(node.name, dir_fd=pfd, follow_symlinks=False)
-            if (st.st_dev, st.st_ino) != node.key or stat.S_IFMT(st.st_mode) != node.mode:
-                return False
-            if node.is_dir:
-                os.rmdir(node.name, dir_fd=pfd)
-            else:
-                os.unlink(node.name, dir_fd=pfd)
-        except OSError:
+        if parent is None or not vanish(node, tree, self.creds, caller):
             return False
         self.nodes.unlinked(parent, node.name)
         node.gone = True
@@ -195,13 +158,15 @@ class Gate:
 
 
 class GateOp:
-    __slots__ = ("armed", "gate", "node", "off", "op", "path", "path2", "pid", "size")
+    __slots__ = ("armed", "caller", "gate", "node", "off", "op", "path", "path2", "pid", "size")
 
-    def __init__(self, gate: Gate, op: str, pid: int, node: Node | None, *, path: str | None,
-                 path2: str | None, off: int | None, size: int | None) -> None:
+    def __init__(self, gate: Gate, op: str, caller: Caller, node: Node | None, *,
+                 path: str | None, path2: str | None, off: int | None,
+                 size: int | None) -> None:
         self.gate = gate
         self.op = op
-        self.pid = pid
+        self.caller = caller
+        self.pid = caller.pid
         self.node = node
         self.path = path if path is not None else gate.nodes.path(node) if node else "."
         self.path2 = path2
@@ -320,7 +285,7 @@ class GateOp:
                 if gate.table.has_op(self.op) and self._targeted():
                     vanish = gate.table.vanish_after(self.op, self.path, self.pid,
                                                      node.is_dir, node.parent is None)
-                    if vanish is not None and gate.vanish(node, vanish.rule.tree):
+                    if vanish is not None and gate.vanish(node, vanish.rule.tree, self.caller):
                         rule_id = vanish.id
             trace.record(self.op, self.path, self.pid, None, rule_id, path2=self.path2,
                          off=self.off, size=self.size)
