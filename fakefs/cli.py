@@ -10,9 +10,10 @@ import json
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from probe._exit import exit_now
+from probe._helpwidth import Parser
 
 from ._errors import ControlError, DaemonError, MountError, SyscallLayerError
 from ._rules import RuleError
@@ -34,25 +35,7 @@ __all__ = ["entry", "main"]
 EXIT_BAD_INPUT = 2
 
 
-class _Formatter(argparse.HelpFormatter):
-    # argparse asks shutil for the terminal's width, and importing shutil
-    # (zlib, bz2, lzma) is ~4 ms of every `fakefs run`; os knows the width.
-    def __init__(self, prog: str) -> None:
-        try:
-            columns = int(os.environ["COLUMNS"])
-        except (KeyError, ValueError):
-            try:
-                columns = os.get_terminal_size(sys.stdout.fileno()).columns
-            except (AttributeError, ValueError, OSError):
-                columns = 80
-        super().__init__(prog, width=max(columns, 40) - 2)
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
-
+class _Parser(Parser):
     def error(self, message: str) -> NoReturn:
         # One line, not argparse's usage block: scripts grep for it.
         self.exit(EXIT_BAD_INPUT, f"fakefs: error: {message}\n")

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from probe._helpwidth import Parser
+
 __all__ = ["EXIT_COULD_NOT_TELL", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "entry", "main",
            "octal_mode"]
 
@@ -57,7 +59,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``cowprobe`` parser with ``command``'s real sub-parser (every
     subcommand's with ``command="*"``); the others are listed by name and
     help only, which is all the top-level ``--help`` shows."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="cowprobe",
         description="Copy-on-write cloning, filesystem support reports and conformance checks.",
     )

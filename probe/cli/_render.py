@@ -3,7 +3,6 @@ otherwise. One place, so each subcommand only says *what* to show."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -158,6 +157,8 @@ def collapse_failures(failures: Iterable[Sequence[str]]) -> list[str]:
 
 
 def emit_json(document: Any, *, file: Any = None) -> None:
+    import json  # here: most runs print no JSON, and start-up is timed
+
     # One write of the whole text: json.dump writes each token on its own
     # (1,500 writes for one report, through the guarded stdout).
     (file or sys.stdout).write(json.dumps(document, indent=2) + "\n")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from probe._helpwidth import RawDescriptionFormatter
 from probe.capabilities import (
     ProbePathError,
     Status,
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "check",
         help="exit 0 if PATH's filesystem has every --require'd capability (CI gate)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     p.add_argument("path", nargs="?", metavar="PATH")
     p.add_argument("--require", action="append", default=[], metavar="CAPS",

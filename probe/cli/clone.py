@@ -25,6 +25,7 @@ from probe import (
     errno_name,
     leftovers,
 )
+from probe._helpwidth import RawDescriptionFormatter
 
 from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE, octal_mode
 from ._render import emit_json
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "clone",
         help="clone one file (reflink where possible, copy otherwise)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     p.add_argument("source")
     p.add_argument("dest")

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from probe._helpwidth import RawDescriptionFormatter
 from probe.conformance import (
     SCENARIOS,
     CaseResult,
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "conformance",
         help="run the reflink scenario matrix on the lab or on two directories",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     p.add_argument("--source-dir", type=Path, help="run between this directory ...")
     p.add_argument("--dest-dir", type=Path, help="... and this one (no root needed)")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from probe._helpwidth import RawDescriptionFormatter
 from probe.conformance import (
     SCENARIOS,
     CaseResult,
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "lab",
         help="build / clean the real-filesystem lab, or print its reflink outcome matrix",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     p.add_argument(
         "--base-dir",

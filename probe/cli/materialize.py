@@ -20,6 +20,7 @@ import os
 import sys
 
 from probe import JobResult, MaterializeReport, MirrorReport, mirror
+from probe._helpwidth import RawDescriptionFormatter
 from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _render, octal_mode
 from probe.report import short_size
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "materialize",
         help="mirror a directory tree into one or more worktrees (reflink or copy)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     p.add_argument("src_dir", metavar="SRC_DIR", help="the tree to mirror")
     p.add_argument("dest_dirs", metavar="DEST_DIR", nargs="+", help="worktrees to mirror it into")

@@ -41,6 +41,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from probe._helpwidth import RawDescriptionFormatter
 from probe.capabilities import (
     CapabilityReport,
     PairReport,
@@ -87,7 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "report",
         help="measure what each directory's filesystem can do (reflinks, links, xattrs, ...)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="directories to probe")
     p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
