@@ -282,10 +282,11 @@ def start(
         # refuses is a start-up failure (FUSE, permissions), not bad input.
         _abort(proc, mnt, life_w)
         raise DaemonError(msg["error"])
-    info = find_mount(mnt)
-    mount_id = info.mount_id if info is not None and info.control == msg["control"] else None
+    # 0: the daemon saw no mount of its control socket at mnt; unmount()
+    # then goes by the path alone.
     return FakeFS(back, mnt, int(msg["pid"]), str(msg["control"]),
-                  proc=None if background else proc, lifeline=life_w, mount_id=mount_id)
+                  proc=None if background else proc, lifeline=life_w,
+                  mount_id=int(msg["mount_id"]) or None)
 
 
 def _abort(proc: subprocess.Popen[bytes], mnt: Path, lifeline: int | None) -> None:

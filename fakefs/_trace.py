@@ -44,14 +44,18 @@ class Trace:
         self.shortened = 0
         self.vanished = 0
         #: pid -> process name, read once per pid at record time (the
-        #: process may be gone by the time the trace is exported)
-        self._comm: dict[int, str] = {}
+        #: process may be gone by the time the trace is exported); least
+        #: recently recorded first, so a full cache drops the pid least
+        #: likely to be in the kept records, not the busy ones with it
+        self._comm: collections.OrderedDict[int, str] = collections.OrderedDict()
 
     def record(self, op: str, path: str, pid: int, err: int | None, rule: int | None,
                *, path2: str | None = None, off: int | None = None, size: int | None = None,
                delivered: bool | str | None = None) -> None:
         self._seq += 1
-        if pid not in self._comm:
+        try:
+            self._comm.move_to_end(pid)
+        except KeyError:  # cheaper on the hot path than a test first
             self._remember(pid)
         self._records.append((self._seq, time.time_ns(), op, path, path2, pid, err, rule, off,
                               size, delivered))
@@ -61,7 +65,7 @@ class Trace:
 
     def _remember(self, pid: int) -> None:
         if len(self._comm) >= _COMM_CACHE:
-            self._comm.clear()
+            self._comm.popitem(last=False)
         try:
             with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
                 self._comm[pid] = f.read().rstrip("\n")

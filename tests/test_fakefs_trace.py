@@ -102,3 +102,20 @@ def test_trace_records_say_when_where_who_and_whether_it_arrived(
     assert all(start - 1 <= r["time"] <= time.time() + 1 for r in trace)
     assert [r["time"] for r in trace] == sorted(r["time"] for r in trace)
     assert fakefs.counters()["injected"] == 1
+
+
+def test_a_busy_pid_keeps_its_name_when_the_name_cache_overflows() -> None:
+    from fakefs._trace import _COMM_CACHE, Trace
+
+    with open("/proc/self/comm", encoding="utf-8") as f:
+        me = f.read().rstrip("\n")
+    # Above any pid_max (at most 2**22): no /proc entry, so no name to read.
+    gone = iter(range(2**30, 2**31))
+    trace = Trace(limit=2)
+    trace.record("getattr", "f", os.getpid(), None, None)
+    for _ in range(_COMM_CACHE - 1):
+        trace.record("getattr", "f", next(gone), None, None)
+    trace.record("getattr", "f", os.getpid(), None, None)
+    # The cache is full: this pid's name takes a place, and ours must stay.
+    trace.record("getattr", "f", next(gone), None, None)
+    assert [r["process"] for r in trace.records()] == [me, ""]

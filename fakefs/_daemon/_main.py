@@ -180,8 +180,10 @@ async def _run(d: _Daemon) -> None:
         # INIT is the kernel's first request; once it is answered the mount
         # serves, and only then may the starter touch it.
         await initialised.wait()
-        d.ops.gate.mount_id = _tune_mount(d.info["mountpoint"], d.info["control"])
-        d.report.send({"ready": True, **d.info})
+        mount_id = d.ops.gate.mount_id = _tune_mount(d.info["mountpoint"], d.info["control"])
+        # The starter unmounts by this id (never another mount stacked at
+        # the path since): given here, it need not read mountinfo again.
+        d.report.send({"ready": True, **d.info, "mount_id": mount_id})
 
 
 #: readahead window for the mount, KiB. FUSE starts at 128 KiB; a wider

@@ -170,7 +170,8 @@ def _answers(caps: Mapping[str, Any]) -> dict[str, Answer]:
     return out
 
 
-def _columns(source: str, doc: Mapping[str, Any], kind: str) -> list[Column]:
+def _columns(source: str, doc: Mapping[str, Any], kind: str,
+             host_rows: Sequence[tuple[str, str]]) -> list[Column]:
     host = doc["host"]
     cols = []
     for entry in doc[kind]:
@@ -186,7 +187,7 @@ def _columns(source: str, doc: Mapping[str, Any], kind: str) -> list[Column]:
             name = fs_rows[0][1] if entry["label"] == path else entry["label"]
         cols.append(Column(heading=f"{host['name']} · {name}", host=str(host["name"]),
                            filesystem=str(entry["label"]), path=str(path), source=source,
-                           context=(*fs_rows, *_host_rows(doc)),
+                           context=(*fs_rows, *host_rows),
                            answers=_answers(entry["capabilities"]),
                            limitation=entry["limitation"]))
     return cols
@@ -216,9 +217,10 @@ def fleet_of(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> Fleet:
     Raises ReportFileError naming the source whose document lacks a field
     the schema requires (read_report has already checked the version).
     """
+    host_rows = []
     for source, doc in documents:
         try:
-            _host_rows(doc)
+            host_rows.append(_host_rows(doc))
             if not all(isinstance(doc[k], list) for k in ("filesystems", "pairs")):
                 raise TypeError("filesystems and pairs must be lists")
             str(doc["generated_at"])
@@ -229,9 +231,9 @@ def fleet_of(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> Fleet:
     for kind, title in (("filesystems", "filesystems"), ("pairs", "between directories")):
         cols: list[Column] = []
         rows: list[tuple[str, str, str]] = []
-        for source, doc in documents:
+        for (source, doc), context in zip(documents, host_rows, strict=True):
             try:
-                cols += _columns(source, doc, kind)
+                cols += _columns(source, doc, kind, context)
                 rows += _rows(doc, kind)
             except (KeyError, TypeError, ValueError, AttributeError) as err:
                 raise ReportFileError(f"{source}: not a valid version-{SCHEMA_VERSION} report "

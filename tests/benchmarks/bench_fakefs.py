@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import fakefs
+from fakefs._daemon._main import _raise_fd_limit
 from fakefs._mounts import find_mount, unmount
 
 Mount = Callable[[], contextlib.AbstractContextManager[Path]]
@@ -48,19 +49,6 @@ def _wait_mounted(mnt: Path, proc: subprocess.Popen[bytes], timeout: float = 30)
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("passthrough_hp did not mount")
         time.sleep(0.001)  # polling a peer's mount in a benchmark, not a test
-
-
-def _raise_fd_limit() -> None:
-    """The descriptor ceiling fakefs's daemon takes, for passthrough_hp too
-    (inherited): every node the kernel holds pins one O_PATH descriptor in
-    both, and ``ls -l`` of 100k entries needs 100k of them."""
-    import resource
-
-    with open("/proc/sys/fs/nr_open") as f:
-        limit = int(f.read())
-    # Without CAP_SYS_RESOURCE (containers) the hard limit stays.
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 @contextlib.contextmanager
@@ -222,6 +210,8 @@ def main() -> int:
         print("bench_fakefs: error: pass --passthrough-hp PATH (built from libfuse's "
               "example/passthrough_hp.cc)", file=sys.stderr)
         return 2
+    # The daemon's own ceiling, taken here too so that passthrough_hp
+    # (which inherits it) is not the one peer to fail `ls -l` with EMFILE.
     _raise_fd_limit()
     if o.quick:
         for key in ("files", "stats", "creates", "tar_files", "write_mib", "wide", "rules"):
