@@ -4,15 +4,21 @@ Run as root (it builds its own btrfs lab)::
 
     .venv/bin/python tests/benchmarks/bench_syscall.py [--rounds 5] [--files 3000] [--out FILE]
 
-Two measurements, each against its peer in the same run:
+Three measurements, each against its peer in the same run:
 
 * ``materialize``: ``cowprobe materialize`` of FILES small files into one
   worktree on btrfs, as whole processes -- plain, and under
   ``fakefs run --fault FICLONE:no-such-name:EXDEV`` (every FICLONE is
-  trapped, resolved through /proc, and answered CONTINUE). Rounds are
-  interleaved (alternating who goes first) so a noisy neighbour hits both.
-  The ``fakefs run`` side also pays one extra interpreter start (the
-  launcher), which is part of what a user pays.
+  trapped, resolved through /proc, and answered CONTINUE), and under a rule
+  on a call it never makes (the fixed cost: ``fakefs run``'s own start-up,
+  which a user pays too, the fork, the filter), so the overhead splits into
+  that and wall time per trapped call. Rounds are interleaved (alternating
+  who goes first) so a noisy neighbour hits every case.
+* ``cp``: GNU ``cp -r --reflink=always`` of the same tree, plain and under
+  the same ``fakefs run``: a single-threaded foreign program, which waits
+  out every round trip in full (the materializer's two worker processes
+  overlap theirs), so its per-file difference is the wall-clock cost of a
+  trapped call as most programs feel it.
 * ``per_call``: in one process, N ``fdatasync`` calls on an empty file
   (a near-free syscall, so the difference is the round trip): plain vs
   inside ``fakefs.syscall_faults`` with a rule that never matches, and with
@@ -39,23 +45,39 @@ from _whole import as_users_run_it, console_script
 import fakefs
 from probe.lab import Lab
 
+#: what the program runs under: nothing; a rule on a call it never makes
+#: (fakefs run's fixed cost: its start-up, the fork, the filter); a rule on
+#: every FICLONE that matches none (each clone trapped and let through)
+RULES = {"plain": None, "fixed": "FIDEDUPERANGE:no-such-name:EIO",
+         "fakefs": "FICLONE:no-such-name:EXDEV"}
 
-def _materialize(src: Path, wt: Path, under_fakefs: bool) -> float:
-    cmd = [*console_script("cowprobe", "probe.cli"), "materialize", "--no-progress", "--json",
-           str(src), str(wt)]
-    if under_fakefs:
+
+def _timed(cmd: list[str], src: Path, rule: str | None) -> tuple[float, str]:
+    if rule is not None:
         cmd = [*console_script("fakefs", "fakefs.cli"), "run", "--root", str(src.parent),
-               "--fault", "FICLONE:no-such-name:EXDEV", "--", *cmd]
+               "--fault", rule, "--", *cmd]
     subprocess.run(["sync"], check=True)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
     if res.returncode != 0:
-        raise RuntimeError(f"materialize failed: {res.stderr[-500:]}")
-    cloned = json.loads(res.stdout)["totals"]["cloned"]
+        raise RuntimeError(f"{cmd[0]} failed: {res.stderr[-500:]}")
+    return seconds, res.stdout
+
+
+def _materialize(src: Path, wt: Path, rule: str | None) -> float:
+    seconds, out = _timed([*console_script("cowprobe", "probe.cli"), "materialize",
+                           "--no-progress", "--json", str(src), str(wt)], src, rule)
+    cloned = json.loads(out)["totals"]["cloned"]
     shutil.rmtree(wt)
     if cloned == 0:
         raise RuntimeError("nothing cloned: not the case being measured")
+    return seconds
+
+
+def _cp(src: Path, wt: Path, rule: str | None) -> float:
+    seconds, _ = _timed(["cp", "-r", "--reflink=always", str(src), str(wt)], src, rule)
+    shutil.rmtree(wt)
     return seconds
 
 
@@ -92,6 +114,14 @@ def per_call(d: Path, n: int, rounds: int) -> dict[str, float]:
     }
 
 
+def _split(med: dict[str, float], prefix: str, files: int) -> dict[str, float]:
+    """The overhead as fixed cost plus wall time per trapped call."""
+    fixed = med[prefix + "fixed"] - med[prefix + "plain"]
+    return {"fixed_cost_s": fixed, "fixed_ratio": med[prefix + "fixed"] / med[prefix + "plain"],
+            "wall_us_per_trapped_call": (med[prefix + "fakefs"] - med[prefix + "fixed"]) / files
+            * 1e6}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -106,11 +136,13 @@ def main() -> int:
         src.mkdir()
         for i in range(args.files):
             (src / f"f{i:05d}").write_bytes(os.urandom(4096 + i % 512))
-        times: dict[str, list[float]] = {"plain": [], "fakefs": []}
+        runs = {**{k: (_materialize, rule) for k, rule in RULES.items()},
+                **{f"cp_{k}": (_cp, rule) for k, rule in RULES.items()}}
+        times: dict[str, list[float]] = {k: [] for k in runs}
         for r in range(args.rounds):
-            order = ["plain", "fakefs"] if r % 2 == 0 else ["fakefs", "plain"]
-            for who in order:
-                times[who].append(_materialize(src, root / "wt", who == "fakefs"))
+            for who in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+                run, rule = runs[who]
+                times[who].append(run(src, root / "wt", rule))
         med = {k: statistics.median(v) for k, v in times.items()}
         doc = {
             "benchmark": "syscall",
@@ -122,6 +154,13 @@ def main() -> int:
                 "ratio": med["fakefs"] / med["plain"],
                 "target": 1.5,
                 "met": med["fakefs"] / med["plain"] <= 1.5,
+                **_split(med, "", args.files),
+            },
+            "cp": {
+                "plain_median_s": med["cp_plain"],
+                "fakefs_median_s": med["cp_fakefs"],
+                "ratio": med["cp_fakefs"] / med["cp_plain"],
+                **_split(med, "cp_", args.files),
             },
             "per_call": per_call(root, args.calls, args.rounds),
         }
