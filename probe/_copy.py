@@ -12,8 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ._datacopy import copy_fd
 from ._outcome import ReflinkOutcome, ReflinkResult, is_transient
@@ -86,8 +85,7 @@ def leftovers(err: BaseException) -> list[str]:
     return list(getattr(err, LEFTOVERS, ()))
 
 
-@dataclass(frozen=True)
-class CopyResult:
+class CopyResult(NamedTuple):
     """What ``clone_or_copy`` did."""
 
     cloned: bool
@@ -102,7 +100,7 @@ class CopyResult:
     transient_errno: int | None = None
     #: Temporaries (full paths) that could not be removed: our own, or a dead
     #: run's found in the directory. Never silently left.
-    leftovers: tuple[str, ...] = field(default=())
+    leftovers: tuple[str, ...] = ()
 
 
 class ReflinkUnavailableError(OSError):

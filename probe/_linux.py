@@ -11,7 +11,7 @@ import errno
 import fcntl
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import _libc
 
@@ -98,8 +98,7 @@ def fideduperange(src_fd: int, src_offset: int, length: int, dst_fd: int, dst_of
     return int(deduped)
 
 
-@dataclass(frozen=True)
-class Extent:
+class Extent(NamedTuple):
     logical: int
     physical: int
     length: int
@@ -239,8 +238,7 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-@dataclass(frozen=True)
-class Statx:
+class Statx(NamedTuple):
     mask: int
     nlink: int
     size: int

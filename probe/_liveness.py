@@ -20,8 +20,7 @@ Standard library only.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -71,8 +70,7 @@ def pid_alive(pid: int) -> bool:
     return start_ticks(pid) is not None
 
 
-@dataclass(frozen=True)
-class Owner:
+class Owner(NamedTuple):
     pid: int
     start_ticks: int | None
     boot_id: str

@@ -18,8 +18,7 @@ import enum
 import errno as _errno
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from functools import cached_property
+from typing import NamedTuple
 
 __all__ = [
     "DEFAULT_EAGAIN_WINDOW",
@@ -54,8 +53,7 @@ class ReflinkOutcome(enum.Enum):
     SOURCE_VANISHED = "source_vanished"
 
 
-@dataclass(frozen=True)
-class ErrnoTable:
+class ErrnoTable(NamedTuple):
     """The errno values the rules depend on, for one platform.
 
     They are data rather than ``errno.X`` lookups because the rules must be
@@ -77,11 +75,12 @@ class ErrnoTable:
     #: permission problem, and the copy would fail the same way). Empty by
     #: default: on macOS clonefileat() creates the destination itself, so
     #: its EPERM/EACCES are about creating that file and stay errors.
-    call_refusals: frozenset[int] = field(default=frozenset())
+    call_refusals: frozenset[int] = frozenset()
 
-    # Cached: classify() asks once per failed clone, and a batch of NOCOW
-    # files fails one clone per file.
-    @cached_property
+    # Built on each call: a NamedTuple has no instance dict to cache it in,
+    # and five ints into a frozenset (~0.4 us) is noise next to the failed
+    # clone syscall that made classify() ask.
+    @property
     def unsupported(self) -> frozenset[int]:
         # EXDEV: the two paths are on different filesystems (and, before
         #   Linux 5.18, on two mounts of the same one).
@@ -137,8 +136,7 @@ HOST_ERRNOS = ErrnoTable(
 )
 
 
-@dataclass(frozen=True)
-class ReflinkResult:
+class ReflinkResult(NamedTuple):
     """An outcome with the errno behind it (None for a clean CLONED or a
     SOURCE_VANISHED caught by the pre-check)."""
 

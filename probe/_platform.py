@@ -10,15 +10,13 @@ tested by building its ``Platform`` around a stand-in function.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import stat
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import _linux
 from ._fd import close_quietly
@@ -194,8 +192,7 @@ CloneFn = Callable[[str, str, "int | None"], None]
 CloneFd = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class Platform:
+class Platform(NamedTuple):
     name: str
     errnos: ErrnoTable
     #: clone(source, dest, dir_fd): make dest (which must not exist; relative
@@ -258,7 +255,7 @@ def unsupported_platform() -> Platform:
         raise OSError(errno.ENOTSUP, "no reflink primitive on this platform", source, None, dest)
 
     # No FICLONE here, so none of its call-only refusals apply.
-    table = dataclasses.replace(HOST_ERRNOS, call_refusals=frozenset())
+    table = HOST_ERRNOS._replace(call_refusals=frozenset())
     return Platform(sys.platform, table, clone)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno as _errno
 import os
 import threading
-from dataclasses import replace
 
 from .._platform import Platform
 
@@ -28,7 +27,7 @@ def with_deleter(base: Platform, victim: str) -> Platform:
         deleter.join()
         base.clone(source, dest, dir_fd)
 
-    return replace(base, name=f"{base.name}+deleter", clone=clone)
+    return base._replace(name=f"{base.name}+deleter", clone=clone)
 
 
 def with_late_deleter(base: Platform, victim: str) -> Platform:
@@ -44,4 +43,4 @@ def with_late_deleter(base: Platform, victim: str) -> Platform:
                 os.unlink(victim)
             raise
 
-    return replace(base, name=f"{base.name}+late-deleter", clone=clone)
+    return base._replace(name=f"{base.name}+late-deleter", clone=clone)

@@ -27,7 +27,6 @@ import errno
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from .._fd import DIR_FLAGS, open_dir_nofollow, remove_tree
 from .._tempname import reap_dead, temp_name
@@ -38,31 +37,37 @@ _DIR_FLAGS = DIR_FLAGS
 _ACL_DEFAULT = "system.posix_acl_default"
 
 
-@dataclass(eq=False)
 class DestDir:
-    path: str
-    fd: int
-    dev: int
-    #: created by this batch (below a staged root): files go in under their
-    #: final names, because the final path does not resolve yet
-    fresh: bool
-    #: a default ACL decides new files' modes instead of the umask, so the
-    #: mode given to open() cannot be trusted and needs an fchmod
-    has_default_acl: bool
-    #: for a staged root: (parent DestDir, temporary name, final name)
-    stage: tuple[DestDir, str, str] | None = None
-    #: for a directory made below a staged root: its parent and name
-    made_in: tuple[DestDir, str] | None = None
-    #: the staged root this directory lives under (itself, for a root)
-    root: DestDir | None = None
-    #: directories made under this staged root, in creation order
-    created: list[DestDir] = field(default_factory=list)
-    #: for a staged root: the error that said the directory was missing (a
-    #: FUSE daemon can say ENOENT for a directory that exists)
-    missing: OSError | None = None
-    #: in a fresh directory: final names of failed jobs' files that could
-    #: not be unlinked when the job failed; the publish must not show them
-    debris: list[str] = field(default_factory=list)
+    # A slotted class, not a dataclass: importing dataclasses would cost
+    # every materialize run ~12 ms. Equality and hash stay object identity:
+    # a DestDir is one open directory, kept in sets and as a dict key.
+    __slots__ = ("created", "debris", "dev", "fd", "fresh", "has_default_acl", "made_in",
+                 "missing", "path", "root", "stage")
+
+    def __init__(self, path: str, fd: int, dev: int, fresh: bool, has_default_acl: bool) -> None:
+        self.path = path
+        self.fd = fd
+        self.dev = dev
+        #: created by this batch (below a staged root): files go in under their
+        #: final names, because the final path does not resolve yet
+        self.fresh = fresh
+        #: a default ACL decides new files' modes instead of the umask, so the
+        #: mode given to open() cannot be trusted and needs an fchmod
+        self.has_default_acl = has_default_acl
+        #: for a staged root: (parent DestDir, temporary name, final name)
+        self.stage: tuple[DestDir, str, str] | None = None
+        #: for a directory made below a staged root: its parent and name
+        self.made_in: tuple[DestDir, str] | None = None
+        #: the staged root this directory lives under (itself, for a root)
+        self.root: DestDir | None = None
+        #: directories made under this staged root, in creation order
+        self.created: list[DestDir] = []
+        #: for a staged root: the error that said the directory was missing (a
+        #: FUSE daemon can say ENOENT for a directory that exists)
+        self.missing: OSError | None = None
+        #: in a fresh directory: final names of failed jobs' files that could
+        #: not be unlinked when the job failed; the publish must not show them
+        self.debris: list[str] = []
 
 
 def worktree_roots(worktrees: Sequence[str]) -> list[str]:

@@ -21,7 +21,6 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .._outcome import errno_name
@@ -62,8 +61,7 @@ class EntryResult(NamedTuple):
         }
 
 
-@dataclass(frozen=True)
-class MirrorReport:
+class MirrorReport(NamedTuple):
     """What ``mirror`` did: the file batch, and every other entry."""
 
     files: MaterializeReport

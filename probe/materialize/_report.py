@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import functools
 import os
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .._outcome import errno_name
@@ -30,7 +29,9 @@ class JobStatus(enum.Enum):
 
 class JobResult(NamedTuple):
     """One job's outcome. (A NamedTuple: immutable like a frozen dataclass,
-    but a batch builds one per file and this is several times cheaper.)"""
+    but a batch builds one per file and this is several times cheaper. The
+    other report types are NamedTuples too: importing dataclasses would
+    cost every command ~12 ms.)"""
 
     source: str
     dest: str
@@ -69,8 +70,7 @@ class JobResult(NamedTuple):
         }
 
 
-@dataclass(frozen=True)
-class PairStats:
+class PairStats(NamedTuple):
     """Reflink bookkeeping for one (source st_dev, dest st_dev) pair."""
 
     source_dev: int
@@ -96,8 +96,7 @@ class PairStats:
         }
 
 
-@dataclass(frozen=True)
-class MaterializeReport:
+class _ReportFields(NamedTuple):
     results: tuple[JobResult, ...]
     pairs: tuple[PairStats, ...]
     seconds: float
@@ -112,6 +111,15 @@ class MaterializeReport:
     #: the worker processes' pids (empty when the batch ran in-process)
     worker_pids: tuple[int, ...] = ()
 
+
+class MaterializeReport(_ReportFields):
+    """What a batch did: every job's result, per-pair counters and totals.
+
+    A NamedTuple of the fields above. This subclass has an instance dict
+    (no ``__slots__``), only so ``_counts`` can be cached: fields, equality,
+    hashing, ``_replace`` and pickling are the NamedTuple's.
+    """
+
     @property
     def sharing_verified(self) -> bool:
         """Did the filesystem confirm the sharing? False means only that it
@@ -125,7 +133,7 @@ class MaterializeReport:
         # pass over 40,000 results each time showed in the profile. list.count
         # compares by identity first (C speed); a dict keyed by the enum
         # would call Enum.__hash__, a Python function, per result.
-        # (cached_property writes the instance dict, so frozen is kept.)
+        # (cached_property writes the instance dict, never a field.)
         statuses = [r[2] for r in self.results]
         return {s: statuses.count(s) for s in JobStatus}
 

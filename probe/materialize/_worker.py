@@ -13,7 +13,6 @@ import errno
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple, Protocol
 
@@ -48,38 +47,67 @@ class Dest(NamedTuple):
     name: str
 
 
-@dataclass
 class ThreadStats:
-    #: (source dev, dest dev) -> [clone calls, failed calls, cloned, copied]
-    pairs: dict[tuple[int, int], list[int]] = field(default_factory=dict)
-    #: dest directory path -> (its DestDir, the pair's counters, the pair's
-    #: policy, the source dev they are for): one lookup per dest, not four
-    route: dict[str, tuple[DestDir, list[int], PairPolicy, int]] = field(default_factory=dict)
-    #: staged roots that received at least one finished file
-    used_roots: set[DestDir] = field(default_factory=set)
-    #: FIEMAP-shared bytes summed over cloned dests (if measuring)
-    shared: int = 0
-    #: a FIEMAP failed, so ``shared`` is not the whole truth
-    shared_unknown: bool = False
+    # A slotted class, not a dataclass: importing dataclasses would cost
+    # every materialize run ~12 ms.
+    __slots__ = ("pairs", "route", "shared", "shared_unknown", "used_roots")
+
+    def __init__(
+        self,
+        pairs: dict[tuple[int, int], list[int]] | None = None,
+        route: dict[str, tuple[DestDir, list[int], PairPolicy, int]] | None = None,
+        used_roots: set[DestDir] | None = None,
+        shared: int = 0,
+        shared_unknown: bool = False,
+    ) -> None:
+        #: (source dev, dest dev) -> [clone calls, failed calls, cloned, copied]
+        self.pairs = {} if pairs is None else pairs
+        #: dest directory path -> (its DestDir, the pair's counters, the pair's
+        #: policy, the source dev they are for): one lookup per dest, not four
+        self.route = {} if route is None else route
+        #: staged roots that received at least one finished file
+        self.used_roots = set() if used_roots is None else used_roots
+        #: FIEMAP-shared bytes summed over cloned dests (if measuring)
+        self.shared = shared
+        #: a FIEMAP failed, so ``shared`` is not the whole truth
+        self.shared_unknown = shared_unknown
 
 
-@dataclass
 class Context:
-    dirs: DirCache
-    results: list[JobResult | None]
-    clone: CloneFd
-    mode: int | None
-    #: the process umask, or None if it could not be read (then: fchmod always)
-    umask: int | None
-    stop_on_error: bool
-    stop: Stop
-    measure_sharing: bool
-    on_result: Callable[[JobResult], None] | None
-    shared_bytes: Callable[[int], int]
-    #: fsync each file before it is closed and renamed into place
-    fsync: bool = False
-    _pairs: dict[tuple[int, int], PairPolicy] = field(default_factory=dict)
-    _pairs_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Slotted, not a dataclass, like ThreadStats.
+    __slots__ = ("_pairs", "_pairs_lock", "clone", "dirs", "fsync", "measure_sharing", "mode",
+                 "on_result", "results", "shared_bytes", "stop", "stop_on_error", "umask")
+
+    def __init__(
+        self,
+        *,
+        dirs: DirCache,
+        results: list[JobResult | None],
+        clone: CloneFd,
+        mode: int | None,
+        umask: int | None,
+        stop_on_error: bool,
+        stop: Stop,
+        measure_sharing: bool,
+        on_result: Callable[[JobResult], None] | None,
+        shared_bytes: Callable[[int], int],
+        fsync: bool = False,
+    ) -> None:
+        self.dirs = dirs
+        self.results = results
+        self.clone = clone
+        self.mode = mode
+        #: the process umask, or None if it could not be read (then: fchmod always)
+        self.umask = umask
+        self.stop_on_error = stop_on_error
+        self.stop = stop
+        self.measure_sharing = measure_sharing
+        self.on_result = on_result
+        self.shared_bytes = shared_bytes
+        #: fsync each file before it is closed and renamed into place
+        self.fsync = fsync
+        self._pairs: dict[tuple[int, int], PairPolicy] = {}
+        self._pairs_lock = threading.Lock()
 
     def pair(self, key: tuple[int, int]) -> PairPolicy:
         p = self._pairs.get(key)
