@@ -76,8 +76,9 @@ class Trace:
         self._records.clear()
 
     def records(self) -> list[dict[str, Any]]:
-        # Here, not at the top: probe._outcome loads dataclasses, which
-        # `fakefs run` (syscall rules only, no trace exported) never needs.
+        # Here, not at the top: probe._outcome (its enum and the errno
+        # tables) is only needed once a trace is exported, which `fakefs
+        # run` without --trace never does.
         from probe._outcome import errno_name
 
         return [
