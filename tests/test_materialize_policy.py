@@ -84,9 +84,9 @@ def test_after_a_success_nothing_unsupported_disables() -> None:
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EDQUOT, errno.EIO])
-def test_real_errors_raise_and_do_not_decide(err: int) -> None:
+def test_real_errors_are_handed_back_counted_and_do_not_decide(err: int) -> None:
     p = PairPolicy()
-    with pytest.raises(OSError) as info:
-        p.clone(_failing(err), 0, 0, _never_gone)
-    assert info.value.errno == err
+    att = p.clone(_failing(err), 0, 0, _never_gone)
+    assert att.error is not None and att.error.errno == err
+    assert (att.cloned, att.calls, att.failures) == (False, 1, 1)
     assert p.enabled and not p.proven

@@ -20,8 +20,9 @@ batch. The rules, on top of ``probe._outcome.classify``:
 * A transient failure (``probe._outcome.is_transient``: EAGAIN from ZFS
   block cloning) is retried briefly, then the file is copied; the pair's
   state does not move.
-* Everything else (ENOSPC, EDQUOT, EIO, ...) is raised: a real error, never a
-  silent fallback.
+* Everything else (ENOSPC, EDQUOT, EIO, ...) is a real error, never a silent
+  fallback: handed back on the ``Attempt`` (``error``), so the caller counts
+  the calls it cost before it fails the job with it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Attempt:
 
     # A slotted class, not a dataclass: importing dataclasses would cost
     # every materialize run ~12 ms.
-    __slots__ = ("calls", "cloned", "errno", "failures")
+    __slots__ = ("calls", "cloned", "errno", "error", "failures")
 
     def __init__(self, cloned: bool = False, calls: int = 0, failures: int = 0,
                  errno: int | None = None) -> None:
@@ -62,6 +63,9 @@ class Attempt:
         self.failures = failures
         #: errno of the last failed clone (why the file is copied), if any
         self.errno = errno
+        #: a real error from the clone (ENOSPC, EIO): the job fails with it,
+        #: and neither copies nor hides the calls it took
+        self.error: OSError | None = None
 
 
 class PairPolicy:
@@ -96,11 +100,11 @@ class PairPolicy:
     def clone(
         self, do_clone: CloneFd, dst_fd: int, src_fd: int, source_gone: Callable[[], bool]
     ) -> Attempt:
-        """Try ``do_clone(dst_fd, src_fd)`` unless the pair is off; raise
-        real errors.
+        """Try ``do_clone(dst_fd, src_fd)`` unless the pair is off.
 
         Returns an ``Attempt`` with ``cloned`` False when the caller must
-        copy instead (pair off, per-file refusal, transient failure left).
+        copy instead (pair off, per-file refusal, transient failure left),
+        or with ``error`` set when the job must fail.
         """
         if self._state == _ENABLED:
             return self._try(do_clone, dst_fd, src_fd, source_gone)
@@ -175,7 +179,8 @@ class PairPolicy:
             return self._succeeded(att)
         outcome = classify(err.errno, source_gone)
         if outcome is None:
-            raise err
+            att.error = err
+            return att
         if outcome is ReflinkOutcome.UNSUPPORTED:
             self._unsupported(err.errno)
         # SOURCE_VANISHED with an open source fd: the caller's copy from that

@@ -253,6 +253,8 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                     counters[0] += att.calls
                     if att.failures:
                         counters[1] += att.failures
+                        if att.error is not None:
+                            raise att.error  # counted above: it cost a clone call
                     if att.cloned:
                         written = size
                     else:
