@@ -32,8 +32,9 @@ import time
 from collections.abc import Callable
 
 from .._outcome import ReflinkOutcome, classify, is_per_file, is_transient, transient_delays
+from .._platform import CloneFd
 
-__all__ = ["EINVAL_LIMIT", "Attempt", "CloneFd", "PairPolicy"]
+__all__ = ["EINVAL_LIMIT", "Attempt", "PairPolicy"]
 
 #: EINVALs in a row, with no success on the pair, before cloning is given up
 #: for it. Small enough that a pair which really refuses (a kernel answering
@@ -43,10 +44,6 @@ EINVAL_LIMIT = 8
 
 
 _UNKNOWN, _ENABLED, _DISABLED = 0, 1, 2
-
-#: ficlone(dst_fd, src_fd): raise OSError with the kernel's errno on failure
-CloneFd = Callable[[int, int], None]
-
 
 class Attempt:
     """What one ``PairPolicy.clone`` call did."""

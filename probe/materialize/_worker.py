@@ -19,11 +19,11 @@ from typing import NamedTuple, Protocol
 from .._copy import copy_fd, discard
 from .._datacopy import looks_sparse
 from .._outcome import ReflinkOutcome, classify
-from .._platform import close_quietly, create_dest, open_source
+from .._platform import CloneFd, close_quietly, create_dest, open_source
 from .._reflink import source_gone
 from .._tempname import temp_name
 from ._dirs import DestDir, DirCache
-from ._policy import Attempt, CloneFd, PairPolicy
+from ._policy import Attempt, PairPolicy
 from ._report import JobResult, JobStatus
 
 __all__ = ["Context", "Dest", "Stop", "ThreadStats", "drop", "run_unit"]
