@@ -17,7 +17,8 @@ with the order rotating so a noisy neighbour hits all peers alike:
 * ``reflink_copy``: a Python process looping os.walk / os.makedirs /
   ``reflink_copy.reflink_or_copy`` per worktree;
 * ``ours``: ``cowprobe materialize --no-progress SRC WT...`` (default workers),
-  plus ``ours_w1``/``ours_w2``... for each ``--workers`` count asked for.
+  plus ``ours_w1``/``ours_w2``... for each ``--workers`` count asked for,
+  and ``ours_p1``... for each ``--processes`` count.
 
 Each timed run starts after ``sync`` and removes its worktrees afterwards.
 Prints one JSON document: per case the median, min and max seconds of each
@@ -105,9 +106,8 @@ def cmd_reflink_copy(src: Path, wts: list[Path], kind: str) -> list[str]:
     return [sys.executable, "-c", _REFLINK_COPY_LOOP, str(src), *map(str, wts)]
 
 
-def cmd_ours(workers: int | None) -> Command:
+def cmd_ours(*extra: str) -> Command:
     def cmd(src: Path, wts: list[Path], kind: str) -> list[str]:
-        extra = [] if workers is None else ["--workers", str(workers)]
         return [*COWPROBE, "materialize", "--no-progress", *extra, str(src), *map(str, wts)]
     return cmd
 
@@ -224,6 +224,8 @@ def main() -> int:
     ap.add_argument("--trees", default="small,large", help="comma-separated: small,large")
     ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated filesystems")
     ap.add_argument("--workers", default="", help="also run ours with these --workers, e.g. 1,2")
+    ap.add_argument("--processes", default="",
+                    help="also run ours with these --processes, e.g. 1,2")
     ap.add_argument("--dirs", default="", help="KIND=DIR,... existing directories instead of a lab")
     ap.add_argument("--no-strace", action="store_true", help="skip the syscall counts")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
@@ -231,9 +233,11 @@ def main() -> int:
     as_users_run_it()
     kinds = args.kinds.split(",")
     peers: dict[str, Command] = {"cp": cmd_cp, "cp_parallel": cmd_cp_parallel,
-                                 "reflink_copy": cmd_reflink_copy, "ours": cmd_ours(None)}
+                                 "reflink_copy": cmd_reflink_copy, "ours": cmd_ours()}
     for w in filter(None, args.workers.split(",")):
-        peers[f"ours_w{int(w)}"] = cmd_ours(int(w))
+        peers[f"ours_w{int(w)}"] = cmd_ours("--workers", str(int(w)))
+    for p in filter(None, args.processes.split(",")):
+        peers[f"ours_p{int(p)}"] = cmd_ours("--processes", str(int(p)))
     started = time.time()
     with ExitStack() as stack:
         if args.dirs:
