@@ -339,9 +339,20 @@ class FaultTable:
             if not rule.vanish or armed.spent or (is_dir and not rule.tree):
                 continue
             if self._eligible(armed, pid):
-                armed.hits += 1
-                return armed
+                return armed  # counted by vanished(), once the gate knows
         return None
+
+    @staticmethod
+    def vanished(armed: ArmedRule, removed: bool) -> None:
+        """The outcome of a vanish ``vanish_after`` fired. A hit only if the
+        entry went: refused (its caller may not remove it, or the name
+        leads elsewhere now), nobody saw anything vanish, so the rule has
+        not fired -- its one firing is given back, and it waits for an
+        entry it may remove, as a directory waits for a vanish-tree rule."""
+        if removed:
+            armed.hits += 1
+        else:
+            armed.spent -= 1
 
     @staticmethod
     def _eligible(armed: ArmedRule, pid: int) -> bool:

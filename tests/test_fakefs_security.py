@@ -380,3 +380,21 @@ def test_vanish_never_unlinks_a_name_swapped_in_after_its_check(
         assert (a.back_pub / "mine").read_bytes() == b"ours\n"
         assert a.fs.counters()["vanished"] == 0
         _outside_untouched(a)
+
+
+def test_a_refused_vanish_is_no_hit_and_the_rule_waits(arena: Arena) -> None:
+    # Root's file in the sticky pub: nobody's stat fires the rule, but
+    # nobody may not remove it, so nothing vanished -- counting that as a
+    # hit would report a fault no caller saw, and spend its one firing.
+    (arena.back_pub / "f").write_bytes(VICTIM)
+    arena.fs.add_fault("getattr:pub/f:vanish")
+    res = arena.as_nobody("stat f >/dev/null")
+    assert res.returncode == 0, res.stderr
+    assert (arena.back_pub / "f").read_bytes() == VICTIM
+    assert [f["hits"] for f in arena.fs.faults()] == [0]
+    # Root's own stat may remove it: the rule still had its one firing.
+    os.stat(arena.pub / "f")
+    assert not (arena.back_pub / "f").exists()
+    assert [f["hits"] for f in arena.fs.faults()] == [1]
+    assert arena.fs.counters()["vanished"] == 1
+    _outside_untouched(arena)

@@ -285,8 +285,11 @@ class GateOp:
                 if gate.table.has_op(self.op) and self._targeted():
                     vanish = gate.table.vanish_after(self.op, self.path, self.pid,
                                                      node.is_dir, node.parent is None)
-                    if vanish is not None and gate.vanish(node, vanish.rule.tree, self.caller):
-                        rule_id = vanish.id
+                    if vanish is not None:
+                        removed = gate.vanish(node, vanish.rule.tree, self.caller)
+                        gate.table.vanished(vanish, removed)
+                        if removed:
+                            rule_id = vanish.id
             trace.record(self.op, self.path, self.pid, None, rule_id, path2=self.path2,
                          off=self.off, size=self.size)
             return

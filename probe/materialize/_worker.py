@@ -55,7 +55,6 @@ class ThreadStats:
     def __init__(
         self,
         pairs: dict[tuple[int, int], list[int]] | None = None,
-        route: dict[str, tuple[DestDir, list[int], PairPolicy, int]] | None = None,
         used_roots: set[DestDir] | None = None,
         shared: int = 0,
         shared_unknown: bool = False,
@@ -64,7 +63,7 @@ class ThreadStats:
         self.pairs = {} if pairs is None else pairs
         #: dest directory path -> (its DestDir, the pair's counters, the pair's
         #: policy, the source dev they are for): one lookup per dest, not four
-        self.route = {} if route is None else route
+        self.route: dict[str, tuple[DestDir, list[int], PairPolicy, int]] = {}
         #: staged roots that received at least one finished file
         self.used_roots = set() if used_roots is None else used_roots
         #: FIEMAP-shared bytes summed over cloned dests (if measuring)
