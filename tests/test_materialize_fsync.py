@@ -39,8 +39,14 @@ def test_each_file_is_synced_before_its_rename(
     assert report.ok
     ops = [(e["op"], e.get("path", "")) for e in fakefs.trace()]
     for s in srcs:
-        renames = [i for i, (op, p) in enumerate(ops) if op == "rename" and s.name in p]
-        syncs = [i for i, (op, p) in enumerate(ops) if op == "fsync" and f".{s.name}." in p]
+        # Both calls name the file's staging temporary (a rename's trace path
+        # is its old name). Match the name's start: a plain substring test
+        # also found "f1" inside another file's random temp suffix.
+        mine = f".{s.name}.cowprobe-"
+        renames = [i for i, (op, p) in enumerate(ops)
+                   if op == "rename" and Path(p).name.startswith(mine)]
+        syncs = [i for i, (op, p) in enumerate(ops)
+                 if op == "fsync" and Path(p).name.startswith(mine)]
         assert renames and syncs and max(syncs) < renames[0], (s.name, ops)
     assert any(op == "fsyncdir" for op, _p in ops)
 
