@@ -227,6 +227,38 @@ def test_signal_to_run_reaches_the_command_and_unmounts(
     assert find_mount(mnt) is None
 
 
+# The command makes one trapped call (so fakefs's answering thread exists),
+# then prints the blocked-signal mask of each of fakefs's other threads.
+_PARENT_THREADS = """
+import fcntl, os, sys, tempfile
+with tempfile.TemporaryFile(dir=sys.argv[1]) as a, tempfile.TemporaryFile(dir=sys.argv[1]) as b:
+    try:
+        fcntl.ioctl(b.fileno(), 0x40049409, a.fileno())  # FICLONE
+    except OSError:
+        pass
+ppid = os.getppid()
+for tid in os.listdir(f"/proc/{ppid}/task"):
+    if int(tid) != ppid:
+        with open(f"/proc/{ppid}/task/{tid}/status") as f:
+            print(next(int(l.split()[1], 16) for l in f if l.startswith("SigBlk:")))
+"""
+
+
+def test_run_leaves_the_forwarded_signals_to_its_main_thread(tmp_path: Path) -> None:
+    # Delivered to the answering thread, a SIGINT would never wake the main
+    # thread out of its waitpid(), and so never reach the command: both
+    # would wait for ever (see fakefs/_syscall/_supervisor.py, _deaf).
+    res = _cli("run", "--root", str(tmp_path), "--fault", "FICLONE:nothing:EXDEV", "--",
+               sys.executable, "-c", _PARENT_THREADS, str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    masks = [int(line) for line in res.stdout.split()]
+    assert masks, "fakefs run has no answering thread"
+    for mask in masks:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            assert mask >> (sig - 1) & 1, (sig, hex(mask))
+    assert json.loads(res.stderr.splitlines()[-1])["syscalls"] == {"FICLONE": 1}
+
+
 # The command signals fakefs at once, while fakefs is still starting it up
 # (a shell is running before fakefs has its answering thread): the signal
 # must reach the command, never leave it running behind an exited fakefs.

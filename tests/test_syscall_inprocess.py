@@ -10,6 +10,7 @@ The fixture test runs in its own pytest process for the same reason.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -202,6 +203,29 @@ def test_the_answering_thread_ends_with_the_last_filtered_thread(tmp_path: Path)
         for t in _answering_threads():
             t.join(timeout=60)
         assert _answering_threads() == []
+
+
+def _blocked_signals(tid: int) -> int:
+    with open(f"/proc/self/task/{tid}/status", encoding="ascii") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("SigBlk:"))
+
+
+@fresh_thread
+def test_the_answering_thread_leaves_signals_to_the_main_thread(tmp_path: Path) -> None:
+    # A signal delivered to the answering thread would never interrupt the
+    # main thread's blocking wait (see _supervisor._deaf).
+    with fakefs.syscall_faults(["fsync:nothing:EIO"], root=tmp_path):
+        fd = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            os.fsync(fd)  # answered: the thread exists now
+        finally:
+            os.close(fd)
+        masks = [_blocked_signals(t.native_id) for t in _answering_threads()
+                 if t.native_id is not None]
+    assert masks
+    for mask in masks:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            assert mask >> (sig - 1) & 1, (sig, hex(mask))
 
 
 def _fdatasync_each(d: Path, names: list[str]) -> list[int]:
