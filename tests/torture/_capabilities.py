@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from probe.capabilities import CapabilityReport, ProbePathError, Status, probe_capabilities
 
 from ._clone import _empty
-from ._harness import Family, Outcome, leftovers
+from ._harness import Family, Outcome
 from ._schedule import Fault
 
 __all__ = ["CapabilityWorkload"]
@@ -65,7 +65,7 @@ class CapabilityWorkload:
                                     f"{self.baseline.get(cap.name)} without")
             if rep.leftover is not None and not injected:
                 problems.append(f"leftover reported without a fault: {rep.leftover}")
-        problems += leftovers([self.store])
+        problems += self.fam.leftovers()
         extra = sorted(os.listdir(self.store))
         problems += [f"stray entry {self.store / n}" for n in extra]
         return problems

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import probe
 
-from ._harness import Family, Outcome, check_error, check_file, leftovers
+from ._harness import Family, Outcome, check_error, check_file
 from ._schedule import Fault
 
 __all__ = ["CLONE_VARIANTS", "CloneWorkload"]
@@ -105,5 +105,5 @@ class CloneWorkload:
         want = {self.dst_store.name} if (out.error is None or self.existed) else set()
         extra = set(os.listdir(self.dst_dir_store)) - want
         problems += [f"stray entry {self.dst_dir_store / n}" for n in sorted(extra)]
-        problems += leftovers([self.fam.backing, self.fam.real])
+        problems += self.fam.leftovers()
         return problems

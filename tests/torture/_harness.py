@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import fakefs
 
 from ._schedule import Fault, Schedule, TraceOp
-from ._stale import fakefs_mounts_under, mounts_under, new_base
+from ._stale import OWNER, fakefs_mounts_under, mounts_under, new_base
 
 __all__ = [
     "BASELINE_RULE",
@@ -126,6 +126,17 @@ class Family:
     mnt: Path
     real: Path
     fs: fakefs.FakeFS
+
+    def leftovers(self) -> list[str]:
+        """Marked temporaries anywhere in the family's directory -- not only
+        in the backing tree, so a staged tree written *next to* the mount
+        is caught too -- and any entry of its own there: nothing may be
+        written outside the directory a call was aimed at. The mount is
+        skipped (it is the backing tree again, seen through the faults)."""
+        ours = {"backing", "mnt", "real", OWNER}
+        found = [f"stray entry beside the mount: {self.root / n}"
+                 for n in sorted(os.listdir(self.root)) if n not in ours]
+        return found + leftovers(p for p in self.root.iterdir() if p != self.mnt)
 
     def leak_violations(self) -> list[str]:
         found = [mp for mp, _ in mounts_under(self.root) if mp != str(self.mnt)]

@@ -17,7 +17,7 @@ from typing import Any
 import probe
 
 from ._clone import OLD, OLD_MODE, _put, _remove
-from ._harness import Family, Outcome, check_file, leftovers
+from ._harness import Family, Outcome, check_file
 from ._schedule import Fault
 
 __all__ = ["MaterializeWorkload"]
@@ -88,5 +88,5 @@ class MaterializeWorkload:
                 problems += check_file(store, OLD, OLD_MODE, f"pre-existing dest {rel}")
             elif os.path.lexists(store):
                 problems.append(f"failed job {rel} left a dest behind")
-        problems += leftovers([self.fam.backing])
+        problems += self.fam.leftovers()
         return problems

@@ -27,12 +27,12 @@ __all__ = ["PREFIX", "fakefs_mounts_under", "mounts_under", "new_base", "reap_st
 
 PREFIX = "cowprobe-torture-"
 _NAME = re.compile(rf"^{re.escape(PREFIX)}(\d+)-\w+$")
-_OWNER = "owner"
+OWNER = "owner"
 
 
 def _owner_alive(root: Path, name_pid: int) -> bool:
     # The pid in the name answers while the record is not written yet.
-    return owner_alive(root / _OWNER, name_pid)
+    return owner_alive(root / OWNER, name_pid)
 
 
 def mounts_under(root: Path) -> list[tuple[str, str]]:
@@ -84,5 +84,5 @@ def new_base(parent: Path | None = None) -> Path:
     reap_stale(parent)
     root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent))
     with contextlib.suppress(OSError):
-        write_owner(root / _OWNER)
+        write_owner(root / OWNER)
     return root

@@ -139,3 +139,21 @@ def test_failed_close_after_a_failed_source_fstat_keeps_the_named_error(
     assert info.value.errno == errno.EIO
     assert info.value.filename == str(torture_family.mnt / "src")
     assert (torture_family.backing / "dst").read_bytes() == b"old"
+
+
+def test_the_leftover_check_sees_beside_the_mount(torture_family: Family) -> None:
+    """The materializer once staged a worktree next to the mount, not in it:
+    a check of the backing tree alone passed. The family's check covers the
+    whole directory the mount sits in."""
+    fam = torture_family
+    stray, staged = fam.root / "w1", fam.real / ".w1.cowprobe-1-2-3.stage"
+    stray.mkdir()
+    staged.mkdir()
+    try:
+        found = fam.leftovers()
+    finally:
+        stray.rmdir()
+        staged.rmdir()
+    assert f"stray entry beside the mount: {stray}" in found
+    assert f"left behind: {staged}" in found
+    assert fam.leftovers() == []
