@@ -122,7 +122,7 @@ def image() -> Iterator[str]:
     require(os.geteuid() == 0, "not root: starting dockerd and loop devices need root")
     require(Path("/dev/loop-control").exists(), "no /dev/loop-control on the host (modprobe loop)")
     started = subprocess.run(
-        [str(DOCKER_DIR / "ensure-dockerd")],
+        [str(DOCKER_DIR / "ensure-dockerd"), "--print-started"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -132,6 +132,38 @@ def image() -> Iterator[str]:
         started.returncode == 0,
         f"dockerd not running and could not be started: {started.stderr.strip()}",
     )
+    # A daemon this run started is stopped again at the end (its mounts
+    # with it); one that was already answering is left alone.
+    daemon = started.stdout.strip()
+    try:
+        yield from _built_image()
+    finally:
+        if daemon:
+            subprocess.run([str(DOCKER_DIR / "stop-dockerd"), daemon], timeout=180, check=False)
+            left = _dockerd_mounts()
+            assert not _is_live(int(daemon)) and not left, (daemon, left)
+
+
+def _dockerd_mounts() -> list[str]:
+    """The mounts dockerd makes for itself (see docker/stop-dockerd)."""
+    left = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        root, target = line.split()[3:5]
+        if target == "/run/docker/netns/default" or (target == root == "/var/lib/docker"):
+            left.append(target)
+    return left
+
+
+def _is_live(pid: int) -> bool:
+    """Running, not a zombie (where PID 1 does not reap, a daemon that
+    exited stays one)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _built_image() -> Iterator[str]:
     # Images this run creates are removed again at the end; ones that were
     # already here (a developer's cache) are left alone.
     preexisting = {tag for tag in (IMAGE, BASE_IMAGE) if _image_exists(tag)}
@@ -454,3 +486,24 @@ def test_unknown_fs_is_a_usage_error(image: str, leak_guard: None) -> None:
     ran = run(image, "--fs", "zfs", "true")
     assert ran.code == 2
     assert "FS='zfs'" in ran.stderr and "btrfs, xfs, ext4, overlay-xfs" in ran.stderr
+
+
+def test_ensure_dockerd_names_no_daemon_it_did_not_start(image: str) -> None:
+    # The image fixture has a daemon answering: a second call starts none,
+    # so it must print no pid (a pid printed here would be stopped by a
+    # caller that never started it).
+    res = subprocess.run([str(DOCKER_DIR / "ensure-dockerd"), "--print-started"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0 and res.stdout == "", res
+
+
+def test_stop_dockerd_touches_nothing_but_a_dockerd() -> None:
+    other = subprocess.Popen(["sleep", "600"])
+    try:
+        res = subprocess.run([str(DOCKER_DIR / "stop-dockerd"), str(other.pid)],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert res.returncode == 0, res.stderr
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
