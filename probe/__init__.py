@@ -24,9 +24,8 @@ if TYPE_CHECKING:
         ReflinkUnavailableError,
         clone_or_copy,
         clonefile_or_copy,
-        leftovers,
     )
-    from ._outcome import ReflinkOutcome, ReflinkResult, errno_name
+    from ._outcome import ReflinkOutcome, ReflinkResult, errno_name, leftovers
     from ._platform import SpecialFileError
     from ._reflink import reflink, try_reflink
     from ._support import filesystem_supports_reflink, probe_reflink
@@ -73,7 +72,7 @@ _LAZY = {
     "clonefile_or_copy": "._copy",
     "errno_name": "._outcome",
     "filesystem_supports_reflink": "._support",
-    "leftovers": "._copy",
+    "leftovers": "._outcome",
     "materialize": ".materialize",
     "mirror": ".materialize",
     "probe_capabilities": ".capabilities",

@@ -15,7 +15,7 @@ import stat
 from typing import Literal, NamedTuple
 
 from ._datacopy import copy_fd
-from ._outcome import ReflinkOutcome, ReflinkResult, is_transient
+from ._outcome import ReflinkOutcome, ReflinkResult, is_transient, name_leftovers
 from ._paths import PathArg, as_path
 from ._platform import close_quietly, create_dest, open_source, remove_created, remove_if_same
 from ._publish import KEEP, publish
@@ -74,17 +74,6 @@ def copy_file_at(
 
 ReflinkMode = Literal["auto", "always", "never"]
 _REFLINK_MODES = ("auto", "always", "never")
-#: Attribute on an error raised by ``clone_or_copy``: full paths of
-#: temporaries that could not be removed (also in the error's notes).
-LEFTOVERS = "cowprobe_leftovers"
-
-
-def leftovers(err: BaseException) -> list[str]:
-    """The temporaries a failed call could not remove (named, never silently
-    left): what it attached to its exception, or nothing."""
-    return list(getattr(err, LEFTOVERS, ()))
-
-
 class CopyResult(NamedTuple):
     """What ``clone_or_copy`` did."""
 
@@ -263,10 +252,7 @@ def _build(
         if isinstance(exc, OSError):
             _blame_dest(exc, tmps, name, dst)
         if stuck:
-            left = [os.path.join(parent, t) for t in stuck]
-            setattr(exc, LEFTOVERS, left)
-            for path in left:
-                exc.add_note(f"temporary left behind: {path}")
+            name_leftovers(exc, [os.path.join(parent, t) for t in stuck])
         raise
     # The clone attempt's name, when the copy used another one.
     stuck += discard(tmps[:-1], dir_fd)

@@ -30,6 +30,8 @@ __all__ = [
     "errno_name",
     "is_per_file",
     "is_transient",
+    "leftovers",
+    "name_leftovers",
     "transient_delays",
 ]
 
@@ -150,6 +152,25 @@ class ReflinkResult(NamedTuple):
     @property
     def errno_name(self) -> str | None:
         return None if self.errno is None else errno_name(self.errno)
+
+
+#: Attribute on an error raised by ``reflink`` or ``clone_or_copy``: full
+#: paths of files the failed call created and could not remove (also in the
+#: error's notes).
+LEFTOVERS = "cowprobe_leftovers"
+
+
+def leftovers(err: BaseException) -> list[str]:
+    """The files a failed call could not remove (named, never silently
+    left): what it attached to its exception, or nothing."""
+    return list(getattr(err, LEFTOVERS, ()))
+
+
+def name_leftovers(err: BaseException, paths: list[str]) -> None:
+    """Attach ``paths`` to ``err`` (see :func:`leftovers`), one note each."""
+    for path in paths:
+        err.add_note(f"left behind: {path}")
+    setattr(err, LEFTOVERS, paths)
 
 
 def errno_name(err: int) -> str:

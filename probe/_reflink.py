@@ -11,7 +11,14 @@ import stat
 import time
 
 from . import _platform
-from ._outcome import ReflinkOutcome, ReflinkResult, classify, is_transient, transient_delays
+from ._outcome import (
+    ReflinkOutcome,
+    ReflinkResult,
+    classify,
+    is_transient,
+    name_leftovers,
+    transient_delays,
+)
 from ._paths import PathArg, as_path
 from ._platform import Platform, is_caller_error, left_behind, not_regular
 
@@ -119,13 +126,24 @@ def reflink(source: PathArg, dest: PathArg) -> ReflinkResult:
     * Anything else raises ``OSError`` with the errno and both paths: EIO,
       EACCES or EPERM from opening the source or creating the dest, ENOSPC,
       EEXIST (dest exists -- never clobbered), ENOENT while
-      the source is still there (a missing dest parent).
+      the source is still there (a missing dest parent). A dest it created
+      and could not remove again is named by ``probe.leftovers(err)``.
 
     A symlink at ``dest`` is never followed; a symlink as ``source`` is
     (as ``cp`` does). A directory, FIFO, socket or device as source raises at
     once, without blocking on the FIFO.
     """
-    return reflink_at(as_path(source, "source"), as_path(dest, "destination"), None)
+    try:
+        return reflink_at(as_path(source, "source"), as_path(dest, "destination"), None)
+    except OSError as err:
+        # An error from the clone itself (EIO, ENOSPC) whose cleanup failed
+        # too: the file is still there, and the error says so -- as
+        # ``leftover`` does for a refusal. (Only here: clone_or_copy calls
+        # reflink_at on a temporary it cleans up and names itself.)
+        left = left_behind(err)
+        if left is not None:
+            name_leftovers(err, [left])
+        raise
 
 
 def try_reflink(source: PathArg, dest: PathArg) -> ReflinkOutcome:
@@ -139,8 +157,7 @@ def _name_paths(err: OSError, source: str, dest: str) -> OSError:
     ``fcntl.ioctl`` raises with no filename at all; an error from opening the
     source already names it and keeps its own message.
     """
-    if err.filename is not None:
-        return err
-    new = OSError(err.errno, err.strerror, source, None, dest)
-    new.__cause__ = err.__cause__
-    return new
+    if err.filename is None:
+        # In place, not a new error: its marks (a dest left behind) stay.
+        err.filename, err.filename2 = source, dest
+    return err

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from probe import clone_or_copy
-from probe._copy import LEFTOVERS
-from probe._outcome import classify, eagain_window, transient_delays
+from probe._outcome import LEFTOVERS, classify, eagain_window, transient_delays
 from probe._tempname import forget_reaped, is_ours, temp_name
 from probe.cli._render import collapse_failures
 

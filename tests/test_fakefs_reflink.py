@@ -6,9 +6,11 @@ import errno
 from pathlib import Path
 
 import pytest
+from _fresh import fresh_thread
 
 import fakefs
-from probe import ReflinkOutcome, reflink, try_reflink
+from fakefs import syscall_faults
+from probe import ReflinkOutcome, leftovers, reflink, try_reflink
 
 
 def _source(fs: fakefs.FakeFS, name: str = "src") -> Path:
@@ -97,3 +99,27 @@ def test_a_failing_cleanup_never_replaces_the_clone_answer(fakefs: fakefs.FakeFS
     again = reflink(src, fakefs.mountpoint / "other")
     assert again.outcome is ReflinkOutcome.UNSUPPORTED and again.leftover is None
     assert not (fakefs.backing / "other").exists()
+
+
+@fresh_thread
+def test_a_raised_clone_error_names_the_dest_it_left(fakefs: fakefs.FakeFS) -> None:
+    # Both layers at once: the clone itself fails with EIO (the syscall
+    # layer answers FICLONE before the kernel's FUSE refusal), and removing
+    # the dest it created fails too (the FUSE side). The raised error is the
+    # clone's and must say what stayed.
+    src = _source(fakefs)
+    fakefs.add_fault("unlink:dest:EIO:times=1")
+    dest = fakefs.mountpoint / "dest"
+    with syscall_faults(["FICLONE:dest:EIO"], root=fakefs.mountpoint), \
+            pytest.raises(OSError) as info:
+        reflink(src, dest)
+    err = info.value
+    assert err.errno == errno.EIO and (err.filename, err.filename2) == (str(src), str(dest))
+    assert leftovers(err) == [str(dest)]
+    assert f"left behind: {dest}" in err.__notes__
+    assert (fakefs.backing / "dest").exists()
+    # With the cleanup working, nothing stays and nothing is named.
+    with syscall_faults(["FICLONE:other:EIO"], root=fakefs.mountpoint), \
+            pytest.raises(OSError) as again:
+        reflink(src, fakefs.mountpoint / "other")
+    assert leftovers(again.value) == [] and not (fakefs.backing / "other").exists()
