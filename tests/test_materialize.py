@@ -309,10 +309,27 @@ def test_failed_jobs_leave_no_new_directories(btrfs_dir: Path) -> None:
     assert sorted(p.name for p in btrfs_dir.iterdir()) == []
 
 
+def test_one_directory_spelled_two_ways_is_one_directory(btrfs_dir: Path) -> None:
+    # "wt/./d" and "wt//d" are wt/d: one staged directory, published once
+    # with both files (two cache entries for it each thought they made it).
+    (btrfs_dir / "src").mkdir()
+    for n in ("a", "b"):
+        (btrfs_dir / "src" / n).write_bytes(n.encode() * 5000)
+    wt = f"{btrfs_dir}/wt"
+    report = materialize([(f"{btrfs_dir}/src/a", f"{wt}/./d/f"),
+                          (f"{btrfs_dir}/src/b", f"{wt}//d/g")], worktrees=[wt])
+    assert report.ok, report.results
+    assert sorted(os.listdir(f"{wt}/d")) == ["f", "g"]
+    assert (btrfs_dir / "wt" / "d" / "g").read_bytes() == b"b" * 5000
+    no_temporaries(btrfs_dir)
+
+
 @pytest.mark.parametrize(
     ("jobs", "message"),
     [
         ([("a", "x/f"), ("b", "x/f")], "already the destination of job 0"),
+        ([("a", "x/f"), ("b", "x/./f")], "already the destination of job 0"),
+        ([("a", "x/y/f"), ("b", "x//y/f")], "already the destination of job 0"),
         ([("a", "x/")], "names a directory"),
         ([("a", "")], "destination path is empty"),
         ([("a",)], "expected a (source, dest) pair"),

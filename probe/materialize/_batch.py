@@ -278,6 +278,18 @@ def _check_beneath(plan: Plan, worktrees: list[str]) -> None:
             raise ValueError(f"destination {dest!r} is not inside any of the worktrees")
 
 
+def _tidy(parent: str) -> str:
+    """``parent`` without empty and "." components: "a//b/", "a/./b" and
+    "./a/b" are one directory, so one key for the directory cache (two
+    DestDirs for one directory would each think they made it) and for the
+    duplicate check (two jobs writing one file). ".." stays: through a
+    symlink it is not the lexical parent."""
+    parts = [c for c in parent.split("/") if c and c != "."]
+    if parent.startswith("/"):
+        return "/" + "/".join(parts)
+    return "/".join(parts) or "."
+
+
 def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
     """Jobs grouped by source, in first-appearance order; raises on bad input."""
     # Runs once per job before any syscall, so every lookup it can skip is
@@ -285,7 +297,11 @@ def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
     # setdefault for the duplicate check, the last source's list reused
     # (a source's jobs are usually adjacent: one per worktree).
     by_source: dict[str, list[Dest]] = {}
+    #: the dest, spelled canonically (see _tidy) -> the job that writes it
     seen: dict[str, int] = {}
+    #: a parent as spelled -> as the directory cache keys it; the very same
+    #: string where the spelling is already tidy (the common case)
+    tidy: dict[str, str] = {}
     first = seen.setdefault
     group = by_source.setdefault
     new_dest = tuple.__new__
@@ -305,19 +321,24 @@ def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
             dest, f"job {i}: destination")
         # rpartition, not os.path.split: this runs once per job, and split's
         # generality (bytes, other separators) costs more than the clone's
-        # Python side. The parent is the directory cache's key, so "a//b" and
-        # "a/b/" spell the same key.
+        # Python side. The parent is the directory cache's key: _tidy gives
+        # every spelling of a directory one (tidied once per spelling).
         parent, _sep, name = dst.rpartition("/")
         if not name or name in {".", ".."}:
             raise ValueError(f"job {i}: destination {dst!r} names a directory, not a file")
-        if parent:
-            if parent[-1] == "/":
-                parent = parent.rstrip("/") or "/"
+        spelled = parent if parent else ("/" if _sep else ".")
+        canon = tidy.get(spelled)
+        if canon is None:
+            tidied = _tidy(spelled)
+            canon = tidy[spelled] = spelled if tidied == spelled else tidied
+        parent = canon
+        if canon is spelled and canon not in {".", "/"}:
+            key = dst  # already "parent/name": no new string per job
         else:
-            parent = "/" if _sep else "."
-        if first(dst, i) != i:
+            key = name if canon == "." else (canon.rstrip("/") + "/" + name)
+        if first(key, i) != i:
             raise ValueError(f"job {i}: destination {dst!r} is already the destination of job "
-                             f"{seen[dst]}")
+                             f"{seen[key]}")
         if dst == src:
             raise ValueError(f"job {i}: source and destination are the same path {dst!r}")
         if src != last_src:
