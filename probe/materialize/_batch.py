@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from .. import _linux
 from .._paths import PathArg, as_path
 from .._platform import current
-from ._dirs import DestDir, DirCache, beneath, worktree_roots
+from ._dirs import DestDir, DirCache, beneath, dir_key, worktree_roots
 from ._publish import discard_roots, fail_unpublished, publish_roots, sync_dirs
 from ._report import JobResult, JobStatus, MaterializeReport, PairStats
 from ._threads import run_threads
@@ -278,18 +278,6 @@ def _check_beneath(plan: Plan, worktrees: list[str]) -> None:
             raise ValueError(f"destination {dest!r} is not inside any of the worktrees")
 
 
-def _tidy(parent: str) -> str:
-    """``parent`` without empty and "." components: "a//b/", "a/./b" and
-    "./a/b" are one directory, so one key for the directory cache (two
-    DestDirs for one directory would each think they made it) and for the
-    duplicate check (two jobs writing one file). ".." stays: through a
-    symlink it is not the lexical parent."""
-    parts = [c for c in parent.split("/") if c and c != "."]
-    if parent.startswith("/"):
-        return "/" + "/".join(parts)
-    return "/".join(parts) or "."
-
-
 def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
     """Jobs grouped by source, in first-appearance order; raises on bad input."""
     # Runs once per job before any syscall, so every lookup it can skip is
@@ -297,7 +285,7 @@ def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
     # setdefault for the duplicate check, the last source's list reused
     # (a source's jobs are usually adjacent: one per worktree).
     by_source: dict[str, list[Dest]] = {}
-    #: the dest, spelled canonically (see _tidy) -> the job that writes it
+    #: the dest, spelled canonically (see _dirs.dir_key) -> the job that writes it
     seen: dict[str, int] = {}
     #: a parent as spelled -> as the directory cache keys it; the very same
     #: string where the spelling is already tidy (the common case)
@@ -321,7 +309,7 @@ def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
             dest, f"job {i}: destination")
         # rpartition, not os.path.split: this runs once per job, and split's
         # generality (bytes, other separators) costs more than the clone's
-        # Python side. The parent is the directory cache's key: _tidy gives
+        # Python side. The parent is the directory cache's key: dir_key gives
         # every spelling of a directory one (tidied once per spelling).
         parent, _sep, name = dst.rpartition("/")
         if not name or name in {".", ".."}:
@@ -329,7 +317,7 @@ def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
         spelled = parent if parent else ("/" if _sep else ".")
         canon = tidy.get(spelled)
         if canon is None:
-            tidied = _tidy(spelled)
+            tidied = dir_key(spelled)
             canon = tidy[spelled] = spelled if tidied == spelled else tidied
         parent = canon
         if canon is spelled and canon not in {".", "/"}:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from .._fd import DIR_FLAGS, open_dir_nofollow, remove_tree
 from .._tempname import reap_dead, temp_name
 
-__all__ = ["DestDir", "DirCache", "beneath", "worktree_roots"]
+__all__ = ["DestDir", "DirCache", "beneath", "dir_key", "worktree_roots"]
 
 _DIR_FLAGS = DIR_FLAGS
 _ACL_DEFAULT = "system.posix_acl_default"
@@ -242,3 +242,15 @@ def _open_made(parent_fd: int, name: str, path: str) -> DestDir:
         with contextlib.suppress(OSError):
             os.rmdir(name, dir_fd=parent_fd)
         raise
+
+
+def dir_key(parent: str) -> str:
+    """``parent`` without empty and "." components: "a//b/", "a/./b" and
+    "./a/b" are one directory, so one key for the directory cache (two
+    DestDirs for one directory would each think they made it) and for the
+    duplicate check (two jobs writing one file). ".." stays: through a
+    symlink it is not the lexical parent."""
+    parts = [c for c in parent.split("/") if c and c != "."]
+    if parent.startswith("/"):
+        return "/" + "/".join(parts)
+    return "/".join(parts) or "."
