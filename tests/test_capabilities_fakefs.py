@@ -21,6 +21,7 @@ from probe.capabilities import (
     Status,
     probe_capabilities,
 )
+from probe.cli import EXIT_USAGE, main
 from probe.lab import Lab
 from probe.pytest_plugin import require
 
@@ -222,3 +223,51 @@ def test_o_direct_is_what_the_kernel_says(fake_ext4: tuple[Any, Path, Path],
     assert answers == {(S, None)}
     fs.clear_faults()
     _probe_dir_gone(mnt, backing)
+
+
+def test_a_slow_filesystem_is_cut_off_at_the_timeout(fake: tuple[Any, Path, Path]) -> None:
+    # Every create stalls 100 ms (the whole probe then takes seconds): with
+    # half a second, the first capabilities are probed, the rest are "could
+    # not tell" with the time limit as their reason, and nothing is left.
+    fs, mnt, backing = fake
+    fs.add_fault("create:*:delay=100ms")
+    rep = probe_capabilities(mnt, timeout=0.5)
+    late = [c for c in rep.capabilities if "time limit" in (c.reason or "")]
+    probed = [c for c in rep.capabilities if c not in late]
+    assert probed and late, rep.capabilities
+    assert rep.capabilities[: len(probed)] == tuple(probed)  # the late ones are a suffix
+    assert all(c.status is C and c.errno is None for c in late)
+    assert f"after {len(probed)} of {len(rep.capabilities)}" in (late[0].reason or "")
+    assert rep.leftover is None and list(backing.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan")])
+def test_a_timeout_that_is_not_positive_is_refused(tmp_path: Path, bad: float) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        probe_capabilities(tmp_path, timeout=bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_timeout_reaches_the_probe(fake: tuple[Any, Path, Path],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    fs, mnt, backing = fake
+    fs.add_fault("create:*:delay=100ms")
+    main(["report", str(mnt), "--timeout", "0.5", "--format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    (rep,) = doc["filesystems"]
+    reasons = [c["reason"] or "" for c in rep["capabilities"].values()]
+    assert any("the time limit ran out" in r for r in reasons), reasons
+    assert not all("the time limit ran out" in r for r in reasons), reasons
+    assert list(backing.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "abc", "nan", "inf"])
+def test_report_refuses_a_timeout_that_is_not_a_time(tmp_path: Path, bad: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["report", str(tmp_path), "--timeout", bad])
+    assert exited.value.code == EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert out == "" and f"expected a positive number of seconds, got {bad!r}" in err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -17,7 +17,6 @@ The guarantees, and why:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -25,12 +24,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from .._fd import remove_tree
 from .._paths import PathArg, as_path
 from . import _attrs, _clone, _links, _misc, _names, _overlay, _rename, _space
 from ._context import ProbeContext, ProbeSpec, Trial, describe_errno
 from ._identity import read_identity
 from ._model import Capability, CapabilityReport, Identity, PairReport, ProbePathError, Status
+from ._private import PRIVATE_PREFIX, READ_ONLY_REASON, PrivateDir, create_private
 
 __all__ = [
     "CAPABILITY_NAMES",
@@ -54,7 +53,6 @@ _SPECS: tuple[ProbeSpec, ...] = (
     + _rename.PROBES + _misc.PROBES + _overlay.PROBES
 )
 CAPABILITY_NAMES: tuple[str, ...] = tuple(s.name for s in _SPECS)
-PRIVATE_PREFIX = ".cowprobe-probe-"
 
 _PAIR_FNS: dict[str, Callable[[ProbeContext, ProbeContext, Trial], Capability]] = {
     "reflink": _clone.reflink,
@@ -64,10 +62,6 @@ _PAIR_FNS: dict[str, Callable[[ProbeContext, ProbeContext, Trial], Capability]] 
 _PAIR_SPECS = tuple((name, title, _PAIR_FNS[name]) for name, title in _clone.PAIR_PROBES)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-#: Removal walks of the private directory before what remains is reported
-#: as a leftover; see ``_PrivateDir.remove``.
-_REMOVE_PASSES = 3
-_READ_ONLY = "read-only filesystem: nothing can be created here to try anything"
 
 
 def capability_specs() -> tuple[ProbeSpec, ...]:
@@ -141,74 +135,6 @@ def _identity(p: str, fd: int, real: str) -> Identity:
                              f"{describe_errno(err.errno)}") from None
 
 
-def _remove_tree(parent_fd: int, name: str, errors: list[str]) -> None:
-    """Remove ``name`` under ``parent_fd``, never following a symlink; each
-    failure becomes a line of the report's cleanup errors."""
-    errors += [
-        f"remove {err.filename or name}: {describe_errno(err.errno)}"
-        for err in remove_tree(parent_fd, name)
-    ]
-
-
-class _PrivateDir:
-    """``PATH/.cowprobe-probe-<random>.d`` and the per-probe subdirectories."""
-
-    def __init__(self, parent_fd: int, parent_path: str) -> None:
-        self.parent_fd = parent_fd
-        self.token = os.urandom(6).hex()
-        self.name = f"{PRIVATE_PREFIX}{self.token}.d"
-        self.path = os.path.join(parent_path, self.name)
-        os.mkdir(self.name, 0o700, dir_fd=parent_fd)
-        try:
-            self.fd = os.open(self.name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.name, dir_fd=parent_fd)
-            raise
-
-    def context(self, stem: str) -> ProbeContext:
-        os.mkdir(stem, 0o700, dir_fd=self.fd)
-        fd = os.open(stem, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self.fd)
-        return ProbeContext(fd, os.path.join(self.path, stem), self.token)
-
-    def release(self, ctx: ProbeContext) -> None:
-        ctx.close_all()
-        os.close(ctx.dir_fd)
-        # Best effort now, so one probe's files never meet the next probe's;
-        # whatever stays is retried by ``remove``.
-        _remove_tree(self.fd, os.path.basename(ctx.path), [])
-
-    def _gone(self, errors: list[str]) -> bool:
-        # The walk takes ENOENT as "already removed", but a FUSE daemon (or
-        # a racing lookup) can answer ENOENT for a directory that is still
-        # there; only a fresh lookup saying so ends the retries.
-        try:
-            os.stat(self.name, dir_fd=self.parent_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return True
-        except OSError as err:
-            errors.append(f"check {self.name}: {describe_errno(err.errno)}")
-            return False
-        errors.append(f"{self.name} still present after removal")
-        return False
-
-    def remove(self) -> str | None:
-        """Remove everything; None, or what could not be removed."""
-        os.close(self.fd)
-        errors: list[str] = []
-        # One EIO/EACCES from a flaky network or FUSE filesystem (on the
-        # open, the listing, an unlink or the rmdir) must not leave the
-        # directory behind: the walk is idempotent, so a later pass removes
-        # what the failed step left. Only what fails on every pass is a
-        # leftover, named with the last pass's errors.
-        for _ in range(_REMOVE_PASSES):
-            errors = []
-            _remove_tree(self.parent_fd, self.name, errors)
-            if not errors and self._gone(errors):
-                return None
-        return f"{self.path} could not be fully removed: {'; '.join(errors[:3])}"
-
-
 def _finish(spec_name: str, title: str, group: str, cap: Capability, t0: float) -> Capability:
     return replace(cap, name=spec_name, title=title, group=group,
                    seconds=time.perf_counter() - t0)
@@ -229,7 +155,7 @@ def _guarded(run: Callable[[Trial], Capability]) -> Capability:
         return trial.could_not_tell(f"the probe crashed: {type(err).__name__}: {err}")
 
 
-def _run_one(spec: ProbeSpec, tmp: _PrivateDir, hook: Hook | None) -> Capability:
+def _run_one(spec: ProbeSpec, tmp: PrivateDir, hook: Hook | None) -> Capability:
     t0 = time.perf_counter()
 
     def run(trial: Trial) -> Capability:
@@ -244,6 +170,20 @@ def _run_one(spec: ProbeSpec, tmp: _PrivateDir, hook: Hook | None) -> Capability
     return _finish(spec.name, spec.title, spec.group, _guarded(run), t0)
 
 
+def _run_all(specs: list[ProbeSpec], tmp: PrivateDir, hook: Hook | None,
+             deadline: float | None) -> tuple[Capability, ...]:
+    caps: list[Capability] = []
+    for i, spec in enumerate(specs):
+        if deadline is not None and time.perf_counter() >= deadline:
+            late = specs[i:]
+            caps += _blanket(((s.name, s.title, s.group) for s in late),
+                             f"not probed: the time limit ran out after {len(caps)} of "
+                             f"{len(specs)} capabilities", None)
+            break
+        caps.append(_run_one(spec, tmp, hook))
+    return tuple(caps)
+
+
 def _blanket(specs: Iterable[tuple[str, str, str]], reason: str, code: int | None,
              ) -> tuple[Capability, ...]:
     return tuple(Capability(name=n, title=title, group=g, status=Status.COULD_NOT_TELL,
@@ -252,18 +192,8 @@ def _blanket(specs: Iterable[tuple[str, str, str]], reason: str, code: int | Non
 
 def _limitation(identity: Identity) -> tuple[str, int] | None:
     if identity.read_only:
-        return _READ_ONLY, errno.EROFS
+        return READ_ONLY_REASON, errno.EROFS
     return None
-
-
-def _create_private(fd: int, path: str) -> tuple[_PrivateDir | None, tuple[str, int] | None]:
-    try:
-        return _PrivateDir(fd, path), None
-    except OSError as err:
-        code = err.errno or errno.EIO
-        if code == errno.EROFS:
-            return None, (_READ_ONLY, code)
-        return None, (f"cannot create a probe directory in {path}: {describe_errno(code)}", code)
 
 
 def unavailable_report(path: str, reason: str, *, label: str | None = None,
@@ -278,24 +208,32 @@ def unavailable_report(path: str, reason: str, *, label: str | None = None,
 
 
 def probe_capabilities(path: PathArg, *, only: Iterable[str] | None = None,
-                       hook: Hook | None = None, label: str | None = None) -> CapabilityReport:
+                       hook: Hook | None = None, label: str | None = None,
+                       timeout: float | None = None) -> CapabilityReport:
     """Measure what the filesystem under directory ``path`` really does.
 
-    ``only`` limits the run to some capabilities (names or aliases). Raises
-    ``ProbePathError`` if ``path`` is missing or not a directory, and
-    ``ValueError`` for an unknown capability name; everything else is an
-    answer in the report.
+    ``only`` limits the run to some capabilities (names or aliases).
+    ``timeout`` (seconds) bounds a slow filesystem: once it has passed, the
+    capabilities not yet probed are "could not tell" with that as their
+    reason, and the probe directory is removed as always. It is checked
+    between capabilities, never inside one: a call the kernel does not
+    return from still holds the probe up. Raises ``ProbePathError`` if
+    ``path`` is missing or not a directory, and ``ValueError`` for an
+    unknown capability name or a timeout that is not positive; everything
+    else is an answer in the report.
     """
     t0 = time.perf_counter()
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     wanted = set(resolve_names(only)) if only is not None else None
     specs = [s for s in _SPECS if wanted is None or s.name in wanted]
     p, fd, real = _open_dir(path)
     try:
         identity = _identity(p, fd, real)
         limit = _limitation(identity)
-        tmp: _PrivateDir | None = None
+        tmp: PrivateDir | None = None
         if limit is None:
-            tmp, limit = _create_private(fd, p)
+            tmp, limit = create_private(fd, p)
         if tmp is None:
             assert limit is not None
             caps = _blanket(((s.name, s.title, s.group) for s in specs), *limit)
@@ -303,7 +241,7 @@ def probe_capabilities(path: PathArg, *, only: Iterable[str] | None = None,
                                     seconds=time.perf_counter() - t0, label=label)
         leftover: str | None = None
         try:
-            caps = tuple(_run_one(spec, tmp, hook) for spec in specs)
+            caps = _run_all(specs, tmp, hook, None if timeout is None else t0 + timeout)
         finally:
             leftover = tmp.remove()
         return CapabilityReport(p, real, identity, caps, leftover=leftover,
@@ -333,14 +271,14 @@ def probe_pair(source_dir: PathArg, dest_dir: PathArg, *, hook: Hook | None = No
         if limit is not None:
             return PairReport(a, b, same, _blanket(specs, *limit), limitation=limit[0],
                               seconds=time.perf_counter() - t0, label=label)
-        src, limit = _create_private(a_fd, a)
+        src, limit = create_private(a_fd, a)
         if src is None:
             assert limit is not None
             return PairReport(a, b, same, _blanket(specs, *limit), limitation=limit[0],
                               seconds=time.perf_counter() - t0, label=label)
         leftovers: list[str] = []
         try:
-            dst, limit = _create_private(b_fd, b)
+            dst, limit = create_private(b_fd, b)
             if dst is None:
                 assert limit is not None
                 return PairReport(a, b, same, _blanket(specs, *limit), limitation=limit[0],
@@ -363,7 +301,7 @@ def probe_pair(source_dir: PathArg, dest_dir: PathArg, *, hook: Hook | None = No
 
 def _run_pair_one(name: str, title: str,
                   fn: Callable[[ProbeContext, ProbeContext, Trial], Capability],
-                  src: _PrivateDir, dst: _PrivateDir, *, hook: Hook | None) -> Capability:
+                  src: PrivateDir, dst: PrivateDir, *, hook: Hook | None) -> Capability:
     t0 = time.perf_counter()
 
     def run(trial: Trial) -> Capability:

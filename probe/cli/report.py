@@ -100,9 +100,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="build the real-filesystem lab (and a fakefs mount) and report on it")
     p.add_argument("--only", metavar="CAPS",
                    help="comma-separated capabilities to probe (default: all)")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="per directory: once this has passed, report the capabilities "
+                   "not yet probed as 'could not tell' (a slow or stalled filesystem)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="table format: also print each answer's reason and evidence")
     p.set_defaults(func=run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _err(message: str) -> None:
@@ -153,13 +166,14 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
     total = len(args.paths) + len(args.pair)
     with progress("probing", total) as bar:
         for path in args.paths:
-            reports.append(probe_capabilities(path, only=only, label=path))
+            reports.append(probe_capabilities(path, only=only, label=path,
+                                              timeout=args.timeout))
             bar.advance(label=path)
         for a, b in args.pair:
             pairs.append(probe_pair(a, b, label=f"{a} → {b}"))
             bar.advance(label=f"{a} → {b}")
     if args.lab:
-        lab_reps, lab_pairs = lab_reports(only)
+        lab_reps, lab_pairs = lab_reports(only, timeout=args.timeout)
         reports += lab_reps
         pairs += lab_pairs
     return reports, pairs
@@ -167,6 +181,7 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
 
 def lab_reports(only: Sequence[str] | None = None, *,
                 advance: Callable[[str], None] | None = None,
+                timeout: float | None = None,
                 ) -> tuple[list[CapabilityReport], list[PairReport]]:
     """Build the lab, probe every filesystem in it plus a fakefs mount and
     the lab's directory pairs, tear it all down, return the reports."""
@@ -185,9 +200,9 @@ def lab_reports(only: Sequence[str] | None = None, *,
                                            len(KINDS) + 1 + len(_LAB_PAIRS)) as bar:
         for kind in lab.kinds:
             reports.append(probe_capabilities(lab.scratch_dir(kind, "report"), only=only,
-                                              label=kind))
+                                              label=kind, timeout=timeout))
             bar.advance(label=kind)
-        reports.append(_fakefs_report(lab, only))
+        reports.append(_fakefs_report(lab, only, timeout))
         bar.advance(label=FAKEFS_LABEL)
         for label, a_kind, b_spec in _LAB_PAIRS:
             b_kind = b_spec.removeprefix("bind:")
@@ -201,7 +216,8 @@ def lab_reports(only: Sequence[str] | None = None, *,
     return reports, pairs
 
 
-def _fakefs_report(lab: Any, only: Sequence[str] | None) -> CapabilityReport:
+def _fakefs_report(lab: Any, only: Sequence[str] | None,
+                   timeout: float | None = None) -> CapabilityReport:
     """A fakefs (FUSE passthrough) mount over a lab scratch directory; a
     could-not-tell column naming the reason if it cannot be mounted."""
     try:
@@ -215,7 +231,8 @@ def _fakefs_report(lab: Any, only: Sequence[str] | None) -> CapabilityReport:
     mountpoint: Path = lab.scratch_dir("tmpfs" if "tmpfs" in lab else lab.kinds[0], "fakefs-mnt")
     try:
         with mount(backing, mountpoint):
-            return probe_capabilities(mountpoint, only=only, label=FAKEFS_LABEL)
+            return probe_capabilities(mountpoint, only=only, label=FAKEFS_LABEL,
+                                      timeout=timeout)
     except ProbePathError as err:
         return unavailable_report(str(mountpoint), f"fakefs mount unusable: {err}",
                                   label=FAKEFS_LABEL, only=only)
