@@ -20,8 +20,9 @@ from probe.capabilities import (
     ProbeContext,
     Status,
     probe_capabilities,
+    probe_pair,
 )
-from probe.cli import EXIT_USAGE, main
+from probe.cli import EXIT_COULD_NOT_TELL, EXIT_USAGE, main
 from probe.lab import Lab
 from probe.pytest_plugin import require
 
@@ -271,3 +272,32 @@ def test_report_refuses_a_timeout_that_is_not_a_time(tmp_path: Path, bad: str,
     assert out == "" and f"expected a positive number of seconds, got {bad!r}" in err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_timeout_makes_the_late_capabilities_unknown(
+        fake: tuple[Any, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # the passthrough over btrfs has every one of these; only the clock keeps
+    # the later ones from being established, and check says so (exit 3).
+    fs, mnt, backing = fake
+    fs.add_fault("create:*:delay=100ms")
+    wanted = "hardlink,symlink,chmod,xattr,sparse,rename_noreplace"
+    code = main(["check", str(mnt), "--require", wanted, "--timeout", "0.3"])
+    out = capsys.readouterr().out
+    assert code == EXIT_COULD_NOT_TELL, out
+    assert "the time limit ran out" in out and "missing:" not in out
+    assert list(backing.iterdir()) == []
+
+
+def test_a_pair_probe_is_cut_off_at_the_timeout(fake: tuple[Any, Path, Path]) -> None:
+    fs, mnt, backing = fake
+    (mnt / "a").mkdir()
+    (mnt / "b").mkdir()
+    fs.add_fault("create:*:delay=100ms")
+    rep = probe_pair(mnt / "a", mnt / "b", timeout=0.15)
+    late = [c.name for c in rep.capabilities if "time limit" in (c.reason or "")]
+    assert rep.capabilities[0].name not in late and late, rep.capabilities
+    assert [c.name for c in rep.capabilities[-len(late):]] == late
+    assert rep.leftover is None
+    assert list((backing / "a").iterdir()) == [] and list((backing / "b").iterdir()) == []
+    with pytest.raises(ValueError, match="positive"):
+        probe_pair(mnt / "a", mnt / "b", timeout=0)

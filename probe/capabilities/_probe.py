@@ -23,6 +23,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from functools import partial
 
 from .._paths import PathArg, as_path
 from . import _attrs, _clone, _links, _misc, _names, _overlay, _rename, _space
@@ -170,17 +171,26 @@ def _run_one(spec: ProbeSpec, tmp: PrivateDir, hook: Hook | None) -> Capability:
     return _finish(spec.name, spec.title, spec.group, _guarded(run), t0)
 
 
-def _run_all(specs: list[ProbeSpec], tmp: PrivateDir, hook: Hook | None,
-             deadline: float | None) -> tuple[Capability, ...]:
+#: what a capability is called (name, title, group) and how to probe it
+_Task = tuple[tuple[str, str, str], Callable[[], Capability]]
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+
+
+def _run_all(tasks: list[_Task], deadline: float | None) -> tuple[Capability, ...]:
+    """Each task in turn; once ``deadline`` (perf_counter) has passed, the
+    rest are "could not tell", so a slow filesystem still gets a report."""
     caps: list[Capability] = []
-    for i, spec in enumerate(specs):
+    for i, (_info, run) in enumerate(tasks):
         if deadline is not None and time.perf_counter() >= deadline:
-            late = specs[i:]
-            caps += _blanket(((s.name, s.title, s.group) for s in late),
+            caps += _blanket((info for info, _run in tasks[i:]),
                              f"not probed: the time limit ran out after {len(caps)} of "
-                             f"{len(specs)} capabilities", None)
+                             f"{len(tasks)} capabilities", None)
             break
-        caps.append(_run_one(spec, tmp, hook))
+        caps.append(run())
     return tuple(caps)
 
 
@@ -223,8 +233,7 @@ def probe_capabilities(path: PathArg, *, only: Iterable[str] | None = None,
     else is an answer in the report.
     """
     t0 = time.perf_counter()
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    _check_timeout(timeout)
     wanted = set(resolve_names(only)) if only is not None else None
     specs = [s for s in _SPECS if wanted is None or s.name in wanted]
     p, fd, real = _open_dir(path)
@@ -241,7 +250,8 @@ def probe_capabilities(path: PathArg, *, only: Iterable[str] | None = None,
                                     seconds=time.perf_counter() - t0, label=label)
         leftover: str | None = None
         try:
-            caps = _run_all(specs, tmp, hook, None if timeout is None else t0 + timeout)
+            caps = _run_all([((s.name, s.title, s.group), partial(_run_one, s, tmp, hook))
+                             for s in specs], None if timeout is None else t0 + timeout)
         finally:
             leftover = tmp.remove()
         return CapabilityReport(p, real, identity, caps, leftover=leftover,
@@ -251,10 +261,12 @@ def probe_capabilities(path: PathArg, *, only: Iterable[str] | None = None,
 
 
 def probe_pair(source_dir: PathArg, dest_dir: PathArg, *, hook: Hook | None = None,
-               label: str | None = None) -> PairReport:
+               label: str | None = None, timeout: float | None = None) -> PairReport:
     """Reflink and copy_file_range from a file in ``source_dir`` to a new
-    file in ``dest_dir``: EXDEV (and sharing) is a property of the pair."""
+    file in ``dest_dir``: EXDEV (and sharing) is a property of the pair.
+    ``timeout`` as for ``probe_capabilities``."""
     t0 = time.perf_counter()
+    _check_timeout(timeout)
     a, a_fd, a_real = _open_dir(source_dir)
     try:
         b, b_fd, b_real = _open_dir(dest_dir)
@@ -284,8 +296,10 @@ def probe_pair(source_dir: PathArg, dest_dir: PathArg, *, hook: Hook | None = No
                 return PairReport(a, b, same, _blanket(specs, *limit), limitation=limit[0],
                                   seconds=time.perf_counter() - t0, label=label)
             try:
-                caps = tuple(_run_pair_one(n, title, fn, src, dst, hook=hook)
-                             for n, title, fn in _PAIR_SPECS)
+                caps = _run_all([((n, title, "pair"),
+                                  partial(_run_pair_one, n, title, fn, src, dst, hook=hook))
+                                 for n, title, fn in _PAIR_SPECS],
+                                None if timeout is None else t0 + timeout)
             finally:
                 if (gone := dst.remove()) is not None:
                     leftovers.append(gone)

@@ -22,7 +22,7 @@ from typing import NoReturn
 from probe._helpwidth import Parser
 
 __all__ = ["EXIT_COULD_NOT_TELL", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "entry", "main",
-           "octal_mode"]
+           "octal_mode", "positive_seconds"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -52,6 +52,19 @@ def octal_mode(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
     if not 0 <= value <= 0o7777:
         raise argparse.ArgumentTypeError(f"mode out of range: {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse ``type=`` for a ``--timeout``: a finite number of seconds
+    above zero ("0" would mean "probe nothing", "inf" no limit at all: both
+    are more likely a slip than a wish)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
 
 

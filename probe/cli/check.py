@@ -27,7 +27,7 @@ from probe.capabilities import (
     resolve_names,
 )
 
-from . import EXIT_COULD_NOT_TELL, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from . import EXIT_COULD_NOT_TELL, EXIT_FAILED, EXIT_OK, EXIT_USAGE, positive_seconds
 
 __all__ = ["register"]
 
@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--require", action="append", default=[], metavar="CAPS",
                    help="comma-separated capability names (repeatable)")
     p.add_argument("--list", action="store_true", help="list the capability names and exit")
+    p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
+                   help="once this has passed, the capabilities not yet probed could not "
+                   "be established (exit 3)")
     p.set_defaults(func=run)
 
 
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         _err("--require names no capability")
         return EXIT_USAGE
     try:
-        report = probe_capabilities(args.path, only=wanted)
+        report = probe_capabilities(args.path, only=wanted, timeout=args.timeout)
     except ProbePathError as err:
         _err(str(err))
         return EXIT_USAGE

@@ -54,7 +54,7 @@ from probe.capabilities import (
 )
 from probe.report import context_line, matrix, pair_matrix, render_markdown, to_document
 
-from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE, positive_seconds
 from ._render import emit_json, print_table, progress
 
 if TYPE_CHECKING:
@@ -100,22 +100,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="build the real-filesystem lab (and a fakefs mount) and report on it")
     p.add_argument("--only", metavar="CAPS",
                    help="comma-separated capabilities to probe (default: all)")
-    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
-                   help="per directory: once this has passed, report the capabilities "
-                   "not yet probed as 'could not tell' (a slow or stalled filesystem)")
+    p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
+                   help="per directory and per pair: once this has passed, report the "
+                   "capabilities not yet probed as 'could not tell' (a slow filesystem)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="table format: also print each answer's reason and evidence")
     p.set_defaults(func=run)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
 def _err(message: str) -> None:
@@ -170,7 +160,7 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
                                               timeout=args.timeout))
             bar.advance(label=path)
         for a, b in args.pair:
-            pairs.append(probe_pair(a, b, label=f"{a} → {b}"))
+            pairs.append(probe_pair(a, b, label=f"{a} → {b}", timeout=args.timeout))
             bar.advance(label=f"{a} → {b}")
     if args.lab:
         lab_reps, lab_pairs = lab_reports(only, timeout=args.timeout)
@@ -211,7 +201,7 @@ def lab_reports(only: Sequence[str] | None = None, *,
             a = lab.scratch_dir(a_kind, "pair")
             b = (lab.bind_mount(b_kind) if b_spec.startswith("bind:")
                  else lab.scratch_dir(b_kind, "pair"))
-            pairs.append(probe_pair(a, b, label=label))
+            pairs.append(probe_pair(a, b, label=label, timeout=timeout))
             bar.advance(label=label)
     return reports, pairs
 
