@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [c for c in report.capabilities if c.status is Status.UNSUPPORTED]
     unknown = [c for c in report.capabilities if c.status is Status.COULD_NOT_TELL]
     for cap in missing:
-        print(f"missing: {cap.name} ({cap.errno_name or 'no errno: the check caught it'}): "
+        print(f"missing: {cap.name} ({cap.errno_name or 'no errno: found by checking'}): "
               f"{cap.reason}")
     for cap in unknown:
         print(f"could not tell: {cap.name} ({cap.errno_name or 'no errno'}): {cap.reason}")

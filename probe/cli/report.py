@@ -5,8 +5,10 @@ under PATH (removed afterwards, also on Ctrl-C), never looked up in a table:
 
   yes                 it worked, and the result was checked
   no (ERRNO)          the kernel refused, with this errno
-  no (checked)        the call "succeeded" but the result was wrong
-                      (a zero-length copy, a chmod that changed nothing, ...)
+  no (checked)        no errno, but checking showed it missing or wrong: a
+                      call that "succeeded" wrongly (a zero-length copy, a
+                      chmod that changed nothing), or nothing to try it on
+                      (the overlayfs rows on a filesystem that is no overlay)
   could not tell      the probe could not ask (read-only, EPERM, EIO, ...)
 
   cowprobe report .                           one column for this directory
@@ -232,7 +234,8 @@ def _fakefs_report(lab: Any, only: Sequence[str] | None,
 
 
 _LEGEND = ("yes = tried and verified · no (ERRNO) = refused by the kernel · "
-           "no (checked) = succeeded but the result was wrong · could not tell = see --verbose")
+           "no (checked) = no errno, checking showed it missing or wrong · "
+           "could not tell = see --verbose")
 
 
 def _merge(args: argparse.Namespace, files: Sequence[str]) -> int:

@@ -34,7 +34,8 @@ def state_cell(name: str, status: str, errno_name: str | None,
         return "yes"
     tag = f" ({errno_name})" if errno_name else ""
     if status == Status.UNSUPPORTED.value:
-        # No errno: the call "succeeded" and the check caught it lying.
+        # No errno: checking found it missing -- a call "succeeded" and the
+        # result was wrong, or there was nothing to try (no lower layer).
         return f"no{tag}" if tag else "no (checked)"
     return f"could not tell{tag}"
 

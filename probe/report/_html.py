@@ -17,7 +17,8 @@ __all__ = ["render_html"]
 _STATES = {
     "supported": ("yes", "yes: tried, and the result was verified"),
     "unsupported": ("no", "no (ERRNO): the kernel refused with this errno; "
-                          "no (checked): it claimed success, and the check caught it"),
+                          "no (checked): no errno, but checking showed it missing or wrong "
+                          "(a wrong \"success\", or no overlay to try it on)"),
     "could-not-tell": ("cnt", "could not tell (ERRNO): the probe could not ask "
                               "(read-only, a sandbox's EPERM, EIO)"),
     None: ("na", "n/a: that machine's report did not probe it"),
