@@ -19,7 +19,9 @@ import os
 from functools import cache
 from typing import Any, NoReturn
 
-__all__ = ["function", "libc", "raise_errno"]
+__all__ = ["die_with_parent", "function", "libc", "raise_errno"]
+
+_PR_SET_PDEATHSIG = 1
 
 
 @cache
@@ -54,3 +56,13 @@ def raise_errno(*filenames: str | os.PathLike[str] | None) -> NoReturn:
     if len(names) >= 2:
         raise OSError(err, os.strerror(err), names[0], None, names[1])
     raise OSError(err, os.strerror(err), *names[:1])
+
+
+def die_with_parent(parent: int, signum: int) -> bool:
+    """PR_SET_PDEATHSIG: ``signum`` to this (child) process when ``parent``,
+    the pid it was started by, dies. False if the parent is already gone:
+    it died before the prctl took effect, so the signal will never come."""
+    prctl = function("prctl", ctypes.c_int, ctypes.c_int, ctypes.c_ulong)
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signum)
+    return os.getppid() == parent

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from probe.lab import Lab
+from probe.pytest_plugin import require
 
 
 def errno_of(fn: Callable[[], object]) -> int | None:
@@ -26,3 +32,25 @@ def child_errno(code: str, *args: str) -> int | None:
     out = subprocess.run([sys.executable, "-c", wrapped, *args], capture_output=True,
                          text=True, check=True).stdout.strip()
     return None if out == "ok" else int(out)
+
+
+def fakefs_over(lab: Lab, kind: str) -> Iterator[tuple[Any, Path, Path]]:
+    """For a fixture: (handle, mountpoint, backing) of a fakefs over a
+    ``kind`` scratch directory, mounted on tmpfs; unmounted afterwards."""
+    try:
+        fakefs = importlib.import_module("fakefs")
+    except ImportError as err:
+        require(False, f"fakefs is not importable: {err}")
+        raise
+    backing = lab.scratch_dir(kind, "fakefs-data")
+    mnt = lab.scratch_dir("tmpfs", "fakefs-mnt")
+    try:
+        cm = fakefs.mount(backing, mnt)
+        fs = cm.__enter__()
+    except Exception as err:
+        require(False, f"cannot mount fakefs (needs /dev/fuse and pyfuse3): {err}")
+        raise
+    try:
+        yield fs, mnt, backing
+    finally:
+        cm.__exit__(None, None, None)

@@ -5,7 +5,6 @@ not establish -- never "yes", never a crash -- and leaves nothing behind."""
 from __future__ import annotations
 
 import errno
-import importlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _fakefs_util import fakefs_over
 
 from probe.capabilities import (
     CAPABILITY_NAMES,
@@ -24,39 +24,14 @@ from probe.capabilities import (
 )
 from probe.cli import EXIT_COULD_NOT_TELL, EXIT_USAGE, main
 from probe.lab import Lab
-from probe.pytest_plugin import require
 
 S, U, C = Status.SUPPORTED, Status.UNSUPPORTED, Status.COULD_NOT_TELL
-
-
-def _fakefs() -> Any:
-    try:
-        return importlib.import_module("fakefs")
-    except ImportError as err:
-        require(False, f"fakefs is not importable: {err}")
-    raise AssertionError  # pragma: no cover - require() does not return here
 
 
 @pytest.fixture
 def fake(cowprobe_lab: Lab) -> Iterator[tuple[Any, Path, Path]]:
     """(handle, mountpoint, backing): fakefs over a btrfs scratch directory."""
-    yield from _fakefs_over(cowprobe_lab, "btrfs")
-
-
-def _fakefs_over(cowprobe_lab: Lab, kind: str) -> Iterator[tuple[Any, Path, Path]]:
-    fakefs = _fakefs()
-    backing = cowprobe_lab.scratch_dir(kind, "fakefs-data")
-    mnt = cowprobe_lab.scratch_dir("tmpfs", "fakefs-mnt")
-    try:
-        cm = fakefs.mount(backing, mnt)
-        fs = cm.__enter__()
-    except Exception as err:
-        require(False, f"cannot mount fakefs (needs /dev/fuse and pyfuse3): {err}")
-        raise
-    try:
-        yield fs, mnt, backing
-    finally:
-        cm.__exit__(None, None, None)
+    yield from fakefs_over(cowprobe_lab, "btrfs")
 
 
 def _never_yes_on_failure(rep: CapabilityReport, code: int) -> None:
@@ -206,7 +181,7 @@ def test_statfs_refused_leaves_identity_partial_not_a_crash(
 def fake_ext4(cowprobe_lab: Lab) -> Iterator[tuple[Any, Path, Path]]:
     """fakefs over ext4, which refuses misaligned O_DIRECT I/O with EINVAL
     (btrfs quietly falls back to buffered I/O and hides the bug)."""
-    yield from _fakefs_over(cowprobe_lab, "ext4")
+    yield from fakefs_over(cowprobe_lab, "ext4")
 
 
 @pytest.mark.parametrize("targeted", [False, True])

@@ -6,6 +6,7 @@ renameat2, locks, ...), each answer three-way -- supported, unsupported
 Standard library only.
 """
 
+from ._api import probe_capabilities, probe_pair
 from ._context import ProbeContext
 from ._data import GRANULE as PROBE_GRANULE
 from ._identity import MAGIC_NAMES
@@ -15,8 +16,6 @@ from ._probe import (
     PRIVATE_PREFIX,
     Hook,
     capability_specs,
-    probe_capabilities,
-    probe_pair,
     resolve_names,
     unavailable_report,
     validate_directory,

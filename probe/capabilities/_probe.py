@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 from .._paths import PathArg, as_path
 from . import _attrs, _clone, _links, _misc, _names, _overlay, _rename, _space
@@ -36,10 +37,13 @@ __all__ = [
     "CAPABILITY_NAMES",
     "PRIVATE_PREFIX",
     "Hook",
+    "Watch",
     "capability_specs",
-    "probe_capabilities",
-    "probe_pair",
+    "pair_titles",
+    "probe_directory",
+    "probe_directory_pair",
     "resolve_names",
+    "spec_titles",
     "unavailable_report",
     "validate_directory",
 ]
@@ -67,6 +71,16 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 def capability_specs() -> tuple[ProbeSpec, ...]:
     return _SPECS
+
+
+def spec_titles(wanted: set[str] | None) -> list[tuple[str, str, str]]:
+    """(name, title, group) of each capability a directory probe runs."""
+    return [(s.name, s.title, s.group) for s in _SPECS if wanted is None or s.name in wanted]
+
+
+def pair_titles() -> list[tuple[str, str, str]]:
+    """(name, title, group) of each capability a pair probe runs."""
+    return [(n, title, "pair") for n, title, _fn in _PAIR_SPECS]
 
 
 def resolve_names(names: Iterable[str]) -> tuple[str, ...]:
@@ -175,12 +189,29 @@ def _run_one(spec: ProbeSpec, tmp: PrivateDir, hook: Hook | None) -> Capability:
 _Task = tuple[tuple[str, str, str], Callable[[], Capability]]
 
 
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+class Watch:
+    """What a probe run reports as it goes, for an observer: an isolated
+    probe's child process (``_isolate``) forwards each event to its parent,
+    so a probe stopped inside a syscall still gives what it had found."""
+
+    def opened(self, **fields: Any) -> None:
+        """The directory (or pair) is open and identified."""
+
+    def private(self, path: str) -> None:
+        """A private probe directory now exists at ``path``."""
+
+    def removed(self, path: str, leftover: str | None) -> None:
+        """The removal of ``path`` ended; ``leftover`` says what remains."""
+
+    def done(self, cap: Capability) -> None:
+        """One capability is answered."""
 
 
-def _run_all(tasks: list[_Task], deadline: float | None) -> tuple[Capability, ...]:
+_QUIET = Watch()
+
+
+def _run_all(tasks: list[_Task], deadline: float | None, watch: Watch,
+             ) -> tuple[Capability, ...]:
     """Each task in turn; once ``deadline`` (perf_counter) has passed, the
     rest are "could not tell", so a slow filesystem still gets a report."""
     caps: list[Capability] = []
@@ -191,7 +222,22 @@ def _run_all(tasks: list[_Task], deadline: float | None) -> tuple[Capability, ..
                              f"{len(tasks)} capabilities", None)
             break
         caps.append(run())
+        watch.done(caps[-1])
     return tuple(caps)
+
+
+def _private(fd: int, path: str, watch: Watch,
+             ) -> tuple[PrivateDir | None, tuple[str, int] | None]:
+    tmp, limit = create_private(fd, path)
+    if tmp is not None:
+        watch.private(tmp.path)
+    return tmp, limit
+
+
+def _remove(tmp: PrivateDir, watch: Watch) -> str | None:
+    leftover = tmp.remove()
+    watch.removed(tmp.path, leftover)
+    return leftover
 
 
 def _blanket(specs: Iterable[tuple[str, str, str]], reason: str, code: int | None,
@@ -212,85 +258,71 @@ def unavailable_report(path: str, reason: str, *, label: str | None = None,
     mount that could not be made): every capability "could not tell",
     with ``reason``. Never raises for the path."""
     wanted = set(resolve_names(only)) if only is not None else None
-    specs = ((s.name, s.title, s.group) for s in _SPECS if wanted is None or s.name in wanted)
-    return CapabilityReport(path, path, None, _blanket(specs, reason, None), limitation=reason,
-                            label=label)
+    return CapabilityReport(path, path, None, _blanket(spec_titles(wanted), reason, None),
+                            limitation=reason, label=label)
 
 
-def probe_capabilities(path: PathArg, *, only: Iterable[str] | None = None,
-                       hook: Hook | None = None, label: str | None = None,
-                       timeout: float | None = None) -> CapabilityReport:
-    """Measure what the filesystem under directory ``path`` really does.
-
-    ``only`` limits the run to some capabilities (names or aliases).
-    ``timeout`` (seconds) bounds a slow filesystem: once it has passed, the
-    capabilities not yet probed are "could not tell" with that as their
-    reason, and the probe directory is removed as always. It is checked
-    between capabilities, never inside one: a call the kernel does not
-    return from still holds the probe up. Raises ``ProbePathError`` if
-    ``path`` is missing or not a directory, and ``ValueError`` for an
-    unknown capability name or a timeout that is not positive; everything
-    else is an answer in the report.
-    """
+def probe_directory(path: PathArg, wanted: set[str] | None, *, hook: Hook | None = None,
+                    label: str | None = None, timeout: float | None = None,
+                    watch: Watch = _QUIET) -> CapabilityReport:
+    """``probe_capabilities`` in this process, ``only`` resolved to names."""
     t0 = time.perf_counter()
-    _check_timeout(timeout)
-    wanted = set(resolve_names(only)) if only is not None else None
     specs = [s for s in _SPECS if wanted is None or s.name in wanted]
     p, fd, real = _open_dir(path)
     try:
         identity = _identity(p, fd, real)
+        watch.opened(path=p, real_path=real, identity=identity)
         limit = _limitation(identity)
         tmp: PrivateDir | None = None
         if limit is None:
-            tmp, limit = create_private(fd, p)
+            tmp, limit = _private(fd, p, watch)
         if tmp is None:
             assert limit is not None
-            caps = _blanket(((s.name, s.title, s.group) for s in specs), *limit)
+            caps = _blanket(spec_titles(wanted), *limit)
             return CapabilityReport(p, real, identity, caps, limitation=limit[0],
                                     seconds=time.perf_counter() - t0, label=label)
         leftover: str | None = None
         try:
             caps = _run_all([((s.name, s.title, s.group), partial(_run_one, s, tmp, hook))
-                             for s in specs], None if timeout is None else t0 + timeout)
+                             for s in specs], None if timeout is None else t0 + timeout, watch)
         finally:
-            leftover = tmp.remove()
+            leftover = _remove(tmp, watch)
         return CapabilityReport(p, real, identity, caps, leftover=leftover,
                                 seconds=time.perf_counter() - t0, label=label)
     finally:
         os.close(fd)
 
 
-def probe_pair(source_dir: PathArg, dest_dir: PathArg, *, hook: Hook | None = None,
-               label: str | None = None, timeout: float | None = None) -> PairReport:
-    """Reflink and copy_file_range from a file in ``source_dir`` to a new
-    file in ``dest_dir``: EXDEV (and sharing) is a property of the pair.
-    ``timeout`` as for ``probe_capabilities``."""
+def probe_directory_pair(source_dir: PathArg, dest_dir: PathArg, *, hook: Hook | None = None,
+                         label: str | None = None, timeout: float | None = None,
+                         watch: Watch = _QUIET) -> PairReport:
+    """``probe_pair`` in this process."""
     t0 = time.perf_counter()
-    _check_timeout(timeout)
     a, a_fd, a_real = _open_dir(source_dir)
     try:
         b, b_fd, b_real = _open_dir(dest_dir)
     except BaseException:
         os.close(a_fd)
         raise
-    specs = [(n, title, "pair") for n, title, _fn in _PAIR_SPECS]
+    specs = pair_titles()
     try:
         # Through _identity, not a bare fstat: a failing stat must become
         # ProbePathError naming the directory, never an OSError naming none.
         a_id, b_id = _identity(a, a_fd, a_real), _identity(b, b_fd, b_real)
         same = a_id.device == b_id.device
+        watch.opened(source=a, dest=b, same_filesystem=same)
         limit = _limitation(a_id) or _limitation(b_id)
         if limit is not None:
             return PairReport(a, b, same, _blanket(specs, *limit), limitation=limit[0],
                               seconds=time.perf_counter() - t0, label=label)
-        src, limit = create_private(a_fd, a)
+        src, limit = _private(a_fd, a, watch)
         if src is None:
             assert limit is not None
             return PairReport(a, b, same, _blanket(specs, *limit), limitation=limit[0],
                               seconds=time.perf_counter() - t0, label=label)
         leftovers: list[str] = []
         try:
-            dst, limit = create_private(b_fd, b)
+            dst, limit = _private(b_fd, b, watch)
             if dst is None:
                 assert limit is not None
                 return PairReport(a, b, same, _blanket(specs, *limit), limitation=limit[0],
@@ -299,12 +331,12 @@ def probe_pair(source_dir: PathArg, dest_dir: PathArg, *, hook: Hook | None = No
                 caps = _run_all([((n, title, "pair"),
                                   partial(_run_pair_one, n, title, fn, src, dst, hook=hook))
                                  for n, title, fn in _PAIR_SPECS],
-                                None if timeout is None else t0 + timeout)
+                                None if timeout is None else t0 + timeout, watch)
             finally:
-                if (gone := dst.remove()) is not None:
+                if (gone := _remove(dst, watch)) is not None:
                     leftovers.append(gone)
         finally:
-            if (gone := src.remove()) is not None:
+            if (gone := _remove(src, watch)) is not None:
                 leftovers.append(gone)
         return PairReport(a, b, same, caps, leftover="; ".join(leftovers) or None,
                           seconds=time.perf_counter() - t0, label=label)

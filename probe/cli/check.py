@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--list", action="store_true", help="list the capability names and exit")
     p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
                    help="once this has passed, the capabilities not yet probed could not "
-                   "be established (exit 3)")
+                   "be established (exit 3), even mid-call on a stalled filesystem")
     p.set_defaults(func=run)
 
 
@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         _err("--require names no capability")
         return EXIT_USAGE
     try:
-        report = probe_capabilities(args.path, only=wanted, timeout=args.timeout)
+        report = probe_capabilities(args.path, only=wanted, timeout=args.timeout,
+                                    isolate=args.timeout is not None)
     except ProbePathError as err:
         _err(str(err))
         return EXIT_USAGE

@@ -104,7 +104,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="comma-separated capabilities to probe (default: all)")
     p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
                    help="per directory and per pair: once this has passed, report the "
-                   "capabilities not yet probed as 'could not tell' (a slow filesystem)")
+                   "capabilities not yet probed as 'could not tell', even when the "
+                   "filesystem stopped answering mid-call (the probe runs in a child process)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="table format: also print each answer's reason and evidence")
     p.set_defaults(func=run)
@@ -159,10 +160,12 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
     with progress("probing", total) as bar:
         for path in args.paths:
             reports.append(probe_capabilities(path, only=only, label=path,
-                                              timeout=args.timeout))
+                                              timeout=args.timeout,
+                                              isolate=args.timeout is not None))
             bar.advance(label=path)
         for a, b in args.pair:
-            pairs.append(probe_pair(a, b, label=f"{a} → {b}", timeout=args.timeout))
+            pairs.append(probe_pair(a, b, label=f"{a} → {b}", timeout=args.timeout,
+                                    isolate=args.timeout is not None))
             bar.advance(label=f"{a} → {b}")
     if args.lab:
         lab_reps, lab_pairs = lab_reports(only, timeout=args.timeout)
@@ -192,7 +195,8 @@ def lab_reports(only: Sequence[str] | None = None, *,
                                            len(KINDS) + 1 + len(_LAB_PAIRS)) as bar:
         for kind in lab.kinds:
             reports.append(probe_capabilities(lab.scratch_dir(kind, "report"), only=only,
-                                              label=kind, timeout=timeout))
+                                              label=kind, timeout=timeout,
+                                              isolate=timeout is not None))
             bar.advance(label=kind)
         reports.append(_fakefs_report(lab, only, timeout))
         bar.advance(label=FAKEFS_LABEL)
@@ -203,7 +207,8 @@ def lab_reports(only: Sequence[str] | None = None, *,
             a = lab.scratch_dir(a_kind, "pair")
             b = (lab.bind_mount(b_kind) if b_spec.startswith("bind:")
                  else lab.scratch_dir(b_kind, "pair"))
-            pairs.append(probe_pair(a, b, label=label, timeout=timeout))
+            pairs.append(probe_pair(a, b, label=label, timeout=timeout,
+                                    isolate=timeout is not None))
             bar.advance(label=label)
     return reports, pairs
 
@@ -224,7 +229,7 @@ def _fakefs_report(lab: Any, only: Sequence[str] | None,
     try:
         with mount(backing, mountpoint):
             return probe_capabilities(mountpoint, only=only, label=FAKEFS_LABEL,
-                                      timeout=timeout)
+                                      timeout=timeout, isolate=timeout is not None)
     except ProbePathError as err:
         return unavailable_report(str(mountpoint), f"fakefs mount unusable: {err}",
                                   label=FAKEFS_LABEL, only=only)

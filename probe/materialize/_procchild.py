@@ -4,7 +4,6 @@ report each, then a summary; never return into the caller's stack."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import mmap
 import os
@@ -22,7 +21,6 @@ __all__ = ["HEADER", "SIGNALS", "SharedStop", "all_dirs", "child"]
 
 Unit = list[tuple[str, list[Dest]]]
 
-_PR_SET_PDEATHSIG = 1
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # A child's exit codes: 0 after its final report; _EXIT_BUG after a Python
 # exception (its text is sent first); 128+n when a signal stopped it.
@@ -103,7 +101,8 @@ def child(
             os.close(r)
             for fd in siblings:
                 os.close(fd)
-            _die_with(parent)
+            if not _libc.die_with_parent(parent, signal.SIGKILL):
+                os._exit(128 + signal.SIGKILL)
             for sig in SIGNALS:
                 signal.signal(sig, _raise_stopped)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -130,16 +129,6 @@ def child(
         # publish or remove the staging a second time), and no atexit or
         # stdio flush of the parent's buffers.
         os._exit(code)
-
-
-def _die_with(parent: int) -> None:
-    """PR_SET_PDEATHSIG: SIGKILL this child when the parent dies."""
-    prctl = _libc.function("prctl", ctypes.c_int, ctypes.c_int, ctypes.c_ulong)
-    if prctl is not None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        # The parent died before the prctl took effect.
-        os._exit(128 + signal.SIGKILL)
 
 
 def _summary(ctx: Context, mine: ThreadStats) -> dict[str, Any]:
