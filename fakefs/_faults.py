@@ -13,12 +13,13 @@ of rules. Adding a rule compiles that rule alone.
 
 from __future__ import annotations
 
-import os
-import random
 import re
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._rules import FaultRule, compile_glob
+from ._rules import FaultRule, compile_glob, schedule
+
+if TYPE_CHECKING:
+    from random import Random
 
 
 class Counted(Protocol):
@@ -27,7 +28,7 @@ class Counted(Protocol):
     rule: FaultRule
     hits: int
     matches: int
-    rng: random.Random | None
+    rng: Random | None
 
 
 def triggered(armed: Counted, spent: int) -> bool:
@@ -81,7 +82,7 @@ class ArmedRule:
                  "spent", "unconfirmed")
 
     def __init__(self, rule_id: int, rule: FaultRule, *, seed: int | None = None,
-                 rng: random.Random | None = None,
+                 rng: Random | None = None,
                  regex: re.Pattern[str] | None = None) -> None:
         self.id = rule_id
         self.rule = rule
@@ -240,12 +241,7 @@ class FaultTable:
 
     # -- changes -----------------------------------------------------------
     def add(self, rule: FaultRule) -> ArmedRule:
-        seed = rule.seed
-        rng = None
-        if rule.p is not None:
-            if seed is None:
-                seed = int.from_bytes(os.urandom(4), "little")
-            rng = random.Random(seed)  # noqa: S311 -- a replayable schedule, not a secret
+        seed, rng = schedule(rule)
         regex = None
         if literal_prefix(rule.glob) is not None:
             regex = compile_glob(rule.glob)

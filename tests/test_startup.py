@@ -54,6 +54,7 @@ def test_fakefs_run_without_a_mount_loads_no_fuse_client() -> None:
     )
     assert "fakefs._syscall._spawn" in mods
     assert "shutil" not in mods  # argparse's help formatter would load it (probe._helpwidth)
+    assert "random" not in mods  # ~2 ms, for p= rules only (fakefs._rules.schedule)
     loaded = sorted(m for m in mods if m.startswith(("fakefs._client", "fakefs._mounts",
                                                      "fakefs._daemon", "probe._mounttable")))
     assert loaded == []

@@ -11,14 +11,15 @@ the caller stopped waiting is recorded as absorbed, never as injected.
 from __future__ import annotations
 
 import collections
-import os
-import random
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._faults import fires
-from .._rules import FaultRule, compile_glob
+from .._rules import FaultRule, compile_glob, schedule
+
+if TYPE_CHECKING:
+    from random import Random
 
 __all__ = ["Armed", "Call", "RuleTable"]
 
@@ -47,7 +48,7 @@ class Armed:
                  "seed")
 
     def __init__(self, rule_id: int, rule: FaultRule, *, seed: int | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: Random | None = None) -> None:
         self.id = rule_id
         self.rule = rule
         self.hits = 0
@@ -87,11 +88,7 @@ class RuleTable:
     def add(self, rule: FaultRule) -> int:
         if not rule.syscall:
             raise ValueError(f"{rule.text!r} is a FUSE rule, not a syscall rule")
-        seed, rng = rule.seed, None
-        if rule.p is not None:
-            if seed is None:
-                seed = int.from_bytes(os.urandom(4), "little")
-            rng = random.Random(seed)  # noqa: S311 -- a replayable schedule, not a secret
+        seed, rng = schedule(rule)
         with self._lock:
             armed = Armed(self._next_id, rule, seed=seed, rng=rng)
             self._next_id += 1
