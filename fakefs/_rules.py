@@ -20,12 +20,8 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-import os
 import re
-from typing import TYPE_CHECKING, NamedTuple
-
-if TYPE_CHECKING:
-    import random
+from typing import NamedTuple
 
 __all__ = [
     "OPS",
@@ -261,20 +257,6 @@ def compile_glob(glob: str) -> re.Pattern[str]:
     """A rule glob compiled once, for matchers on a hot path: the same
     answers as ``FaultRule.matches_path`` (fnmatch's own translation)."""
     return re.compile(fnmatch.translate(glob))
-
-
-def schedule(rule: FaultRule) -> tuple[int | None, random.Random | None]:
-    """(seed, generator) of a ``p=`` rule's replayable schedule; a seed is
-    drawn (and reported, so the run can be replayed) when the rule gave
-    none. (None, None) for a rule without ``p=``."""
-    if rule.p is None:
-        return rule.seed, None
-    # Imported here: random costs ~2 ms of every `fakefs run`, and only a
-    # p= rule needs it.
-    import random
-
-    seed = rule.seed if rule.seed is not None else int.from_bytes(os.urandom(4), "little")
-    return seed, random.Random(seed)  # noqa: S311 -- a replayable schedule, not a secret
 
 
 def _fmt_delay(seconds: float) -> str:

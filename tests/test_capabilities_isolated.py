@@ -30,7 +30,7 @@ from probe.capabilities import (
     probe_capabilities,
     probe_pair,
 )
-from probe.cli import main
+from probe.cli import EXIT_USAGE, main
 from probe.lab import Lab
 
 C = Status.COULD_NOT_TELL
@@ -185,3 +185,25 @@ def test_a_child_that_never_starts_is_not_blamed_on_the_filesystem(
         "not probed: the probe process did not start within 0.2 s"}
     assert rep.identity is None and rep.leftover is None
     assert list(probed.iterdir()) == []
+
+
+def test_report_timeout_also_bounds_the_check_of_each_path(
+        fake: tuple[Any, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # The command checks every PATH before it probes any (a typo in the
+    # third writes nothing); under --timeout that check cannot hang either.
+    fs, mnt, backing = fake
+    (backing / "d").mkdir()  # made behind the mount: its first stat is a LOOKUP
+    fs.add_fault(f"lookup:d:delay={STALL}s:times=1")
+    t0 = time.perf_counter()
+    code = main(["report", str(mnt / "d"), "--timeout", "0.5"])
+    took = time.perf_counter() - t0
+    out, err = capsys.readouterr()
+    assert took < STALL / 2, took
+    assert code == EXIT_USAGE and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith(f"cowprobe report: {mnt / 'd'}: the filesystem did not answer "
+                           "within 0.5 s (opening the directory)"), line
+    pid = _stuck_pid(line)
+    if pid is not None:
+        os.waitpid(pid, 0)
+    assert list((backing / "d").iterdir()) == []

@@ -15,8 +15,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._faults import fires
-from .._rules import FaultRule, compile_glob, schedule
+from .._faults import fires, schedule
+from .._rules import FaultRule, compile_glob
 
 if TYPE_CHECKING:
     from random import Random

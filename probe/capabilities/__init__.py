@@ -6,7 +6,7 @@ renameat2, locks, ...), each answer three-way -- supported, unsupported
 Standard library only.
 """
 
-from ._api import probe_capabilities, probe_pair
+from ._api import probe_capabilities, probe_pair, validate_directory
 from ._context import ProbeContext
 from ._data import GRANULE as PROBE_GRANULE
 from ._identity import MAGIC_NAMES
@@ -18,7 +18,6 @@ from ._probe import (
     capability_specs,
     resolve_names,
     unavailable_report,
-    validate_directory,
 )
 
 __all__ = [

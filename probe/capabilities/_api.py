@@ -1,6 +1,7 @@
-"""``probe_capabilities`` and ``probe_pair``: the arguments checked, then the
-probe run in this process (``_probe``) or, with ``isolate``, in a child
-process that a time limit can stop even inside a syscall (``_isolate``)."""
+"""``probe_capabilities``, ``probe_pair`` and ``validate_directory``: the
+arguments checked, then the work done in this process (``_probe``) or in a
+child process that a time limit can stop even inside a syscall
+(``_isolate``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from .._paths import PathArg, as_path
 from ._model import CapabilityReport, PairReport
 from ._probe import (
     Hook,
+    open_check,
     pair_titles,
     probe_directory,
     probe_directory_pair,
@@ -17,7 +19,22 @@ from ._probe import (
     spec_titles,
 )
 
-__all__ = ["probe_capabilities", "probe_pair"]
+__all__ = ["probe_capabilities", "probe_pair", "validate_directory"]
+
+
+def validate_directory(path: PathArg, *, timeout: float | None = None) -> str:
+    """``path`` as a str if it is an openable directory; else ProbePathError
+    saying why (missing, not a directory, no permission). Lets a caller
+    check every argument before anything is written anywhere. With
+    ``timeout`` the check runs in a child process (as an isolated probe
+    does), so a mount that hangs a stat is a ProbePathError after that long
+    ("did not answer"), not a hang."""
+    _check(timeout, None, False)
+    if timeout is None:
+        return open_check(path)
+    from ._isolate import isolated_check
+
+    return isolated_check(as_path(path, "path"), timeout)
 
 
 def probe_capabilities(path: PathArg, *, only: Iterable[str] | None = None,

@@ -8,7 +8,9 @@ parent only waits on a pipe; the probe, in ``python -m
 probe.capabilities._isolate``, forwards every event as it happens (the
 identity, each private directory, each answer, each removal: ``Watch``), so
 when the limit has passed the parent still has everything found so far and
-knows which private directories may be left.
+knows which private directories may be left. ``validate_directory(timeout=)``
+runs its stat and open the same way: a mount that hangs a stat is an error
+after the limit, not a hang.
 
 Stopping, and why in this order:
 
@@ -41,10 +43,10 @@ import time
 from typing import IO, Any
 
 from .. import _libc
-from ._model import Capability, CapabilityReport, Identity, PairReport, Status
-from ._probe import Watch, probe_directory, probe_directory_pair
+from ._model import Capability, CapabilityReport, Identity, PairReport, ProbePathError, Status
+from ._probe import Watch, open_check, probe_directory, probe_directory_pair
 
-__all__ = ["isolated_directory", "isolated_pair"]
+__all__ = ["isolated_check", "isolated_directory", "isolated_pair"]
 
 #: The longest wait at each step of stopping the child (see the docstring).
 _GRACE = 1.0
@@ -85,6 +87,17 @@ def isolated_pair(specs: list[tuple[str, str, str]], timeout: float | None, *,
         seconds=run.seconds(), label=label)
 
 
+def isolated_check(path: str, timeout: float) -> str:
+    """``validate_directory`` in a child: the path, or ProbePathError --
+    the child's own, or "did not answer" once ``timeout`` has passed."""
+    run = _Run([], timeout)
+    run.go({"kind": "check", "path": path})
+    if isinstance(run.result, str):
+        return run.result
+    stuck = f"; {run.leftover()}" if run.stuck is not None else ""
+    raise ProbePathError(f"{path}: {run.why()}{stuck}")
+
+
 class _Run:
     """One child, the events it sent, and how it ended."""
 
@@ -99,7 +112,7 @@ class _Run:
         #: private directory -> None while it exists, else the removal's leftover
         self.private: dict[str, str | None] = {}
         self.removed: set[str] = set()
-        self.result: CapabilityReport | PairReport | None = None
+        self.result: CapabilityReport | PairReport | str | None = None
         self.raised: BaseException | None = None
         self.ended: str | None = None  # how the child ended, if not by reporting
         self.stuck: int | None = None  # the pid of a child that would not go
@@ -291,9 +304,11 @@ def _child(parent: int) -> None:  # pragma: no cover - runs in the child
         request = pickle.load(sys.stdin.buffer)  # noqa: S301 - from our own parent
         deadline = request["deadline"]
         timeout = None if deadline is None else max(deadline - time.monotonic(), 1e-6)
-        if request["kind"] == "directory":
+        if request["kind"] == "check":
+            report: CapabilityReport | PairReport | str = open_check(request["path"])
+        elif request["kind"] == "directory":
             only = request["only"]
-            report: CapabilityReport | PairReport = probe_directory(
+            report = probe_directory(
                 request["path"], None if only is None else set(only), label=request["label"],
                 timeout=timeout, watch=forward)
         else:

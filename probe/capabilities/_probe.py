@@ -39,13 +39,13 @@ __all__ = [
     "Hook",
     "Watch",
     "capability_specs",
+    "open_check",
     "pair_titles",
     "probe_directory",
     "probe_directory_pair",
     "resolve_names",
     "spec_titles",
     "unavailable_report",
-    "validate_directory",
 ]
 
 #: Called just before each probe runs, inside the guarded region, with the
@@ -109,10 +109,8 @@ def resolve_names(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def validate_directory(path: PathArg) -> str:
-    """``path`` as a str if it is an openable directory; else ProbePathError
-    saying why (missing, not a directory, no permission). Lets a caller
-    check every argument before anything is written anywhere."""
+def open_check(path: PathArg) -> str:
+    """``validate_directory`` in this process."""
     p, fd, _real = _open_dir(path)
     os.close(fd)
     return p

@@ -153,7 +153,7 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
     # Every PATH is checked before anything is written anywhere, so a typo
     # in the third argument does not leave a half-made report.
     for p in [*args.paths, *(x for pair in args.pair for x in pair)]:
-        validate_directory(p)
+        validate_directory(p, timeout=args.timeout)
     reports: list[CapabilityReport] = []
     pairs: list[PairReport] = []
     total = len(args.paths) + len(args.pair)
