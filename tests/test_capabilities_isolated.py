@@ -137,17 +137,20 @@ def _children(pid: int) -> list[int]:
         return [int(x) for x in f.read().split()]
 
 
-def test_a_killed_command_leaves_no_probe_directory(fake: tuple[Any, Path, Path]) -> None:
-    # SIGKILL to cowprobe while its probe child waits in a create: the child
-    # dies with its parent as SIGTERM (PDEATHSIG), so once the create
-    # returns it removes its private directory and goes -- it starts no
-    # further capability (an orphan would go on probing for nobody).
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_command_leaves_no_probe_directory(
+        fake: tuple[Any, Path, Path], sig: signal.Signals) -> None:
+    # A signal to cowprobe while its probe child waits in a create. SIGKILL:
+    # the child dies with its parent as SIGTERM (PDEATHSIG). SIGTERM: the
+    # command stops its child itself and exits 143. Either way, once the
+    # create returns the child removes its private directory and goes -- it
+    # starts no further capability (an orphan would go on probing for nobody).
     fs, mnt, backing = fake
-    rid = fs.add_fault("create:*:delay=1s:times=1")
+    rid = fs.add_fault("create:*:delay=500ms:times=1")
     fs.clear_trace()
     cli = subprocess.Popen([sys.executable, "-m", "probe.cli", "report", str(mnt),
                             "--timeout", "60"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+                           stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while not any(r["id"] == rid and r["hits"] for r in fs.faults()):
@@ -155,16 +158,23 @@ def test_a_killed_command_leaves_no_probe_directory(fake: tuple[Any, Path, Path]
             time.sleep(0.01)  # polling the daemon's count, not waiting in its place
         (child,) = _children(cli.pid)
         pidfd = os.pidfd_open(child)
-        cli.kill()
-        cli.wait()
+        cli.send_signal(sig)
+        _out, err = cli.communicate(timeout=30)
+        if sig == signal.SIGTERM:
+            # The command waited for its child's clean-up before it exited:
+            # when `timeout 10 cowprobe report ...` returns, nothing is left.
+            assert list(backing.rglob(f"{PRIVATE_PREFIX}*")) == []
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         assert poller.poll(30_000), "the probe child outlived its parent"
         os.close(pidfd)
     finally:
         if cli.poll() is None:
-            cli.send_signal(signal.SIGKILL)
+            cli.kill()
             cli.wait()
+    assert cli.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + sig), err
+    if sig == signal.SIGTERM:
+        assert err.strip().splitlines()[-1] == "cowprobe: terminated (SIGTERM)"
     assert list(backing.rglob(f"{PRIVATE_PREFIX}*")) == []
     assert [r["op"] for r in fs.trace()].count("create") == 1
 
