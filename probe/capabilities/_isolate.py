@@ -109,9 +109,10 @@ class _Run:
         self.started = False
         self.opened: dict[str, Any] = {}
         self.done: list[Capability] = []
-        #: private directory -> None while it exists, else the removal's leftover
-        self.private: dict[str, str | None] = {}
-        self.removed: set[str] = set()
+        #: private directories made and not yet removed, in order
+        self.unremoved: dict[str, None] = {}
+        #: what the child's own removals could not remove
+        self.stayed: list[str] = []
         self.result: CapabilityReport | PairReport | str | None = None
         self.raised: BaseException | None = None
         self.ended: str | None = None  # how the child ended, if not by reporting
@@ -190,11 +191,12 @@ class _Run:
         elif kind == "opened":
             self.opened = payload
         elif kind == "private":
-            self.private[payload] = None
+            self.unremoved[payload] = None
         elif kind == "removed":
             path, leftover = payload
-            self.private[path] = leftover
-            self.removed.add(path)
+            self.unremoved.pop(path, None)
+            if leftover:
+                self.stayed.append(leftover)
         elif kind == "done":
             self.done.append(payload)
         elif kind == "report":
@@ -232,8 +234,8 @@ class _Run:
 
     def leftover(self) -> str | None:
         left = [f"{path} may be left behind: the probe was stopped before it removed it"
-                for path in self.private if path not in self.removed]
-        left += [gone for gone in self.private.values() if gone]
+                for path in self.unremoved]
+        left += self.stayed
         if self.stuck is not None:
             left.append(f"the probe process {self.stuck} is stuck in the kernel; it ends "
                         "when the filesystem answers")

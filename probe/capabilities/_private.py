@@ -10,14 +10,13 @@ import contextlib
 import errno
 import os
 
-from .._fd import remove_tree
+from .._fd import open_dir_nofollow, remove_tree
 from ._context import ProbeContext, describe_errno
 
 __all__ = ["PRIVATE_PREFIX", "READ_ONLY_REASON", "PrivateDir", "create_private"]
 
 PRIVATE_PREFIX = ".cowprobe-probe-"
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 #: Removal walks of the private directory before what remains is reported
 #: as a leftover; see ``PrivateDir.remove``.
 _REMOVE_PASSES = 3
@@ -43,7 +42,7 @@ class PrivateDir:
         self.path = os.path.join(parent_path, self.name)
         os.mkdir(self.name, 0o700, dir_fd=parent_fd)
         try:
-            self.fd = os.open(self.name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+            self.fd = open_dir_nofollow(self.name, parent_fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.rmdir(self.name, dir_fd=parent_fd)
@@ -51,7 +50,7 @@ class PrivateDir:
 
     def context(self, stem: str) -> ProbeContext:
         os.mkdir(stem, 0o700, dir_fd=self.fd)
-        fd = os.open(stem, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self.fd)
+        fd = open_dir_nofollow(stem, self.fd)
         return ProbeContext(fd, os.path.join(self.path, stem), self.token)
 
     def release(self, ctx: ProbeContext) -> None:

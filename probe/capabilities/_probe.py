@@ -26,6 +26,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from .._fd import DIR_FLAGS
 from .._paths import PathArg, as_path
 from . import _attrs, _clone, _links, _misc, _names, _overlay, _rename, _space
 from ._context import ProbeContext, ProbeSpec, Trial, describe_errno
@@ -66,7 +67,6 @@ _PAIR_FNS: dict[str, Callable[[ProbeContext, ProbeContext, Trial], Capability]] 
 }
 _PAIR_SPECS = tuple((name, title, _PAIR_FNS[name]) for name, title in _clone.PAIR_PROBES)
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def capability_specs() -> tuple[ProbeSpec, ...]:
@@ -130,7 +130,7 @@ def _open_dir(path: PathArg) -> tuple[str, int, str]:
     if not stat.S_ISDIR(st.st_mode):
         raise ProbePathError(f"{p}: not a directory")
     try:
-        fd = os.open(p, _DIR_FLAGS)
+        fd = os.open(p, DIR_FLAGS)
     except OSError as err:
         raise ProbePathError(f"{p}: cannot open: {describe_errno(err.errno)}") from None
     return p, fd, os.path.realpath(p)
