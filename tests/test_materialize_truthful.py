@@ -1,14 +1,17 @@
 """What the materializer reports is what happened, checked through faults at
 the real system calls (fakefs's syscall layer, on lab btrfs): a clone that
 fails for real is counted as a clone call, and a publish whose merge fails
-part way reports the entries that did reach their place as done."""
+part way reports the entries that did reach their place as done, and two
+jobs writing one file by two paths are refused before anything is written."""
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
+import pytest
 from _fresh import fresh_thread
 
 import fakefs
@@ -67,3 +70,48 @@ def test_a_merge_failing_part_way_reports_what_reached_its_place(btrfs_dir: Path
     assert sorted(os.listdir(wt)) == ["d0", "theirs"]
     # The rest of the staged tree was taken back, not left hidden beside wt.
     assert sorted(os.listdir(btrfs_dir)) == ["src", "wt"]
+
+
+def _listing(root: Path) -> dict[str, bytes | str]:
+    return {str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else
+                                       p.read_bytes() if p.is_file() else "dir")
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("wt/dl/g", "wt/d/g"),  # dl -> d: the same directory through a symlink
+        ("wt/a/../d/g", "wt/d/g"),  # ".." over an existing directory
+        ("wt/dl/new/g", "wt/d/new/g"),  # a missing directory staged under each
+    ],
+)
+def test_one_file_by_two_paths_is_refused_before_anything_is_written(
+    btrfs_dir: Path, first: str, second: str
+) -> None:
+    # Without the check both jobs reported success and the file held only
+    # the second one's bytes: the first job's report was a lie.
+    a, b = _sources(btrfs_dir / "src", ["a", "b"])
+    (btrfs_dir / "wt" / "d").mkdir(parents=True)
+    (btrfs_dir / "wt" / "a").mkdir()
+    (btrfs_dir / "wt" / "dl").symlink_to("d")
+    before = _listing(btrfs_dir)
+    with pytest.raises(ValueError, match=re.escape(
+            f"job 1: destination '{btrfs_dir}/{second}' is the file job 0 writes as "
+            f"'{btrfs_dir}/{first}'")):
+        materialize([(str(a), f"{btrfs_dir}/{first}"), (str(b), f"{btrfs_dir}/{second}")])
+    assert _listing(btrfs_dir) == before
+
+
+def test_two_files_in_one_directory_by_two_paths_both_land(btrfs_dir: Path) -> None:
+    # Two spellings of one (missing) directory: each is staged, the second
+    # merged into the first's published directory; both files are there.
+    a, b = _sources(btrfs_dir / "src", ["a", "b"])
+    (btrfs_dir / "wt" / "d").mkdir(parents=True)
+    (btrfs_dir / "wt" / "dl").symlink_to("d")
+    report = materialize([(str(a), f"{btrfs_dir}/wt/dl/new/f"),
+                          (str(b), f"{btrfs_dir}/wt/d/new/g")])
+    assert report.ok, report.results
+    assert sorted(os.listdir(btrfs_dir / "wt" / "d" / "new")) == ["f", "g"]
+    assert (btrfs_dir / "wt" / "d" / "new" / "f").read_bytes() == a.read_bytes()
+    assert (btrfs_dir / "wt" / "d" / "new" / "g").read_bytes() == b.read_bytes()

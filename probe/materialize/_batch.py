@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from .. import _linux
 from .._paths import PathArg, as_path
 from .._platform import current
-from ._dirs import DestDir, DirCache, beneath, dir_key, worktree_roots
+from ._dirs import DestDir, DirCache, beneath, dir_key, refuse_aliases, worktree_roots
 from ._publish import discard_roots, fail_unpublished, publish_roots, sync_dirs
 from ._report import JobResult, JobStatus, MaterializeReport, PairStats
 from ._threads import run_threads
@@ -147,8 +147,9 @@ def materialize(
       reported, and the caller's SIGKILL takes the workers with it.
 
     Bad arguments (not a pair, an empty path, a dest naming a directory, the
-    same dest twice, a dest outside ``worktrees``) raise before anything is
-    touched. ``workers`` defaults to a measured choice (``default_workers``).
+    same dest twice -- also by two paths to one directory, through a
+    symlink, ".." or a second mount --, a dest outside ``worktrees``) raise
+    before anything is touched. ``workers`` defaults to a measured choice (``default_workers``).
     """
     return run_batch(jobs, workers=workers, stop_on_error=stop_on_error, mode=mode,
                      measure_sharing=measure_sharing, on_result=on_result, fsync=fsync,
@@ -335,6 +336,7 @@ def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
         # tuple.__new__, not Dest(...): the NamedTuple's own __new__ is one
         # more Python frame per job for the same object.
         last.append(new_dest(Dest, (i, dst, parent, name)))
+    refuse_aliases((d for ds in by_source.values() for d in ds), set(tidy.values()))
     return list(by_source.items()), i + 1
 
 

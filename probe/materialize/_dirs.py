@@ -26,12 +26,12 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .._fd import DIR_FLAGS, open_dir_nofollow, remove_tree
 from .._tempname import reap_dead, temp_name
 
-__all__ = ["DestDir", "DirCache", "beneath", "dir_key", "worktree_roots"]
+__all__ = ["DestDir", "DirCache", "beneath", "dir_key", "refuse_aliases", "worktree_roots"]
 
 _DIR_FLAGS = DIR_FLAGS
 _ACL_DEFAULT = "system.posix_acl_default"
@@ -254,3 +254,57 @@ def dir_key(parent: str) -> str:
     if parent.startswith("/"):
         return "/" + "/".join(parts)
     return "/".join(parts) or "."
+
+
+#: where a directory spelling leads: (st_dev, st_ino) of its deepest existing
+#: ancestor and the missing components below that
+_Identity = tuple[int, int, str]
+
+
+def _identity(key: str, memo: dict[str, _Identity | None]) -> _Identity | None:
+    """Where the dir_key spelling ``key`` leads as the kernel resolves it
+    (symlinks followed, ".." taken as the kernel takes it); None where that
+    cannot be told (a stat refused, ".." below a missing directory)."""
+    known = memo.get(key, False)
+    if known is not False:
+        return known  # type: ignore[return-value]
+    try:
+        st = os.stat(key)
+        found: _Identity | None = (st.st_dev, st.st_ino, "")
+    except (FileNotFoundError, NotADirectoryError):
+        head, sep, tail = key.rpartition("/")
+        up = head or ("/" if sep else ".")
+        above = None if tail in {"..", "."} or up == key else _identity(up, memo)
+        found = None if above is None else (
+            above[0], above[1], f"{above[2]}/{tail}" if above[2] else tail)
+    except OSError:
+        found = None
+    memo[key] = found
+    return found
+
+
+def refuse_aliases(dests: Iterable[tuple[int, str, str, str]], parents: Iterable[str]) -> None:
+    """Raise ValueError if two of ``dests`` (job, dest, parent, name) are one
+    file reached through two spellings of one directory that dir_key cannot
+    see as one: a symlinked directory (``wt/lib -> usr/lib``), "..", a second
+    mount of one directory. Both jobs would report success while one
+    overwrote the other. One stat per distinct directory (``parents``); the
+    per-job work only where two spellings of one directory met."""
+    memo: dict[str, _Identity | None] = {}
+    first: dict[_Identity, str] = {}
+    aliased: dict[str, _Identity] = {}
+    for parent in parents:
+        ident = _identity(parent, memo)
+        if ident is None:
+            continue
+        other = first.setdefault(ident, parent)
+        if other != parent:
+            aliased[parent] = aliased[other] = ident
+    if not aliased:
+        return
+    seen: dict[tuple[_Identity, str], tuple[int, str]] = {}
+    for job, dest, parent, name in sorted(d for d in dests if d[2] in aliased):
+        prev = seen.setdefault((aliased[parent], name), (job, dest))
+        if prev[0] != job:
+            raise ValueError(f"job {job}: destination {dest!r} is the file job {prev[0]} writes "
+                             f"as {prev[1]!r} (one directory by two paths)")
