@@ -210,3 +210,35 @@ def test_nothing_else_switches_on_the_platform() -> None:
         if "sys.platform" in p.read_text()
     )
     assert switching == ["probe/_platform.py"]
+
+
+# What a hook or fixture gets from pytest; an attribute of these whose name
+# starts with "_" is pytest's private API, free to change in any release.
+_PYTEST_OBJECTS = {"config", "item", "request", "session", "metafunc", "node", "parser",
+                   "terminalreporter", "call", "factory"}
+
+
+def _private_pytest_uses(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
+                a.name for a in node.names]
+            found += [f"import {n}" for n in names if n.split(".")[0] == "_pytest"]
+        elif (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+              and not node.attr.startswith("__")):
+            owner = node.value
+            name = owner.id if isinstance(owner, ast.Name) else (
+                owner.attr if isinstance(owner, ast.Attribute) else "")
+            if name in _PYTEST_OBJECTS:
+                found.append(f"{name}.{node.attr} (line {node.lineno})")
+    return found
+
+
+def test_the_plugin_uses_only_public_pytest_api() -> None:
+    offenders = {m: uses for m, p in MODULES.items() if m.startswith("probe.pytest_plugin")
+                 if (uses := _private_pytest_uses(ast.parse(p.read_text())))}
+    assert offenders == {}
+    # The check itself sees what it looks for.
+    seen = _private_pytest_uses(ast.parse("item.config._tmp_path_factory\nimport _pytest.x"))
+    assert sorted(seen) == ["config._tmp_path_factory (line 1)", "import _pytest.x"]

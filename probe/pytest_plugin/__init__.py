@@ -268,10 +268,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             lacking = missing_prerequisites((kind,))
             if lacking:
                 _missing(f"needs {kind}: {'; '.join(lacking)}")
-    if item.get_closest_marker("needs_reflink") and "lab_dir" not in getattr(
-        item, "fixturenames", ()
-    ):
-        _require_reflink_tmp(item)
 
 
 #: the session's temporary directory -> why it cannot clone (None: it can);
@@ -279,9 +275,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 _REFLINK_TMP: dict[Path, str | None] = {}
 
 
-def _require_reflink_tmp(item: pytest.Item) -> None:
-    factory = item.config._tmp_path_factory  # type: ignore[attr-defined]
-    base = Path(factory.getbasetemp())
+@pytest.fixture(autouse=True)
+def _cowprobe_needs_reflink(request: pytest.FixtureRequest) -> None:
+    """``needs_reflink`` on a test without ``lab_dir``: the session's
+    temporary directory must clone. A fixture, not the setup hook: the
+    session's base temporary directory is public only through the
+    ``tmp_path_factory`` fixture (asked only for a marked test)."""
+    if request.node.get_closest_marker("needs_reflink") is None:
+        return
+    if "lab_dir" in request.fixturenames:
+        return
+    factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+    base = factory.getbasetemp()
     if base not in _REFLINK_TMP:
         _REFLINK_TMP[base] = _reflink_tmp_problem(base)
     problem = _REFLINK_TMP[base]
