@@ -79,7 +79,9 @@ def expected_cell(name: str, cap: dict[str, Any]) -> str:
     if cap["status"] == "supported":
         return f"yes ({cap['value']} bytes)" if name == "max_name_length" else "yes"
     if cap["status"] == "unsupported":
-        return f"no{tag}" if tag else "no (checked)"
+        if tag:
+            return f"no{tag}"
+        return f"no ({cap['value']})" if isinstance(cap["value"], str) else "no (checked)"
     return f"could not tell{tag}"
 
 

@@ -25,6 +25,8 @@ from ._model import Capability
 __all__ = ["PROBES"]
 
 _GROUP = "overlayfs lower layer"
+#: the value (and so the cell) of an overlayfs row on a filesystem that is none
+NOT_AN_OVERLAY = "not an overlay"
 
 
 class _NoLower(Exception):
@@ -41,7 +43,10 @@ def _overlay(ctx: ProbeContext, t: Trial) -> tuple[MountEntry, str]:
     t.note(f"mount table: {ctx.path} is on {mnt.fstype if mnt else 'an unknown mount'}"
            + (f" at {mnt.mount_point}" if mnt else ""))
     if mnt is None or mnt.fstype != "overlay":
-        raise _NoLower(t.unsupported("not an overlay filesystem: there is no lower layer"))
+        # The value is the cell's words: "no (checked)" would claim a check
+        # that found the feature broken, where there is nothing to check.
+        raise _NoLower(t.unsupported("not an overlay filesystem: there is no lower layer",
+                                     value=NOT_AN_OVERLAY))
     kit = os.path.join(mnt.mount_point, KIT_DIR)
     if not os.path.isdir(kit):
         raise _NoLower(t.could_not_tell(

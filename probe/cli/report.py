@@ -7,8 +7,8 @@ under PATH (removed afterwards, also on Ctrl-C), never looked up in a table:
   no (ERRNO)          the kernel refused, with this errno
   no (checked)        no errno, but checking showed it missing or wrong: a
                       call that "succeeded" wrongly (a zero-length copy, a
-                      chmod that changed nothing), or nothing to try it on
-                      (the overlayfs rows on a filesystem that is no overlay)
+                      chmod that changed nothing)
+  no (not an overlay) an overlayfs row on a filesystem that is none
   could not tell      the probe could not ask (read-only, EPERM, EIO, ...)
 
   cowprobe report .                           one column for this directory
@@ -240,6 +240,7 @@ def _fakefs_report(lab: Any, only: Sequence[str] | None,
 
 _LEGEND = ("yes = tried and verified · no (ERRNO) = refused by the kernel · "
            "no (checked) = no errno, checking showed it missing or wrong · "
+           "no (not an overlay) = nothing to try an overlayfs row on · "
            "could not tell = see --verbose")
 
 

@@ -34,9 +34,12 @@ def state_cell(name: str, status: str, errno_name: str | None,
         return "yes"
     tag = f" ({errno_name})" if errno_name else ""
     if status == Status.UNSUPPORTED.value:
-        # No errno: checking found it missing -- a call "succeeded" and the
-        # result was wrong, or there was nothing to try (no lower layer).
-        return f"no{tag}" if tag else "no (checked)"
+        # No errno: checking found it missing (a call "succeeded" and the
+        # result was wrong), or a word for why there was nothing to try
+        # (an overlayfs row on a filesystem that is none).
+        if tag:
+            return f"no{tag}"
+        return f"no ({value})" if isinstance(value, str) else "no (checked)"
     return f"could not tell{tag}"
 
 

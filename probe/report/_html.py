@@ -18,7 +18,8 @@ _STATES = {
     "supported": ("yes", "yes: tried, and the result was verified"),
     "unsupported": ("no", "no (ERRNO): the kernel refused with this errno; "
                           "no (checked): no errno, but checking showed it missing or wrong "
-                          "(a wrong \"success\", or no overlay to try it on)"),
+                          "(a wrong \"success\"); no (not an overlay): an overlayfs row "
+                          "on a filesystem that is none"),
     "could-not-tell": ("cnt", "could not tell (ERRNO): the probe could not ask "
                               "(read-only, a sandbox's EPERM, EIO)"),
     None: ("na", "n/a: that machine's report did not probe it"),
