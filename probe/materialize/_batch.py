@@ -336,7 +336,7 @@ def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
         # tuple.__new__, not Dest(...): the NamedTuple's own __new__ is one
         # more Python frame per job for the same object.
         last.append(new_dest(Dest, (i, dst, parent, name)))
-    refuse_aliases((d for ds in by_source.values() for d in ds), set(tidy.values()))
+    refuse_aliases([d for ds in by_source.values() for d in ds])
     return list(by_source.items()), i + 1
 
 
