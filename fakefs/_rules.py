@@ -24,6 +24,7 @@ import re
 from typing import NamedTuple
 
 __all__ = [
+    "OPEN_OPS",
     "OPS",
     "SYSCALL_OPS",
     "FaultRule",
@@ -61,9 +62,13 @@ SYSCALL_OPS: frozenset[str] = frozenset(
     {
         "FICLONE", "FICLONERANGE", "FIDEDUPERANGE", "copy_file_range", "fallocate",
         "fsync", "fdatasync", "ftruncate", "rename", "renameat", "renameat2", "link",
-        "linkat",
+        "linkat", "open", "creat", "openat", "openat2",
     }
 )  # fmt: skip
+#: The open family: trapped only where a rule names one (see
+#: fakefs._syscall._inprocess: a program opens files far more often than it
+#: clones them, and every trapped call costs a round trip).
+OPEN_OPS: frozenset[str] = frozenset({"open", "creat", "openat", "openat2"})
 #: Names that are both a FUSE operation and a system call. In a rule they
 #: mean the FUSE operation unless the rule is parsed for the syscall layer
 #: (``syscall_faults()``, ``fakefs run`` without a mount) or the op is

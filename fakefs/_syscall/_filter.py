@@ -56,13 +56,15 @@ class Arch(NamedTuple):
 _X86_64 = Arch("x86_64", 0xC000003E, {
     "seccomp": 317, "ioctl": 16, "copy_file_range": 326, "fallocate": 285, "fsync": 74,
     "fdatasync": 75, "ftruncate": 77, "rename": 82, "renameat": 264, "renameat2": 316,
-    "link": 86, "linkat": 265,
+    "link": 86, "linkat": 265, "open": 2, "creat": 85, "openat": 257, "openat2": 437,
 })  # fmt: skip
-# aarch64 has no rename/link/renameat (only the *at2/*at forms in the
-# generic table): libc maps rename() to renameat(AT_FDCWD, ...) there.
+# aarch64 has no rename/link/open/creat (only the *at2/*at forms in the
+# generic table): libc maps rename() to renameat(AT_FDCWD, ...) and open()
+# to openat(AT_FDCWD, ...) there.
 _AARCH64 = Arch("aarch64", 0xC00000B7, {
     "seccomp": 277, "ioctl": 29, "copy_file_range": 285, "fallocate": 47, "fsync": 82,
     "fdatasync": 83, "ftruncate": 46, "renameat": 38, "renameat2": 276, "linkat": 37,
+    "openat": 56, "openat2": 437,
 })  # fmt: skip
 
 _ARCHES = {"x86_64": _X86_64, "amd64": _X86_64, "aarch64": _AARCH64, "arm64": _AARCH64}

@@ -9,7 +9,9 @@ tests/benchmarks/bench_syscall.py). A later block on the same thread
 reuses the filter. The kernel allows one listener per task (a second
 NEW_LISTENER filter fails with EBUSY), so the first block's filter traps
 every call the layer knows, not only the ones its rules name: after it,
-fsync, rename & co. on that thread pay the round trip too. For the same
+fsync, rename & co. on that thread pay the round trip too. The open
+family (open, openat, ...) is never trapped in-process, and a rule naming
+it is refused (see syscall_faults): ``fakefs run`` fails opens. For the same
 reason a process already running under ``fakefs run`` cannot open a block
 (a clear SyscallLayerError). Threads and processes started from a filtered thread inherit its
 filter -- inside the block that is the point (they are covered); after it
@@ -36,7 +38,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .._errors import SyscallLayerError
-from .._rules import FaultRule
+from .._rules import OPEN_OPS, FaultRule
 from ._filter import ARCH, parse_syscall_rules, supported_ops
 from ._notify import install
 from ._supervisor import Supervisor
@@ -111,6 +113,16 @@ def syscall_faults(
     notification is unavailable, both before anything is installed.
     """
     parsed = parse_syscall_rules(rules)
+    opens = frozenset().union(*(r.ops for r in parsed)) & OPEN_OPS
+    if opens:
+        # The answering thread is Python: it needs the GIL. C code that
+        # opens a file while holding it (dlopen for an extension import,
+        # tzset in time.localtime, getpwnam) would wait for an answer that
+        # can never come. Under fakefs run the supervisor is another process.
+        raise SyscallLayerError(
+            f"{', '.join(sorted(opens))} can be failed only in another process (fakefs run "
+            f"-- CMD): in this one, C code that opens a file holding the GIL (an extension "
+            f"import, tzset, getpwnam) would wait forever on the answering thread")
     base = os.path.realpath(os.fspath(root) if root is not None else os.getcwd())
     if not os.path.isdir(base):
         raise SyscallLayerError(f"root {base!r} is not a directory")
@@ -122,9 +134,10 @@ def syscall_faults(
         raise SyscallLayerError("syscall_faults() blocks do not nest on one thread")
     if not state.trapped:
         assert ARCH is not None  # _get_supervisor checked
+        trap = supported_ops(ARCH) - OPEN_OPS
         sup.reserve()  # the answering thread exists before our filter does
         try:
-            fd = install(supported_ops(ARCH), ARCH)
+            fd = install(trap, ARCH)
         except OSError as err:
             sup.release()
             why = err.strerror
@@ -135,7 +148,7 @@ def syscall_faults(
             sup.release()
             raise
         sup.add(fd, state.table, reserved=True)
-        state.trapped = supported_ops(ARCH)
+        state.trapped = trap
     table = state.table
     table.clear()
     table.reset_observations()

@@ -176,6 +176,12 @@ def decode(a: Arch, nr: int, args: tuple[int, ...], reader: CallArgs) -> tuple[s
         return op, reader.at_path(_AT_FDCWD, args[1]), reader.src_at_path(_AT_FDCWD, args[0])
     if op in {"renameat", "renameat2", "linkat"}:  # (olddfd, old, newdfd, new, ...)
         return op, reader.at_path(args[2], args[3]), reader.src_at_path(args[0], args[1])
+    # The file opened, as named (not resolved: what a symlink leads to is
+    # for the kernel to find, and the supervisor never follows a name).
+    if op in {"openat", "openat2"}:  # (dirfd, path, flags | struct open_how *, ...)
+        return op, reader.at_path(args[0], args[1]), None
+    if op in {"open", "creat"}:  # (path, ...)
+        return op, reader.at_path(_AT_FDCWD, args[0]), None
     return op, None, None
 
 
