@@ -166,7 +166,7 @@ def test_syscall_rules_parse_with_their_own_vocabulary() -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("FICLONE,open:*:EIO", "mixes FUSE operations and syscalls"),
+    ("FICLONE,read:*:EIO", "mixes FUSE operations and syscalls"),
     ("FICLONE:*:vanish", "is a FUSE action"),
     ("fsync:*:EIO:src=x", "src= needs calls with a source"),
     ("FICLONE:*:EXDEV:src=/abs", "must be relative"),

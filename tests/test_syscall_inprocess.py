@@ -113,8 +113,8 @@ def test_rename_rules_match_both_names_relative_to_cwd(tmp_path: Path) -> None:
 
 @fresh_thread
 def test_bad_rules_and_nesting_are_refused_before_anything(tmp_path: Path) -> None:
-    with (pytest.raises(fakefs.RuleError, match="unknown syscall 'open'"),
-          fakefs.syscall_faults(["open:*:EIO"], root=tmp_path)):
+    with (pytest.raises(fakefs.RuleError, match="unknown syscall 'read'"),
+          fakefs.syscall_faults(["read:*:EIO"], root=tmp_path)):
         pass
     with (fakefs.syscall_faults(["fsync:*:EIO"], root=tmp_path),
           pytest.raises(fakefs.SyscallLayerError, match="do not nest"),

@@ -82,9 +82,9 @@ def test_exit_status_passes_through(tmp_path: Path) -> None:
 
 
 def test_fuse_only_rule_without_a_mount_is_bad_input(tmp_path: Path) -> None:
-    res, _ = _fakefs_run(tmp_path, ["open:*:EIO"], "true")
+    res, _ = _fakefs_run(tmp_path, ["read:*:EIO"], "true")
     assert res.returncode == 2
-    assert res.stderr.count("\n") == 1 and "unknown syscall 'open'" in res.stderr
+    assert res.stderr.count("\n") == 1 and "unknown syscall 'read'" in res.stderr
 
 
 @pytest.mark.cowprobe_fs("btrfs")

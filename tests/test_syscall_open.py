@@ -1,0 +1,158 @@
+"""Open faults at the system call, for any program on any filesystem
+(``fakefs run --fault 'openat:GLOB:ERRNO' -- CMD``): the errno reaches the
+program's own open(), every other open runs for real, and the counters say
+what was delivered. In-process blocks refuse the open family (their
+answering thread needs the GIL, which C code may hold while it opens).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from test_syscall_programs import _cowprobe, _fakefs_run, _hits
+
+import fakefs
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _files(d: Path, **content: str) -> None:
+    for name, text in content.items():
+        p = d / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+
+def test_cat_gets_the_errno_for_the_matching_name_only(tmp_path: Path) -> None:
+    _files(tmp_path, locked="hidden\n", other="shown\n")
+    res, counters = _fakefs_run(tmp_path, ["openat:locked:EACCES"], "cat", "locked")
+    assert res.returncode == 1 and "cat: locked: Permission denied" in res.stderr
+    assert _hits(counters) == [1]
+    res, counters = _fakefs_run(tmp_path, ["openat:locked:EACCES"], "cat", "other")
+    assert (res.returncode, res.stdout) == (0, "shown\n")
+    assert _hits(counters) == [0] and counters["syscalls"]["openat"] > 0
+
+
+def test_dd_cannot_create_its_output(tmp_path: Path) -> None:
+    _files(tmp_path, src="data\n")
+    res, counters = _fakefs_run(tmp_path, ["openat:out:EROFS"], "dd", "if=src", "of=out",
+                                "status=none")
+    assert res.returncode == 1 and "Read-only file system" in res.stderr
+    assert not (tmp_path / "out").exists()  # the real open never ran
+    assert _hits(counters) == [1]
+
+
+def test_tar_extracts_everything_but_the_refused_member(tmp_path: Path) -> None:
+    _files(tmp_path / "in", a="first\n", b="second\n")
+    archive = tmp_path / "t.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tmp_path / "in" / "a", "a")
+        tar.add(tmp_path / "in" / "b", "b")
+    out = tmp_path / "out"
+    out.mkdir()
+    res, counters = _fakefs_run(tmp_path, ["openat:out/b:ENOSPC"], "tar", "-xf", str(archive),
+                                cwd=out)
+    assert res.returncode != 0 and "No space left on device" in res.stderr
+    assert (out / "a").read_text() == "first\n" and not (out / "b").exists()
+    assert _hits(counters) == [1]
+
+
+def test_names_relative_to_a_directory_descriptor_and_to_the_cwd(tmp_path: Path) -> None:
+    # openat(dirfd, "x") and a bare "x" in a child directory are both sub/x
+    # to a rule rooted at tmp_path.
+    _files(tmp_path, **{"sub/x": "x\n"})
+    code = ("import os\nd = os.open('sub', os.O_RDONLY | os.O_DIRECTORY)\n"
+            "try:\n    os.open('x', os.O_RDONLY, dir_fd=d)\nexcept OSError as e:\n"
+            "    print(e.strerror)\n")
+    res, counters = _fakefs_run(tmp_path, ["openat:sub/x:ENOENT"], sys.executable, "-c", code)
+    assert res.stdout.strip() == "No such file or directory", res.stderr
+    assert _hits(counters) == [1]
+    res, counters = _fakefs_run(tmp_path, ["openat:sub/x:EIO"], "cat", "x", cwd=tmp_path / "sub")
+    assert "cat: x: Input/output error" in res.stderr
+    assert _hits(counters) == [1]
+
+
+def test_a_file_outside_the_root_never_matches(tmp_path: Path) -> None:
+    _files(tmp_path, outside="out\n", **{"root/inside": "in\n"})
+    root = tmp_path / "root"
+    res, counters = _fakefs_run(root, ["openat:*:EACCES"], "cat", str(tmp_path / "outside"))
+    # The loader's own opens (ld.so.cache, libc) lie outside the root too.
+    assert (res.returncode, res.stdout) == (0, "out\n"), res.stderr
+    assert _hits(counters) == [0]
+    res, counters = _fakefs_run(root, ["openat:*:EACCES"], "cat", "inside")
+    assert "Permission denied" in res.stderr and _hits(counters) == [1]
+
+
+def test_the_glob_matches_the_name_as_opened_not_where_a_symlink_leads(tmp_path: Path) -> None:
+    # The supervisor never follows a name (it reads the string the program
+    # passed): a rule on the link fails opens through the link only.
+    _files(tmp_path, target="t\n")
+    (tmp_path / "link").symlink_to("target")
+    res, _ = _fakefs_run(tmp_path, ["openat:link:EACCES"], "cat", "link")
+    assert "Permission denied" in res.stderr
+    res, counters = _fakefs_run(tmp_path, ["openat:link:EACCES"], "cat", "target")
+    assert (res.returncode, res.stdout) == (0, "t\n") and _hits(counters) == [0]
+
+
+def test_open_is_the_fuse_operation_unless_marked_or_without_a_mount() -> None:
+    assert not fakefs.parse_rule("open:x:EIO").syscall  # existing FUSE rules keep their meaning
+    assert fakefs.parse_rule("sys.open:x:EIO").syscall
+    assert fakefs.parse_rule("openat:x:EIO").syscall  # no FUSE op of that name
+    assert fakefs.parse_rule("open:x:EIO", layer="syscall").syscall
+
+
+@pytest.mark.parametrize("rule", ["openat:x:EIO", "sys.open:x:EIO", "creat:x:EIO",
+                                  "openat2:x:EIO", "FICLONE,openat:x:EIO"])
+def test_in_process_blocks_refuse_the_open_family(tmp_path: Path, rule: str) -> None:
+    with pytest.raises(fakefs.SyscallLayerError, match="only in another process"), \
+            fakefs.syscall_faults([rule], root=tmp_path):
+        pass  # pragma: no cover - refused before the block runs
+    # Refused before anything was installed: this thread opens as before.
+    fd = os.open(tmp_path, os.O_RDONLY)
+    os.close(fd)
+
+
+def test_a_python_program_sees_file_not_found(tmp_path: Path) -> None:
+    # shutil.copy's open of the source gets ENOENT while the file is there:
+    # a vanished source, as the program sees it.
+    _files(tmp_path, src="x\n")
+    code = "import shutil; shutil.copy('src', 'dst')"
+    res, counters = _fakefs_run(tmp_path, ["openat:src:ENOENT"], sys.executable, "-c", code)
+    assert res.returncode == 1 and "FileNotFoundError" in res.stderr
+    assert not (tmp_path / "dst").exists() and (tmp_path / "src").exists()
+    assert _hits(counters) == [1]
+    assert subprocess.run(["cat", "src"], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout == "x\n"
+
+
+@pytest.mark.cowprobe_fs("btrfs")
+def test_materialize_fails_the_blob_whose_open_lied_and_clones_the_rest(btrfs_dir: Path) -> None:
+    # DESIGN's "ENOENT but source still there", in a batch, through a real
+    # system call: the source's open says ENOENT (no times=, so the
+    # materializer's second look gets it too) while the file is there. The
+    # job is a failure naming ENOENT -- not "vanished", which would be a lie
+    # the materializer's own check of the source catches -- and every other
+    # file is a real clone on btrfs.
+    src = btrfs_dir / "src"
+    src.mkdir()
+    for i in range(8):
+        (src / f"blob-{i}").write_bytes(os.urandom(65536))
+    os.sync()
+    res, counters = _fakefs_run(btrfs_dir, ["openat:src/blob-0:ENOENT"],
+                                *_cowprobe("materialize", "--json", "--no-progress", "src", "wt"))
+    assert res.returncode == 1, res.stderr  # one entry failed
+    doc = json.loads(res.stdout)
+    totals = doc["totals"]
+    got = (totals["cloned"], totals["failed"], totals["vanished"], totals["copied"])
+    assert got == (7, 1, 0, 0)
+    assert [(f["dest"], f["errno_name"]) for f in doc["failures"]] == [("wt/blob-0", "ENOENT")]
+    assert not (btrfs_dir / "wt" / "blob-0").exists()
+    for i in range(1, 8):
+        assert (btrfs_dir / "wt" / f"blob-{i}").read_bytes() == (src / f"blob-{i}").read_bytes()
+    assert _hits(counters) == [2]  # the open and the second look both got it
