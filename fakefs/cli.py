@@ -94,7 +94,7 @@ def _run(sub: _Sub) -> None:
         usage="fakefs run [BACKING MOUNTPOINT] [--root DIR] [--profile NAME] "
               "[--fault RULE]... [--trace FILE] -- CMD [ARGS]",
         description="Without BACKING MOUNTPOINT nothing is mounted and only syscall rules "
-        "(FICLONE, copy_file_range, fsync, rename, ...) apply. CMD's exit status passes "
+        "(FICLONE, copy_file_range, fsync, rename, openat, ...) apply. CMD's exit status passes "
         "through; SIGINT/SIGTERM/SIGHUP go to CMD, then fakefs exits 128+signal.")
     _common(r, optional=True)
     r.add_argument("--root", metavar="DIR",

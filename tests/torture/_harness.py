@@ -259,6 +259,9 @@ class Replayer:
                 parent = os.path.dirname(rel) or "."
                 if rel in later or parent in later:
                     STATS.excused += 1
+                    # Known debris now: gone, so that no later run (another
+                    # workload shares this backing) takes it for its own.
+                    _discard(Path(m.group(1)))
                     continue
             kept.append(p)
         return kept
@@ -296,6 +299,13 @@ def _first_diff(a: bytes, b: bytes) -> int:
         if x != y:
             return i
     return min(len(a), len(b))
+
+
+def _discard(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def leftovers(dirs: Iterable[Path]) -> list[str]:
