@@ -1,8 +1,9 @@
-"""Helpers shared by the fakefs mount tests."""
+"""Helpers shared by the fakefs tests (mounts and `fakefs run`)."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -54,3 +55,26 @@ def fakefs_over(lab: Lab, kind: str) -> Iterator[tuple[Any, Path, Path]]:
         yield fs, mnt, backing
     finally:
         cm.__exit__(None, None, None)
+
+
+def fakefs_run(root: Path, rules: list[str], *cmd: str,
+               cwd: Path | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``fakefs run --root ROOT --fault RULE... -- CMD`` as a whole process:
+    its result and the counters it printed (its last JSON line on stderr)."""
+    argv = [sys.executable, "-m", "fakefs.cli", "run", "--root", str(root)]
+    for rule in rules:
+        argv += ["--fault", rule]
+    res = subprocess.run([*argv, "--", *cmd], capture_output=True, text=True, check=False,
+                         cwd=cwd or root, timeout=240)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("{")]
+    counters = json.loads(lines[-1]) if lines else {}
+    return res, counters
+
+
+def rule_hits(counters: dict[str, Any]) -> list[int]:
+    """Each syscall rule's delivered faults, in rule order."""
+    return [int(r["hits"]) for r in counters.get("syscall_rules", [])]
+
+
+def cowprobe_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "probe.cli", *args]

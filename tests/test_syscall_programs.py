@@ -15,9 +15,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _fakefs_util import cowprobe_cmd, fakefs_run, rule_hits
 
 from probe import _linux
 from probe.pytest_plugin import require
@@ -25,22 +25,6 @@ from probe.pytest_plugin import require
 pytestmark = pytest.mark.timeout(300)
 
 _DATA = os.urandom(256 * 1024)
-
-
-def _fakefs_run(root: Path, rules: list[str], *cmd: str,
-                cwd: Path | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    argv = [sys.executable, "-m", "fakefs.cli", "run", "--root", str(root)]
-    for rule in rules:
-        argv += ["--fault", rule]
-    res = subprocess.run([*argv, "--", *cmd], capture_output=True, text=True, check=False,
-                         cwd=cwd or root, timeout=240)
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("{")]
-    counters = json.loads(lines[-1]) if lines else {}
-    return res, counters
-
-
-def _hits(counters: dict[str, Any]) -> list[int]:
-    return [int(r["hits"]) for r in counters.get("syscall_rules", [])]
 
 
 def _shared(path: Path) -> int:
@@ -63,7 +47,7 @@ def _source(d: Path, name: str = "a") -> Path:
 def test_cp_reflink_always_fails_for_the_matching_name_only(lab_dir: Path) -> None:
     _source(lab_dir)
     # One run, two cp children of one shell: the filter covers descendants.
-    res, counters = _fakefs_run(
+    res, counters = fakefs_run(
         lab_dir, ["FICLONE:b*:EXDEV"], "sh", "-c",
         "cp --reflink=always a b; echo cp-b=$?; cp --reflink=always a c",
     )
@@ -73,16 +57,16 @@ def test_cp_reflink_always_fails_for_the_matching_name_only(lab_dir: Path) -> No
     assert (lab_dir / "c").read_bytes() == _DATA
     # The unmatched clone really ran: every byte of c shares a's extents.
     assert _shared(lab_dir / "c") >= len(_DATA)
-    assert _hits(counters) == [1]
+    assert rule_hits(counters) == [1]
 
 
 def test_exit_status_passes_through(tmp_path: Path) -> None:
-    res, _ = _fakefs_run(tmp_path, ["FICLONE:*:EXDEV"], "sh", "-c", "exit 7")
+    res, _ = fakefs_run(tmp_path, ["FICLONE:*:EXDEV"], "sh", "-c", "exit 7")
     assert res.returncode == 7
 
 
 def test_fuse_only_rule_without_a_mount_is_bad_input(tmp_path: Path) -> None:
-    res, _ = _fakefs_run(tmp_path, ["read:*:EIO"], "true")
+    res, _ = fakefs_run(tmp_path, ["read:*:EIO"], "true")
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "unknown syscall 'read'" in res.stderr
 
@@ -95,42 +79,38 @@ def test_reflink_copy_wheel_sees_eopnotsupp(btrfs_dir: Path) -> None:
         require(False, "the reflink-copy wheel is not installed (pip install 'cowprobe[test]')")
     _source(btrfs_dir)
     script = "import reflink_copy; reflink_copy.reflink('a', 'b')"
-    res, counters = _fakefs_run(btrfs_dir, ["FICLONE:*:EOPNOTSUPP"], sys.executable, "-c", script)
+    res, counters = fakefs_run(btrfs_dir, ["FICLONE:*:EOPNOTSUPP"], sys.executable, "-c", script)
     assert res.returncode == 1
     assert "(os error 95)" in res.stderr  # EOPNOTSUPP, as Rust's io::Error prints it
-    assert _hits(counters) == [1]
+    assert rule_hits(counters) == [1]
     # Without the rule the same call clones on this btrfs.
     (btrfs_dir / "b").unlink(missing_ok=True)
     subprocess.run([sys.executable, "-c", script], cwd=btrfs_dir, check=True)
     assert _shared(btrfs_dir / "b") >= len(_DATA)
 
 
-def _cowprobe(*args: str) -> list[str]:
-    return [sys.executable, "-m", "probe.cli", *args]
-
-
 @pytest.mark.cowprobe_fs("btrfs")
 def test_cowprobe_clone_under_enosys_copies_and_names_it(btrfs_dir: Path) -> None:
     _source(btrfs_dir)
-    res, counters = _fakefs_run(btrfs_dir, ["FICLONE:*:ENOSYS"],
-                                *_cowprobe("clone", "--json", "a", "b"))
+    res, counters = fakefs_run(btrfs_dir, ["FICLONE:*:ENOSYS"],
+                               *cowprobe_cmd("clone", "--json", "a", "b"))
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert (doc["action"], doc["reflink"], doc["errno"]) == ("copied", "unsupported", "ENOSYS")
     assert (btrfs_dir / "b").read_bytes() == _DATA
-    assert _hits(counters) == [1]
+    assert rule_hits(counters) == [1]
 
 
 @pytest.mark.cowprobe_fs("ext4")
 def test_cowprobe_clone_on_ext4_without_copy_file_range_still_copies(ext4_dir: Path) -> None:
     _source(ext4_dir)
-    res, counters = _fakefs_run(ext4_dir, ["copy_file_range:*:ENOSYS"],
-                                *_cowprobe("clone", "--json", "a", "b"))
+    res, counters = fakefs_run(ext4_dir, ["copy_file_range:*:ENOSYS"],
+                               *cowprobe_cmd("clone", "--json", "a", "b"))
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["action"] == "copied"
     assert (ext4_dir / "b").read_bytes() == _DATA
     # The library did call copy_file_range and got ENOSYS (then read/write).
-    assert _hits(counters)[0] >= 1
+    assert rule_hits(counters)[0] >= 1
 
 
 @pytest.mark.cowprobe_fs("btrfs")
@@ -140,14 +120,14 @@ def test_materialize_retries_eagain_and_clones_every_file(btrfs_dir: Path) -> No
     for i in range(200):
         (src / f"f{i:03d}").write_bytes(_DATA[: 8192 + i])
     os.sync()
-    res, counters = _fakefs_run(
+    res, counters = fakefs_run(
         btrfs_dir, ["FICLONE:*:EAGAIN:times=3"],
-        *_cowprobe("materialize", "--json", "--no-progress", "src", "wt"),
+        *cowprobe_cmd("materialize", "--json", "--no-progress", "src", "wt"),
     )
     assert res.returncode == 0, res.stderr
     totals = json.loads(res.stdout)["totals"]
     assert (totals["files"], totals["cloned"], totals["copied"]) == (200, 200, 0)
-    assert _hits(counters) == [3]
+    assert rule_hits(counters) == [3]
     assert counters["syscalls"]["FICLONE"] == 203  # 3 refused + 200 real clones
 
 
@@ -208,8 +188,8 @@ def test_run_as_an_unprivileged_user(tmp_path: Path) -> None:
         assert runs["b"]["status"] == 1
         assert any(f"{d}/b'" in ln and "Invalid cross-device link" in ln for ln in cp_says)
         assert not any(f"{d}/c'" in ln and "Invalid cross-device link" in ln for ln in cp_says)
-        assert _hits(json.loads(runs["b"]["stderr"].splitlines()[-1])) == [1]
-        assert _hits(json.loads(runs["c"]["stderr"].splitlines()[-1])) == [0]
+        assert rule_hits(json.loads(runs["b"]["stderr"].splitlines()[-1])) == [1]
+        assert rule_hits(json.loads(runs["c"]["stderr"].splitlines()[-1])) == [0]
         assert not (d / "b").exists() or (d / "b").stat().st_uid == 65534
     finally:
         shutil.rmtree(d)

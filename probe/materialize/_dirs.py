@@ -266,9 +266,8 @@ def _identity(key: str, memo: dict[str, _Identity | None]) -> _Identity | None:
     """Where the dir_key spelling ``key`` leads as the kernel resolves it
     (symlinks followed, ".." taken as the kernel takes it); None where that
     cannot be told (a stat refused, ".." below a missing directory)."""
-    known = memo.get(key, False)
-    if known is not False:
-        return known  # type: ignore[return-value]
+    if key in memo:
+        return memo[key]
     try:
         st = os.stat(key)
         found: _Identity | None = (st.st_dev, st.st_ino, "")
@@ -297,10 +296,11 @@ def refuse_aliases(dests: Sequence[tuple[int, str, str, str]]) -> None:
     names = list(map(itemgetter(3), dests))
     parents = list(map(itemgetter(2), dests))
     last = dict(zip(names, parents, strict=True))  # name -> the last directory holding it
-    shared = {p for n, p in zip(names, parents, strict=True) if last[n] != p}
+    # Both directories of every name held by two: the only ones worth a stat.
+    shared = {d for n, p in zip(names, parents, strict=True) if last[n] != p
+              for d in (p, last[n])}
     if not shared:
         return
-    shared.update(last[n] for n, p in zip(names, parents, strict=True) if p in shared)
     memo: dict[str, _Identity | None] = {}
     owner: dict[_Identity, str] = {}
     aliased: dict[str, _Identity] = {}
