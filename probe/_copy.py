@@ -141,7 +141,9 @@ def clone_or_copy(
     file. If anything fails the old ``dest`` is untouched and no temporary is
     left (one that cannot be removed is named: ``CopyResult.leftovers``, or
     the error's notes and its ``cowprobe_leftovers``). A symlink at ``dest``
-    is replaced, never written through. Permission bits follow the source
+    is replaced, never written through; ``dest`` naming the source's own
+    directory entry is a ValueError ("are the same file"), another hard link
+    of it is replaced like any file. Permission bits follow the source
     (without setuid/setgid) unless ``mode`` is given (``check_mode``). With
     ``reflink="always"`` a filesystem that cannot clone raises
     ``ReflinkUnavailableError`` (errno set) and nothing is written;
@@ -170,6 +172,7 @@ def clone_or_copy(
         else:
             if stat.S_ISDIR(old.st_mode):
                 raise IsADirectoryError(errno.EISDIR, "destination is a directory", dst)
+            _refuse_same_entry(src, dst, old, name, dir_fd)
         # A run killed by SIGKILL ran no cleanup: its temporaries are ours
         # to remove now.
         left = [os.path.join(parent, n) for n in reap_dead(dir_fd)]
@@ -190,6 +193,34 @@ def clone_or_copy(
     finally:
         os.close(dir_fd)
     return result
+
+
+def _refuse_same_entry(src: str, dst: str, old: os.stat_result, name: str, dir_fd: int) -> None:
+    """ValueError if ``dst`` is the very directory entry ``src`` reaches
+    (``a`` and ``./a``, or a symlink ``src`` pointing at ``dst``): the call
+    would replace the file with a clone of itself and call it done, where
+    GNU cp and shutil refuse "are the same file". Another hard link of the
+    source as ``dst`` is not refused: turning hard links into clones is a
+    package manager's reason to call this. Costs one stat, and only when
+    ``dst`` exists; a source that cannot be stat'ed is left to the build,
+    which reports its error as it does for any source."""
+    try:
+        st = os.stat(src)
+    except OSError:
+        return
+    if (st.st_dev, st.st_ino) != (old.st_dev, old.st_ino):
+        return
+    if old.st_nlink > 1:
+        # One inode, several names: the same entry only if the source's
+        # name, symlinks resolved, is ``name`` in this very directory.
+        real_parent, real_name = os.path.split(os.path.realpath(src))
+        try:
+            there, here = os.stat(real_parent), os.fstat(dir_fd)
+        except OSError:
+            return
+        if real_name != name or (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino):
+            return
+    raise ValueError(f"{src!r} and {dst!r} are the same file")
 
 
 def _build(

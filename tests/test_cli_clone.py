@@ -78,3 +78,14 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "FIFO" in proc.stderr
     assert not (tmp_path / "dst").exists()
+
+
+def test_clone_onto_itself_exits_2_and_keeps_the_file(ext4: Path) -> None:
+    src = ext4 / "a"
+    src.write_bytes(b"keep")
+    ino = src.stat().st_ino
+    proc = _run("clone", str(src), f"{ext4}/./a")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("are the same file (DEST untouched)"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (src.stat().st_ino, src.read_bytes()) == (ino, b"keep")

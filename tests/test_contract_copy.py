@@ -200,3 +200,39 @@ def test_fsync_publishes_and_replaces(cowprobe_lab: Lab, kind: str) -> None:
     # The exchange left the old file under a temporary; it must be gone.
     assert sorted(os.listdir(d)) == ["dst", "src"]
     assert res.leftovers == ()
+
+
+def _entries(d: Path) -> dict[str, tuple[int, bytes]]:
+    return {p.name: (p.lstat().st_ino, p.read_bytes() if p.is_file() else b"")
+            for p in d.iterdir()}
+
+
+@pytest.mark.parametrize("spelling", ["a", "./a", "sub/../a", "link"])
+def test_the_source_own_entry_is_refused_and_kept(tmpfs_dir: Path, spelling: str) -> None:
+    # Without the check each of these "copied a -> a": the file replaced by
+    # a new inode holding its own bytes, other hard links left on the old.
+    (tmpfs_dir / "a").write_bytes(b"mine")
+    (tmpfs_dir / "sub").mkdir()
+    (tmpfs_dir / "link").symlink_to("a")
+    before = _entries(tmpfs_dir)
+    cwd = os.getcwd()
+    os.chdir(tmpfs_dir)
+    try:
+        with pytest.raises(ValueError, match="are the same file"):
+            clone_or_copy(spelling, "a")
+    finally:
+        os.chdir(cwd)
+    assert _entries(tmpfs_dir) == before, "nothing replaced, no temporary left"
+
+
+def test_another_hard_link_of_the_source_is_replaced(tmpfs_dir: Path) -> None:
+    src = tmpfs_dir / "a"
+    src.write_bytes(b"shared")
+    os.link(src, tmpfs_dir / "h")
+    (tmpfs_dir / "d").mkdir()
+    os.link(src, tmpfs_dir / "d" / "a")  # same name, another directory
+    for dest in (tmpfs_dir / "h", tmpfs_dir / "d" / "a"):
+        clone_or_copy(src, dest)
+        assert dest.read_bytes() == b"shared"
+        assert dest.stat().st_ino != src.stat().st_ino, "its own inode now"
+    assert src.stat().st_nlink == 1

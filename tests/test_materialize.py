@@ -333,7 +333,11 @@ def test_one_directory_spelled_two_ways_is_one_directory(btrfs_dir: Path) -> Non
         ([("a", "x/")], "names a directory"),
         ([("a", "")], "destination path is empty"),
         ([("a",)], "expected a (source, dest) pair"),
-        ([("a", "a")], "same path"),
+        ([("a", "a")], "source {a!r} and destination {a!r} are the same file"),
+        ([("x/a", "x/./a")], "job 0: source {x/a!r} and destination {x/./a!r} are the same"),
+        ([("b", "c"), ("a", "x/f"), ("x/f", "d")],
+         "job 1: destination is the source {x/f!r} that job 2 reads"),
+        ([("a", "x//f"), ("x/f", "y/f")], "job 0: destination is the source {x/f!r} that job 1"),
     ],
 )
 def test_bad_input_raises_before_touching_anything(
@@ -341,6 +345,8 @@ def test_bad_input_raises_before_touching_anything(
 ) -> None:
     # Plain strings: Path would drop the trailing slash of "x/".
     rooted = [tuple(f"{btrfs_dir}/{p}" if p else p for p in job) for job in jobs]
+    # {p!r}: the rooted path p as the message quotes it
+    message = re.sub(r"\{(.*?)!r\}", lambda m: repr(f"{btrfs_dir}/{m[1]}"), message)
     with pytest.raises((ValueError, TypeError), match=re.escape(message)):
         materialize(rooted)  # type: ignore[arg-type]
     assert list(btrfs_dir.iterdir()) == []

@@ -79,3 +79,28 @@ def test_usage_errors_change_nothing(
     assert "materialize" in capsys.readouterr().err
     assert sorted(p.name for p in btrfs_dir.iterdir()) == ["file", "src"]
     assert not (src / "wt").exists()
+
+
+def _files(top: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(top)): p.read_bytes() for p in top.rglob("*") if p.is_file()}
+
+
+def test_src_inside_dest_is_refused_only_where_it_would_write_over_itself(
+    btrfs_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wt = btrfs_dir / "wt"
+    src = wt / "t"
+    (src / "t").mkdir(parents=True)
+    (src / "f").write_bytes(b"outer")
+    (src / "t" / "f").write_bytes(b"inner")  # mirrored to wt/t/f: src/f itself
+    before = _files(btrfs_dir)
+    assert main(["materialize", str(src), str(wt)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "would write over SRC_DIR itself" in err and err.count("\n") == 1, err
+    assert _files(btrfs_dir) == before
+    # A template kept inside its worktree, with no entry named like itself:
+    # mirrored, and the template untouched.
+    (src / "t" / "f").unlink()
+    (src / "t").rmdir()
+    assert main(["materialize", str(src), str(wt)]) == EXIT_OK
+    assert (wt / "f").read_bytes() == b"outer" == (src / "f").read_bytes()

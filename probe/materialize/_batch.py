@@ -32,7 +32,15 @@ from collections.abc import Callable, Iterable
 from .. import _linux
 from .._paths import PathArg, as_path
 from .._platform import current
-from ._dirs import DestDir, DirCache, beneath, dir_key, refuse_aliases, worktree_roots
+from ._dirs import (
+    DestDir,
+    DirCache,
+    beneath,
+    dir_key,
+    refuse_aliases,
+    refuse_read_writes,
+    worktree_roots,
+)
 from ._publish import discard_roots, fail_unpublished, publish_roots, sync_dirs
 from ._report import JobResult, JobStatus, MaterializeReport, PairStats
 from ._threads import run_threads
@@ -328,14 +336,13 @@ def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
         if first(key, i) != i:
             raise ValueError(f"job {i}: destination {dst!r} is already the destination of job "
                              f"{seen[key]}")
-        if dst == src:
-            raise ValueError(f"job {i}: source and destination are the same path {dst!r}")
         if src != last_src:
             last = group(src, [])
             last_src = src
         # tuple.__new__, not Dest(...): the NamedTuple's own __new__ is one
         # more Python frame per job for the same object.
         last.append(new_dest(Dest, (i, dst, parent, name)))
+    refuse_read_writes(by_source, seen)
     refuse_aliases([d for ds in by_source.values() for d in ds])
     return list(by_source.items()), i + 1
 

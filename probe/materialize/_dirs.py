@@ -26,13 +26,16 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 
 from .._fd import DIR_FLAGS, open_dir_nofollow, remove_tree
 from .._tempname import reap_dead, temp_name
 
-__all__ = ["DestDir", "DirCache", "beneath", "dir_key", "refuse_aliases", "worktree_roots"]
+__all__ = [
+    "DestDir", "DirCache", "beneath", "dir_key", "refuse_aliases", "refuse_read_writes",
+    "worktree_roots",
+]
 
 _DIR_FLAGS = DIR_FLAGS
 _ACL_DEFAULT = "system.posix_acl_default"
@@ -319,3 +322,42 @@ def refuse_aliases(dests: Sequence[tuple[int, str, str, str]]) -> None:
         if prev[0] != job:
             raise ValueError(f"job {job}: destination {dest!r} is the file job {prev[0]} writes "
                              f"as {prev[1]!r} (one directory by two paths)")
+
+
+def refuse_read_writes(
+    sources: Mapping[str, Sequence[tuple[int, str, str, str]]], written: Mapping[str, int]
+) -> None:
+    """Raise ValueError if a batch writes a file it also reads: ``sources``
+    maps each source to its dests (job, dest, parent, name), ``written`` each
+    dest's key (its dir_key parent joined to its name, as ``_batch._plan``
+    builds it) to the job writing it.
+
+    ``(a, ./a)`` would replace ``a`` with a clone of itself and report it
+    cloned (GNU cp refuses: "are the same file"); ``(a, b), (c, a)`` lets
+    job 0 read ``a`` before or after job 1 replaced it, whichever thread
+    gets there first. Spellings only (one key per source, no filesystem
+    call): the same file reached through a symlink or "..", or a hard link
+    of the source as the dest (replaced on purpose: see
+    ``probe.clone_or_copy``), is not refused."""
+    # Once per source: C-level where it can be. A source spelled tidily
+    # (no "//", no "." component) is its own key, so one set intersection
+    # finds those; only the others are tidied one by one.
+    hits = [(written[s], s) for s in written.keys() & sources.keys()]
+    if "//" in (blob := "\0".join(sources)) or "./" in blob:
+        for src in sources:
+            if "//" in src or "./" in src:
+                parent, sep, name = src.rpartition("/")
+                canon = dir_key(parent if parent else ("/" if sep else "."))
+                key = name if canon == "." else canon.rstrip("/") + "/" + name
+                if key in written:
+                    hits.append((written[key], src))
+    if not hits:
+        return
+    writer, src = min(hits)
+    dests = sources[src]
+    mine = next((d for d in dests if d[0] == writer), None)
+    if mine is not None:
+        raise ValueError(f"job {writer}: source {src!r} and destination {mine[1]!r} "
+                         "are the same file")
+    raise ValueError(f"job {writer}: destination is the source {src!r} that job "
+                     f"{dests[0][0]} reads (it would change under that job's clone)")

@@ -166,6 +166,14 @@ def _check(src: str, dests: list[str]) -> None:
         real = os.path.realpath(d)
         if real == real_src or real.startswith(real_src.rstrip(os.sep) + os.sep):
             raise ValueError(f"DEST_DIR {d} is inside SRC_DIR {src}: the mirror would copy itself")
+        # SRC_DIR inside DEST_DIR (wt/t into wt) is fine, a template kept in
+        # its worktree, unless SRC_DIR holds its own path below DEST_DIR
+        # (wt/t/t): that entry's mirror lands on SRC_DIR itself, writing
+        # over files the batch is still reading.
+        inner = os.path.relpath(real_src, real)
+        if not inner.startswith("..") and os.path.lexists(os.path.join(src, inner)):
+            raise ValueError(f"SRC_DIR {src} is {inner!r} in DEST_DIR {d} and holds an entry "
+                             f"{inner!r} itself: the mirror would write over SRC_DIR itself")
         if real in seen:
             raise ValueError(f"DEST_DIR {d} is given twice")
         seen.add(real)
