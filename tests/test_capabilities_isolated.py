@@ -198,22 +198,42 @@ def test_a_child_that_never_starts_is_not_blamed_on_the_filesystem(
 
 
 def test_report_timeout_also_bounds_the_check_of_each_path(
-        fake: tuple[Any, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+        fake: tuple[Any, Path, Path], btrfs_dir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     # The command checks every PATH before it probes any (a typo in the
-    # third writes nothing); under --timeout that check cannot hang either.
+    # third writes nothing); under --timeout that check cannot hang either,
+    # and a path that does not answer it is a column of its own, "could
+    # not tell" and why, beside the paths that did answer -- not exit 2.
     fs, mnt, backing = fake
     (backing / "d").mkdir()  # made behind the mount: its first stat is a LOOKUP
     fs.add_fault(f"lookup:d:delay={STALL}s:times=1")
     t0 = time.perf_counter()
-    code = main(["report", str(mnt / "d"), "--timeout", "0.5"])
+    code = main(["report", "--format", "json", str(mnt / "d"), str(btrfs_dir),
+                 "--timeout", "0.5"])
     took = time.perf_counter() - t0
     out, err = capsys.readouterr()
     assert took < STALL / 2, took
-    assert code == EXIT_USAGE and out == ""
-    (line,) = err.splitlines()
-    assert line.startswith(f"cowprobe report: {mnt / 'd'}: the filesystem did not answer "
-                           "within 0.5 s (opening the directory)"), line
-    pid = _stuck_pid(line)
+    hung, fine = json.loads(out)["filesystems"]
+    why = "not probed: the filesystem did not answer within 0.5 s (opening the directory)"
+    assert hung["path"] == str(mnt / "d") and hung["limitation"] == why
+    assert {(c["status"], c["reason"]) for c in hung["capabilities"].values()} == {
+        (C.value, why)}
+    assert fine["path"] == str(btrfs_dir)
+    assert fine["capabilities"]["reflink"]["status"] == Status.SUPPORTED.value
+    pid = _stuck_pid(hung["leftover"] or "")
+    # Exit 1 exactly when the report names something left (a stuck check).
+    assert code == (1 if hung["leftover"] else 0), (code, err)
     if pid is not None:
+        assert f"warning: {hung['leftover']}" in err
         os.waitpid(pid, 0)
     assert list((backing / "d").iterdir()) == []
+    assert list(btrfs_dir.iterdir()) == []
+
+
+def test_report_timeout_still_refuses_a_missing_path(
+        btrfs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["report", str(btrfs_dir), str(btrfs_dir / "typo"), "--timeout", "5"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_USAGE and out == ""
+    assert err.strip() == f"cowprobe report: {btrfs_dir / 'typo'}: no such directory"
+    assert list(btrfs_dir.iterdir()) == []

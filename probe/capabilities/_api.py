@@ -28,7 +28,7 @@ def validate_directory(path: PathArg, *, timeout: float | None = None) -> str:
     check every argument before anything is written anywhere. With
     ``timeout`` the check runs in a child process (as an isolated probe
     does), so a mount that hangs a stat is a ProbePathError after that long
-    ("did not answer"), not a hang."""
+    ("did not answer", with ``timed_out`` set: not bad input), not a hang."""
     _check(timeout, None, False)
     if timeout is None:
         return open_check(path)

@@ -95,7 +95,10 @@ def isolated_check(path: str, timeout: float) -> str:
     if isinstance(run.result, str):
         return run.result
     stuck = f"; {run.leftover()}" if run.stuck is not None else ""
-    raise ProbePathError(f"{path}: {run.why()}{stuck}")
+    err = ProbePathError(f"{path}: {run.why()}{stuck}")
+    err.timed_out, err.reason = run.late, run.why()
+    err.leftover = run.leftover() if run.stuck is not None else None
+    raise err
 
 
 class _Run:
@@ -116,6 +119,7 @@ class _Run:
         self.result: CapabilityReport | PairReport | str | None = None
         self.raised: BaseException | None = None
         self.ended: str | None = None  # how the child ended, if not by reporting
+        self.late = False  # stopped at the time limit (not crashed, not done)
         self.stuck: int | None = None  # the pid of a child that would not go
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
 
@@ -139,7 +143,7 @@ class _Run:
                 pickle.dump(request, proc.stdin)
             late = None if self.timeout is None else self.t0 + self.timeout + self.grace
             if not self._drain(late):
-                self.ended = self._late()
+                self.ended, self.late = self._late(), True
                 self._stop(proc)
             else:
                 try:

@@ -33,8 +33,18 @@ class ProbePathError(ValueError):
     """PATH cannot be probed at all: missing, not a directory, unreadable.
 
     A ValueError (bad input), not an OSError: nothing was tried on a
-    filesystem, so there is no capability answer to give.
+    filesystem, so there is no capability answer to give. The one exception
+    is ``timed_out``: a check with a time limit (``validate_directory(
+    timeout=)``) that the filesystem did not answer -- a hung mount, not a
+    typo; ``reason`` then says so without the path, and ``leftover`` names
+    a check process left stuck in the kernel, if any.
     """
+
+    # Class defaults, set on the instance where they apply: an exception's
+    # instance dict survives the pickle an isolated check sends it through.
+    timed_out: bool = False
+    reason: str = ""
+    leftover: str | None = None
 
 
 @dataclass(frozen=True)

@@ -251,13 +251,15 @@ def _limitation(identity: Identity) -> tuple[str, int] | None:
 
 
 def unavailable_report(path: str, reason: str, *, label: str | None = None,
-                       only: Iterable[str] | None = None) -> CapabilityReport:
+                       only: Iterable[str] | None = None,
+                       leftover: str | None = None) -> CapabilityReport:
     """A report column for something that could not be probed at all (a
-    mount that could not be made): every capability "could not tell",
-    with ``reason``. Never raises for the path."""
+    mount that could not be made, a path that did not answer): every
+    capability "could not tell", with ``reason``; ``leftover`` as in any
+    report. Never raises for the path."""
     wanted = set(resolve_names(only)) if only is not None else None
     return CapabilityReport(path, path, None, _blanket(spec_titles(wanted), reason, None),
-                            limitation=reason, label=label)
+                            limitation=reason, leftover=leftover, label=label)
 
 
 def probe_directory(path: PathArg, wanted: set[str] | None, *, hook: Hook | None = None,

@@ -151,17 +151,32 @@ class _LabFailed(Exception):
 def _collect(args: argparse.Namespace, only: Sequence[str] | None,
              ) -> tuple[list[CapabilityReport], list[PairReport]]:
     # Every PATH is checked before anything is written anywhere, so a typo
-    # in the third argument does not leave a half-made report.
+    # in the third argument does not leave a half-made report. A path that
+    # does not answer the check in time is no typo: a fleet report wants
+    # its column ("could not tell", why) beside the others, not exit 2.
+    # Its column is the check's outcome (probing it would wait out the
+    # limit again); a pair holding it is probed, bounded by the same limit.
+    hung: dict[str, ProbePathError] = {}
     for p in [*args.paths, *(x for pair in args.pair for x in pair)]:
-        validate_directory(p, timeout=args.timeout)
+        try:
+            validate_directory(p, timeout=args.timeout)
+        except ProbePathError as err:
+            if not err.timed_out:
+                raise
+            hung[p] = err
     reports: list[CapabilityReport] = []
     pairs: list[PairReport] = []
     total = len(args.paths) + len(args.pair)
     with progress("probing", total) as bar:
         for path in args.paths:
-            reports.append(probe_capabilities(path, only=only, label=path,
-                                              timeout=args.timeout,
-                                              isolate=args.timeout is not None))
+            if path in hung:
+                why = f"not probed: {hung[path].reason}"
+                reports.append(unavailable_report(path, why, label=path, only=only,
+                                                  leftover=hung[path].leftover))
+            else:
+                reports.append(probe_capabilities(path, only=only, label=path,
+                                                  timeout=args.timeout,
+                                                  isolate=args.timeout is not None))
             bar.advance(label=path)
         for a, b in args.pair:
             pairs.append(probe_pair(a, b, label=f"{a} → {b}", timeout=args.timeout,
