@@ -78,6 +78,19 @@ def test_chosen_kinds(lab_dir):
     assert _fstype(lab_dir) in ("ext4", "tmpfs")
 
 
+@pytest.mark.cowprobe_fs("overlay-xfs", "overlay-squashfs")
+def test_overlay_lanes(lab_dir):
+    assert _fstype(lab_dir) == "overlay"
+    assert lab_dir.is_dir() and os.listdir(lab_dir) == []
+
+
+@pytest.mark.needs_reflink
+@pytest.mark.cowprobe_fs("overlay-xfs", "overlay-ext4")
+def test_overlay_that_clones(lab_dir):
+    assert lab_dir.parent.name == "overlay-xfs"
+    assert try_reflink(_src(lab_dir), lab_dir / "c") is ReflinkOutcome.CLONED
+
+
 def test_pair(cross_fs_dirs):
     assert _fstype(cross_fs_dirs.source) != _fstype(cross_fs_dirs.dest)
     got = try_reflink(_src(cross_fs_dirs.source), cross_fs_dirs.dest / "c")
@@ -134,7 +147,7 @@ def test_downstream_passes(downstream: pytest.Pytester) -> None:
     # still pass: a missing prerequisite hidden from CI.
     require(fuse_missing() is None, f"needs FUSE: {fuse_missing()}")
     res = _run(downstream)
-    res.assert_outcomes(passed=16, skipped=1)
+    res.assert_outcomes(passed=19, skipped=1)
     out = res.stdout.str()
     assert "cowprobe: lab filesystems btrfs, xfs, xfs-noreflink, ext4, tmpfs" in out
     # tmp_path is on the machine's own filesystem: the reason says so and how to fix it.
@@ -149,6 +162,30 @@ def test_tmp_fs_moves_the_whole_session(downstream: pytest.Pytester) -> None:
     )
     res.assert_outcomes(passed=2)
     assert "cowprobe: tmp_path and TMPDIR on btrfs:" in res.stdout.str()
+
+
+def test_tmp_fs_on_an_overlay_lane(downstream: pytest.Pytester) -> None:
+    # An existing suite, unchanged, on the filesystem a container gives it.
+    res = _run(downstream, "--cowprobe-tmp-fs=overlay-xfs", "-k", "test_tmp_path_clones")
+    res.assert_outcomes(passed=1)
+    out = res.stdout.str()
+    assert "cowprobe: tmp_path and TMPDIR on overlay-xfs:" in out
+    assert "[overlay (" in out, out
+
+
+def test_unknown_lane_in_the_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="""
+import pytest
+
+@pytest.mark.cowprobe_fs("overlay-zfs")
+def test_x(lab_dir):
+    pass
+""")
+    res = _run(pytester)
+    said = res.stderr.str() + res.stdout.str()
+    assert res.ret == pytest.ExitCode.INTERRUPTED, said  # a collection error, not a test run
+    assert "cowprobe_fs('overlay-zfs'): unknown filesystem; known: btrfs, " in said
+    assert "overlay-squashfs" in said
 
 
 def test_missing_mkfs_skips_naming_it(downstream: pytest.Pytester, tmp_path: Path) -> None:

@@ -10,21 +10,24 @@ Fixtures
   ``cowprobe_lab``            the whole lab (session; all kinds or skip)
   ``btrfs_dir`` ``xfs_dir`` ``xfs_noreflink_dir`` ``ext4_dir`` ``tmpfs_dir``
                               a fresh directory on that lab filesystem
-  ``lab_dir``                 parametrized over every lab kind (narrowed by
-                              ``cowprobe_fs(...)`` / ``needs_reflink``)
+  ``lab_dir``                 parametrized over every plain lab kind (``cowprobe_fs(...)``
+                              chooses others, overlay lanes included; ``needs_reflink``
+                              narrows to the ones that clone)
   ``cross_fs_dirs``           a (source, dest) pair on two different filesystems
   ``fakefs``                  a mounted fault-injecting FUSE filesystem
   ``syscall_faults``          ``arm(rules, root=tmp_path)``: faults at FICLONE & co.
                               on real filesystems (seccomp) for the rest of the test
 Markers
-  ``cowprobe_fs(*kinds)``     needs these lab filesystems (and runs ``lab_dir`` on them)
+  ``cowprobe_fs(*kinds)``     needs these lab filesystems or overlay lanes
+                              (``overlay-xfs`` ...; and runs ``lab_dir`` on them)
   ``needs_reflink``           needs a directory that clones (``lab_dir`` on btrfs/XFS,
                               otherwise the session's temporary directory)
   ``needs_fuse``, ``needs_root``
 Options
   ``--cowprobe-strict``       missing prerequisites fail (default on when CI=true)
   ``--cowprobe-tmp-fs=KIND``  put tmp_path's basetemp and TMPDIR on a lab filesystem,
-                              so an existing suite runs on btrfs or XFS unchanged
+                              so an existing suite runs on btrfs or XFS unchanged -- or
+                              on an overlay lane, as in a container (``overlay-xfs``)
   ``--cowprobe-lab-size=SIZE`` lab filesystem sizes (``64G``, ``btrfs=32G,tmpfs=2G``)
 """
 
@@ -38,6 +41,7 @@ from typing import Any
 import pytest
 
 from probe.lab import KINDS as _KINDS
+from probe.lab import LANES as _LANES
 from probe.lab import SIZE_HELP, enospc_hints, missing_prerequisites
 from probe.lab import parse_sizes as _parse_sizes
 
@@ -75,11 +79,13 @@ __all__ = [
     "xfs_noreflink_dir",
 ]
 
-_REFLINK_KINDS: tuple[str, ...] = ("btrfs", "xfs")
+#: the lanes whose FICLONE clones (an overlay's upper files clone where its
+#: upper filesystem does: README's overlay table)
+_REFLINK_KINDS: tuple[str, ...] = ("btrfs", "xfs", "overlay-xfs", "overlay-btrfs")
 
 _MARKERS = (
-    "cowprobe_fs(*kinds): needs these cowprobe lab filesystems "
-    "(btrfs, xfs, xfs-noreflink, ext4, tmpfs); the lab_dir fixture runs on each",
+    f"cowprobe_fs(*kinds): needs these cowprobe lab filesystems ({', '.join(_LANES)}); "
+    "the lab_dir fixture runs on each",
     "needs_reflink: needs a directory whose filesystem clones (reflink); lab_dir "
     "narrows to btrfs/XFS, otherwise the session's temporary directory must clone",
     "needs_fuse: needs a usable FUSE (/dev/fuse, pyfuse3) for fakefs",
@@ -98,11 +104,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--cowprobe-tmp-fs",
-        choices=_KINDS,
+        choices=_LANES,
         default=None,
         metavar="KIND",
         help="put the session's temporary directories (tmp_path's basetemp and TMPDIR) on "
-        f"this lab filesystem ({', '.join(_KINDS)}); needs root",
+        f"this lab filesystem or overlay lane ({', '.join(_LANES)}); needs root",
     )
     group.addoption("--cowprobe-lab-size", default=None, metavar="SIZE",
                     help=f"size of the lab filesystems: {SIZE_HELP}")
@@ -236,9 +242,9 @@ def _marker_kinds(item: pytest.Item | Any) -> tuple[str, ...] | None:
     for mark in item.iter_markers("cowprobe_fs"):
         found = True
         for k in mark.args:
-            if k not in _KINDS:
+            if k not in _LANES:
                 raise pytest.UsageError(
-                    f"cowprobe_fs({k!r}): unknown filesystem; known: {', '.join(_KINDS)}"
+                    f"cowprobe_fs({k!r}): unknown filesystem; known: {', '.join(_LANES)}"
                 )
             kinds.append(k)
     return tuple(dict.fromkeys(kinds)) if found else None
