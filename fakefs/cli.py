@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, NoReturn
 
 from probe._exit import exit_now
-from probe._helpwidth import Parser
+from probe._helpwidth import Parser, RawDescriptionFormatter
 
 from ._errors import ControlError, DaemonError, MountError, SyscallLayerError
 from ._rules import RuleError
@@ -41,6 +41,27 @@ class _Parser(Parser):
         self.exit(EXIT_BAD_INPUT, f"fakefs: error: {message}\n")
 
 
+#: The rule grammar, for every --help that takes a RULE (strings only: no
+#: cost to a run's start-up).
+_GRAMMAR = """\
+RULE is OPS:GLOB:ACTION[:TRIGGER]...
+  OPS      FUSE operations (lookup, getattr, open, read, write, create,
+           rename, ..., or *) or system calls (FICLONE, FICLONERANGE,
+           FIDEDUPERANGE, copy_file_range, fallocate, fsync, fdatasync,
+           rename*, link*, open*, ...), comma-separated; sys.fsync means the
+           system call where the name is both
+  GLOB     a path relative to the mount root (syscalls: to --root), * ? [..]
+  ACTION   an errno name (EIO, EXDEV, ENOSPC, ...), delay=50ms, short=N
+           (FUSE reads/writes), vanish / vanish-tree (FUSE: removes the
+           entry from the backing directory, as the caller)
+  TRIGGER  times=N, nth=N, p=0.1 with seed=N, pid=N, src=GLOB (clone and
+           copy calls: the source)
+examples:
+  fakefs run --fault 'FICLONE:b*:EXDEV' -- cp --reflink=always a b
+  fakefs run BACKING MNT --fault 'read:blobs/*:EIO:times=1' -- cat MNT/blobs/x
+  fakefs fault add MNT 'open:*.lock:EACCES:p=0.5:seed=7'"""
+
+
 def _common(sp: argparse.ArgumentParser, optional: bool = False) -> None:
     nargs = "?" if optional else None
     sp.add_argument("backing", nargs=nargs, help="directory the mount passes through to")
@@ -55,7 +76,8 @@ def _common(sp: argparse.ArgumentParser, optional: bool = False) -> None:
 
 
 def _mount(sub: _Sub) -> None:
-    m = sub.add_parser("mount", help="mount (foreground unless --background)")
+    m = sub.add_parser("mount", help="mount (foreground unless --background)",
+                       epilog=_GRAMMAR, formatter_class=RawDescriptionFormatter)
     _common(m)
     m.add_argument("--background", action="store_true",
                    help="return once mounted; the daemon keeps running")
@@ -68,14 +90,16 @@ def _unmount(sub: _Sub) -> None:
 def _fault(sub: _Sub) -> None:
     f = sub.add_parser("fault", help="add/remove/clear/list rules of a running mount")
     fsub = f.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    fa = fsub.add_parser("add")
+    fa = fsub.add_parser("add", help="arm rules; prints each rule's id",
+                         epilog=_GRAMMAR, formatter_class=RawDescriptionFormatter)
     fa.add_argument("mountpoint")
     fa.add_argument("rules", nargs="+", metavar="RULE")
-    fr = fsub.add_parser("remove")
+    fr = fsub.add_parser("remove", help="disarm rules by id (fakefs fault list shows them)")
     fr.add_argument("mountpoint")
     fr.add_argument("ids", nargs="+", type=int, metavar="ID")
-    for name in ("clear", "list"):
-        fsub.add_parser(name).add_argument("mountpoint")
+    for name, what in (("clear", "disarm every rule"),
+                       ("list", "the armed rules with their hits, as JSON lines")):
+        fsub.add_parser(name, help=what).add_argument("mountpoint")
 
 
 def _trace(sub: _Sub) -> None:
@@ -95,7 +119,8 @@ def _run(sub: _Sub) -> None:
               "[--fault RULE]... [--trace FILE] -- CMD [ARGS]",
         description="Without BACKING MOUNTPOINT nothing is mounted and only syscall rules "
         "(FICLONE, copy_file_range, fsync, rename, openat, ...) apply. CMD's exit status passes "
-        "through; SIGINT/SIGTERM/SIGHUP go to CMD, then fakefs exits 128+signal.")
+        "through; SIGINT/SIGTERM/SIGHUP go to CMD, then fakefs exits 128+signal.",
+        epilog=_GRAMMAR, formatter_class=RawDescriptionFormatter)
     _common(r, optional=True)
     r.add_argument("--root", metavar="DIR",
                    help="directory syscall rules' globs are relative to (default: the "
@@ -117,7 +142,10 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     ~10 ms of each ``fakefs run``, which every run under syscall faults
     pays. Nothing else is needed to parse one subcommand's line (``fakefs
     --help`` and a bad command name still get them all)."""
-    p = _Parser(prog="fakefs", description="FUSE passthrough that injects faults on command")
+    p = _Parser(prog="fakefs", description="FUSE passthrough that injects faults on command, "
+                "and faults at system calls (FICLONE, copy_file_range, fsync, ...) on real "
+                "filesystems", epilog=_GRAMMAR,
+                formatter_class=RawDescriptionFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, build in _COMMANDS.items():
         if command not in _COMMANDS or name == command:

@@ -333,3 +333,21 @@ def test_run_with_a_mount_takes_syscall_rules_relative_to_it(dirs: tuple[Path, P
     counters = json.loads(res.stderr.strip().splitlines()[-1])
     assert [r["hits"] for r in counters["syscall_rules"]] == [1, 0]
     assert "ops" in counters  # the FUSE daemon's counters too
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["mount"], ["fault", "add"]])
+def test_help_teaches_the_grammar_and_its_examples_parse(command: list[str]) -> None:
+    from fakefs._rules import parse_rule
+
+    proc = _cli(*command, "--help", check=True)
+    text = proc.stdout
+    assert "RULE is OPS:GLOB:ACTION[:TRIGGER]..." in text
+    # Every example rule is one the parser takes, for the layer it names.
+    rules = [line.split("'")[1] for line in text.splitlines() if line.startswith("  fakefs ")]
+    assert len(rules) == 3
+    for rule in rules:
+        parse_rule(rule)
+    # Every action and trigger the parser's own error names is taught.
+    for word in ("vanish", "vanish-tree", "delay=", "short=", "times=", "nth=", "p=", "seed=",
+                 "pid=", "src="):
+        assert word in text, word
