@@ -104,3 +104,26 @@ def test_src_inside_dest_is_refused_only_where_it_would_write_over_itself(
     (src / "t").rmdir()
     assert main(["materialize", str(src), str(wt)]) == EXIT_OK
     assert (wt / "f").read_bytes() == b"outer" == (src / "f").read_bytes()
+
+
+@pytest.mark.parametrize("order", ["outer-first", "nested-first"])
+def test_nested_dest_dirs_are_refused_where_their_mirrors_overlap(
+    btrfs_dir: Path, order: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = btrfs_dir / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "x").write_bytes(b"top")
+    (src / "sub" / "x").write_bytes(b"inner")  # wt/sub/x for both mirrors
+    wt = btrfs_dir / "wt"
+    dests = [str(wt), str(wt / "sub")]
+    if order == "nested-first":
+        dests.reverse()
+    assert main(["materialize", str(src), *dests]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"DEST_DIR {wt / 'sub'} is 'sub' in DEST_DIR {wt}" in err and err.count("\n") == 1
+    assert not wt.exists()
+    # Without an entry "sub" in SRC_DIR nothing overlaps: both are mirrored.
+    (src / "sub" / "x").unlink()
+    (src / "sub").rmdir()
+    assert main(["materialize", str(src), *dests]) == EXIT_OK
+    assert (wt / "x").read_bytes() == b"top" == (wt / "sub" / "x").read_bytes()

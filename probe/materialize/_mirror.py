@@ -159,24 +159,41 @@ def _check(src: str, dests: list[str]) -> None:
     if not dests:
         raise ValueError("no DEST_DIR given")
     real_src = os.path.realpath(src)
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for d in dests:
         if os.path.lexists(d) and not os.path.isdir(d):
             raise ValueError(f"DEST_DIR exists and is not a directory: {d}")
         real = os.path.realpath(d)
-        if real == real_src or real.startswith(real_src.rstrip(os.sep) + os.sep):
+        if real == real_src or _below(real_src, real) is not None:
             raise ValueError(f"DEST_DIR {d} is inside SRC_DIR {src}: the mirror would copy itself")
         # SRC_DIR inside DEST_DIR (wt/t into wt) is fine, a template kept in
         # its worktree, unless SRC_DIR holds its own path below DEST_DIR
         # (wt/t/t): that entry's mirror lands on SRC_DIR itself, writing
         # over files the batch is still reading.
-        inner = os.path.relpath(real_src, real)
-        if not inner.startswith("..") and os.path.lexists(os.path.join(src, inner)):
+        inner = _below(real, real_src)
+        if inner is not None and os.path.lexists(os.path.join(src, inner)):
             raise ValueError(f"SRC_DIR {src} is {inner!r} in DEST_DIR {d} and holds an entry "
                              f"{inner!r} itself: the mirror would write over SRC_DIR itself")
         if real in seen:
             raise ValueError(f"DEST_DIR {d} is given twice")
-        seen.add(real)
+        # One DEST_DIR inside another (wt and wt/sub) likewise, where SRC_DIR
+        # holds that path: both mirrors would write wt/sub/x, one job of the
+        # pair would fail EEXIST, and wt would hold the other tree's file.
+        for other_real, other in seen.items():
+            for outer, nested, path in ((other_real, real, d), (real, other_real, other)):
+                rel = _below(outer, nested)
+                if rel is not None and os.path.lexists(os.path.join(src, rel)):
+                    top = other if outer == other_real else d
+                    raise ValueError(f"DEST_DIR {path} is {rel!r} in DEST_DIR {top} and "
+                                     f"SRC_DIR holds {rel!r} too: both mirrors would write there")
+        seen[real] = d
+
+
+def _below(outer: str, path: str) -> str | None:
+    """``path`` relative to ``outer`` if it lies strictly inside it (both
+    resolved), else None."""
+    prefix = outer.rstrip(os.sep) + os.sep
+    return path[len(prefix):] if path.startswith(prefix) and path != outer else None
 
 
 def _make_entries(
