@@ -204,22 +204,33 @@ def test_report_timeout_also_bounds_the_check_of_each_path(
     # third writes nothing); under --timeout that check cannot hang either,
     # and a path that does not answer it is a column of its own, "could
     # not tell" and why, beside the paths that did answer -- not exit 2.
+    # A pair holding it is that check's outcome too: probing it would
+    # wait the limit out again, behind the stalled lookup.
     fs, mnt, backing = fake
     (backing / "d").mkdir()  # made behind the mount: its first stat is a LOOKUP
     fs.add_fault(f"lookup:d:delay={STALL}s:times=1")
     t0 = time.perf_counter()
     code = main(["report", "--format", "json", str(mnt / "d"), str(btrfs_dir),
-                 "--timeout", "0.5"])
+                 "--pair", str(btrfs_dir), str(mnt / "d"), "--timeout", "0.5"])
     took = time.perf_counter() - t0
     out, err = capsys.readouterr()
     assert took < STALL / 2, took
-    hung, fine = json.loads(out)["filesystems"]
-    why = "not probed: the filesystem did not answer within 0.5 s (opening the directory)"
+    doc = json.loads(out)
+    hung, fine = doc["filesystems"]
+    late = "the filesystem did not answer within 0.5 s (opening the directory)"
+    why = f"not probed: {late}"
     assert hung["path"] == str(mnt / "d") and hung["limitation"] == why
     assert {(c["status"], c["reason"]) for c in hung["capabilities"].values()} == {
         (C.value, why)}
     assert fine["path"] == str(btrfs_dir)
     assert fine["capabilities"]["reflink"]["status"] == Status.SUPPORTED.value
+    (pair,) = doc["pairs"]
+    pair_why = f"not probed: {mnt / 'd'}: {late}"
+    assert (pair["source"], pair["dest"], pair["limitation"]) == (
+        str(btrfs_dir), str(mnt / "d"), pair_why)
+    assert {(c["status"], c["reason"]) for c in pair["capabilities"].values()} == {
+        (C.value, pair_why)}
+    assert pair["leftover"] is None  # a stuck check is named once, by the column
     pid = _stuck_pid(hung["leftover"] or "")
     # Exit 1 exactly when the report names something left (a stuck check).
     assert code == (1 if hung["leftover"] else 0), (code, err)

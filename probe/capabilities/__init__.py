@@ -17,6 +17,7 @@ from ._probe import (
     Hook,
     capability_specs,
     resolve_names,
+    unavailable_pair,
     unavailable_report,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "probe_capabilities",
     "probe_pair",
     "resolve_names",
+    "unavailable_pair",
     "unavailable_report",
     "validate_directory",
 ]

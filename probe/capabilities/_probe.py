@@ -262,6 +262,15 @@ def unavailable_report(path: str, reason: str, *, label: str | None = None,
                             limitation=reason, leftover=leftover, label=label)
 
 
+def unavailable_pair(source: str, dest: str, reason: str, *, label: str | None = None,
+                     leftover: str | None = None) -> PairReport:
+    """``unavailable_report`` for a pair: every pair capability "could not
+    tell", with ``reason``. Whether the two share a filesystem is not
+    known, so it is reported as not (EXDEV is never promised unasked)."""
+    return PairReport(source, dest, False, _blanket(pair_titles(), reason, None),
+                      limitation=reason, leftover=leftover, label=label)
+
+
 def probe_directory(path: PathArg, wanted: set[str] | None, *, hook: Hook | None = None,
                     label: str | None = None, timeout: float | None = None,
                     watch: Watch = _QUIET) -> CapabilityReport:

@@ -51,6 +51,7 @@ from probe.capabilities import (
     probe_capabilities,
     probe_pair,
     resolve_names,
+    unavailable_pair,
     unavailable_report,
     validate_directory,
 )
@@ -154,10 +155,12 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
     # in the third argument does not leave a half-made report. A path that
     # does not answer the check in time is no typo: a fleet report wants
     # its column ("could not tell", why) beside the others, not exit 2.
-    # Its column is the check's outcome (probing it would wait out the
-    # limit again); a pair holding it is probed, bounded by the same limit.
+    # Its column is the check's outcome, and so is a pair holding it:
+    # probing either would wait out the limit a second time (the stalled
+    # call still holds the name). A stuck check is named once, by the
+    # first report standing for its path.
     hung: dict[str, ProbePathError] = {}
-    for p in [*args.paths, *(x for pair in args.pair for x in pair)]:
+    for p in dict.fromkeys([*args.paths, *(x for pair in args.pair for x in pair)]):
         try:
             validate_directory(p, timeout=args.timeout)
         except ProbePathError as err:
@@ -167,20 +170,33 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
     reports: list[CapabilityReport] = []
     pairs: list[PairReport] = []
     total = len(args.paths) + len(args.pair)
+    named: set[str] = set()
+
+    def stuck(path: str) -> str | None:
+        if path in named:
+            return None
+        named.add(path)
+        return hung[path].leftover
+
     with progress("probing", total) as bar:
         for path in args.paths:
             if path in hung:
                 why = f"not probed: {hung[path].reason}"
                 reports.append(unavailable_report(path, why, label=path, only=only,
-                                                  leftover=hung[path].leftover))
+                                                  leftover=stuck(path)))
             else:
                 reports.append(probe_capabilities(path, only=only, label=path,
                                                   timeout=args.timeout,
                                                   isolate=args.timeout is not None))
             bar.advance(label=path)
         for a, b in args.pair:
-            pairs.append(probe_pair(a, b, label=f"{a} → {b}", timeout=args.timeout,
-                                    isolate=args.timeout is not None))
+            if late := [p for p in dict.fromkeys((a, b)) if p in hung]:
+                why = "not probed: " + "; ".join(f"{p}: {hung[p].reason}" for p in late)
+                left = "; ".join(x for p in late if (x := stuck(p))) or None
+                pairs.append(unavailable_pair(a, b, why, label=f"{a} → {b}", leftover=left))
+            else:
+                pairs.append(probe_pair(a, b, label=f"{a} → {b}", timeout=args.timeout,
+                                        isolate=args.timeout is not None))
             bar.advance(label=f"{a} → {b}")
     if args.lab:
         lab_reps, lab_pairs = lab_reports(only, timeout=args.timeout)
