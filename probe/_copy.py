@@ -17,7 +17,14 @@ from typing import Literal, NamedTuple
 from ._datacopy import copy_fd
 from ._outcome import ReflinkOutcome, ReflinkResult, is_transient, name_leftovers
 from ._paths import PathArg, as_path
-from ._platform import close_quietly, create_dest, open_source, remove_created, remove_if_same
+from ._platform import (
+    close_quietly,
+    create_dest,
+    open_source,
+    remove_created,
+    remove_if_same,
+    unreplaceable,
+)
 from ._publish import KEEP, publish
 from ._reflink import reflink_at
 from ._tempname import reap_dead, temp_name
@@ -141,9 +148,10 @@ def clone_or_copy(
     file. If anything fails the old ``dest`` is untouched and no temporary is
     left (one that cannot be removed is named: ``CopyResult.leftovers``, or
     the error's notes and its ``cowprobe_leftovers``). A symlink at ``dest``
-    is replaced, never written through; ``dest`` naming the source's own
-    directory entry is a ValueError ("are the same file"), another hard link
-    of it is replaced like any file. Permission bits follow the source
+    is replaced, never written through; a device, FIFO or socket there is
+    ``SpecialFileError`` (EEXIST) and stays. ``dest`` naming the source's
+    own directory entry is a ValueError ("are the same file"), another hard
+    link of it is replaced like any file. Permission bits follow the source
     (without setuid/setgid) unless ``mode`` is given (``check_mode``). With
     ``reflink="always"`` a filesystem that cannot clone raises
     ``ReflinkUnavailableError`` (errno set) and nothing is written;
@@ -170,8 +178,8 @@ def clone_or_copy(
         except FileNotFoundError:
             pass
         else:
-            if stat.S_ISDIR(old.st_mode):
-                raise IsADirectoryError(errno.EISDIR, "destination is a directory", dst)
+            if (refused := unreplaceable(dst, old.st_mode)) is not None:
+                raise refused
             _refuse_same_entry(src, dst, old, name, dir_fd)
         # A run killed by SIGKILL ran no cleanup: its temporaries are ours
         # to remove now.

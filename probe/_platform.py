@@ -44,6 +44,7 @@ __all__ = [
     "open_source",
     "remove_created",
     "remove_if_same",
+    "unreplaceable",
     "unsupported_platform",
 ]
 
@@ -59,7 +60,8 @@ _DEST_FLAGS = (
 
 
 class SpecialFileError(OSError):
-    """The source is not a regular file (directory, FIFO, socket, device)."""
+    """The source is not a regular file (directory, FIFO, socket, device),
+    or the destination that would be replaced is a FIFO, socket or device."""
 
 
 def describe_mode(mode: int) -> str:
@@ -82,6 +84,21 @@ def not_regular(path: str, mode: int) -> OSError:
     return SpecialFileError(
         errno.EINVAL, f"source is {describe_mode(mode)}, not a regular file", path
     )
+
+
+def unreplaceable(path: str, mode: int) -> OSError | None:
+    """Why an existing ``path`` of this mode must not be renamed over, or
+    None. Replacing a device node, FIFO or socket with a regular file
+    would destroy it (`clone disk.img /dev/sdb` replaced the device's
+    name; cp writes into it, we never write through a name, so we refuse).
+    A symlink is replaced, never followed."""
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return IsADirectoryError(errno.EISDIR, "destination is a directory", path)
+    return SpecialFileError(
+        errno.EEXIST, f"destination is {describe_mode(mode)}, not a regular file: not replaced",
+        path)
 
 
 def open_source(source: str) -> tuple[int, os.stat_result]:

@@ -89,3 +89,31 @@ def test_clone_onto_itself_exits_2_and_keeps_the_file(ext4: Path) -> None:
     assert proc.stderr.strip().endswith("are the same file (DEST untouched)"), proc.stderr
     assert "Traceback" not in proc.stderr
     assert (src.stat().st_ino, src.read_bytes()) == (ino, b"keep")
+
+
+@pytest.mark.parametrize("case", ["no such directory", "a directory", "a device"])
+def test_a_bad_dest_is_one_line_exit_2_and_kept(tmp_path: Path, case: str) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    dest, line = {
+        "no such directory": (tmp_path / "nodir" / "d", f"{tmp_path / 'nodir'}: "
+                              "No such file or directory"),
+        "a directory": (tmp_path / "dir", f"{tmp_path / 'dir'}: destination is a directory"),
+        "a device": (tmp_path / "null", f"{tmp_path / 'null'}: destination is a character "
+                     "device, not a regular file: not replaced"),
+    }[case]
+    if case == "a directory":
+        dest.mkdir()
+    elif case == "a device":
+        os.mknod(dest, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    before = _nodes(tmp_path)
+    proc = _run("clone", str(src), str(dest))
+    # A typo in DEST is bad input (2), said as "PATH: what", not as
+    # Python's "[Errno 2] ...: 'PATH'" -- and a device's name is never
+    # replaced by a regular file.
+    assert (proc.returncode, proc.stderr) == (2, f"cowprobe clone: {line} (DEST untouched)\n")
+    assert _nodes(tmp_path) == before
+
+
+def _nodes(d: Path) -> dict[str, tuple[int, int, int]]:
+    return {p.name: (p.lstat().st_ino, p.lstat().st_mode, p.lstat().st_rdev) for p in d.iterdir()}

@@ -3,7 +3,9 @@ arguments are checked, every accepted name works, fsync publishes."""
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from probe import clone_or_copy
+from probe import SpecialFileError, clone_or_copy
 from probe._linux import shared_bytes
 from probe.lab import Lab
 
@@ -236,3 +238,27 @@ def test_another_hard_link_of_the_source_is_replaced(tmpfs_dir: Path) -> None:
         assert dest.read_bytes() == b"shared"
         assert dest.stat().st_ino != src.stat().st_ino, "its own inode now"
     assert src.stat().st_nlink == 1
+
+
+def _special(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(path))
+    else:  # the kernel's /dev/null, by its numbers: root makes it anywhere
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "chardev"])
+def test_a_special_file_at_dest_is_refused_and_kept(tmpfs_dir: Path, kind: str) -> None:
+    # The rename used to put a regular file in its place: `clone img
+    # /dev/sdb` replaced the device's name (found with /dev/full).
+    (tmpfs_dir / "a").write_bytes(b"data")
+    dest = tmpfs_dir / "dest"
+    _special(dest, kind)
+    before = _entries(tmpfs_dir)
+    with pytest.raises(SpecialFileError, match="not a regular file: not replaced") as info:
+        clone_or_copy(tmpfs_dir / "a", dest)
+    assert info.value.errno == errno.EEXIST and info.value.filename == str(dest)
+    assert _entries(tmpfs_dir) == before, "the node kept, no temporary left"

@@ -280,6 +280,31 @@ def test_existing_dests_replaced_atomically_and_kept_on_failure(xfs_dir: Path) -
     no_temporaries(wt)
 
 
+def test_a_special_file_at_a_dest_is_kept_and_its_job_fails(xfs_dir: Path) -> None:
+    # Into a directory that existed the rename used to put a regular file
+    # where a FIFO or device node was; the other jobs go on.
+    src = xfs_dir / "src"
+    files = make_tree(src, 3, sizes=(100,))
+    wt = xfs_dir / "wt"
+    jobs = jobs_for(src, files, [wt])
+    for _s, dest in jobs:
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    fifo, dev = Path(jobs[0][1]), Path(jobs[1][1])
+    os.mkfifo(fifo)
+    os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    nodes = {p: (p.lstat().st_ino, p.lstat().st_mode) for p in (fifo, dev)}
+    report = materialize(jobs)
+    assert report.cloned == 1 and report.failed == 2
+    assert_exact(jobs[2:])
+    by_dest = {r.dest: r for r in report.results}
+    for p, what in ((fifo, "a FIFO"), (dev, "a character device")):
+        r = by_dest[str(p)]
+        assert (r.status, r.errno) == (JobStatus.FAILED, errno.EEXIST)
+        assert f"destination is {what}, not a regular file: not replaced" in (r.error or "")
+        assert (p.lstat().st_ino, p.lstat().st_mode) == nodes[p]
+    no_temporaries(wt)
+
+
 def test_dir_appearing_meanwhile_is_merged_not_replaced(btrfs_dir: Path) -> None:
     files = make_tree(btrfs_dir / "src", 6, sizes=(4096,))
     wt = btrfs_dir / "wt"

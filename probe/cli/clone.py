@@ -4,8 +4,9 @@ which happened and why.
 Exit codes: 0 cloned or copied; 1 the operation failed (or ``--reflink
 always`` and the filesystem cannot clone) -- DEST is then untouched -- or
 the report could not be written (the message says what happened to DEST);
-2 bad usage or input (missing source, a directory/FIFO as source, NUL in a
-path); 141 stdout was a closed pipe; 128+n ended by signal n (cleaned up).
+2 bad usage or input (missing source or DEST directory, a directory/FIFO as
+source, a directory, FIFO, socket or device as DEST, the same file twice,
+NUL in a path); 141 stdout was a closed pipe; 128+n ended by signal n (cleaned up).
 With ``--json`` the object's "dest" says "created", "replaced" or
 "untouched".
 """
@@ -73,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
         doc["action"] = "none"
         return _fail(args, doc, err, EXIT_FAILED)
     except OSError as err:
-        usage = err.errno in _USAGE_ERRNOS and err.filename == args.source
+        # A missing source, a DEST that is a directory or whose directory
+        # is missing: the input was wrong, nothing failed.
+        named = (args.source, args.dest, os.path.dirname(args.dest) or ".")
+        usage = err.errno in _USAGE_ERRNOS and err.filename in named
         code = EXIT_USAGE if usage else EXIT_FAILED
         return _fail(args, doc, err, code)
     doc["action"] = "cloned" if result.cloned else "copied"
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 def _fail(args: argparse.Namespace, doc: dict[str, Any], err: Exception, code: int) -> int:
     doc.setdefault("action", "failed")
     doc["dest_state"] = "untouched"
-    doc["error"] = str(err)
+    doc["error"] = text = _text(err)
     if isinstance(err, OSError) and err.errno is not None:
         doc["errno"] = errno_name(err.errno)
     left = leftovers(err)
@@ -123,9 +127,18 @@ def _fail(args: argparse.Namespace, doc: dict[str, Any], err: Exception, code: i
             sys.stdout.flush()
     except OutputFailed:
         pass  # the stderr line below says it all; the exit code stands
-    print(f"cowprobe clone: {err} (DEST untouched)", file=sys.stderr)
+    print(f"cowprobe clone: {text} (DEST untouched)", file=sys.stderr)
     for path in left:
         print(f"cowprobe clone: temporary could not be removed: {path}", file=sys.stderr)
     if os.environ.get("COWPROBE_DEBUG"):
         raise err
     return code
+
+
+def _text(err: Exception) -> str:
+    """An OSError as a user reads it: "PATH: what happened", not Python's
+    "[Errno 2] ...: 'PATH'"."""
+    if isinstance(err, OSError) and err.strerror:
+        where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+        return f"{where}: {err.strerror}" if where else err.strerror
+    return str(err)
