@@ -32,6 +32,7 @@ __all__ = [
     "Platform",
     "SpecialFileError",
     "caller_error",
+    "check_replaceable",
     "close_quietly",
     "create_dest",
     "current",
@@ -99,6 +100,17 @@ def unreplaceable(path: str, mode: int) -> OSError | None:
     return SpecialFileError(
         errno.EEXIST, f"destination is {describe_mode(mode)}, not a regular file: not replaced",
         path)
+
+
+def check_replaceable(name: str, dir_fd: int, path: str) -> None:
+    """Raise ``unreplaceable``'s error if what ``name`` in ``dir_fd`` is now
+    must not be renamed over (one lstat; nothing there is fine)."""
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    if (refused := unreplaceable(path, mode)) is not None:
+        raise refused
 
 
 def open_source(source: str) -> tuple[int, os.stat_result]:

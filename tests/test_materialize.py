@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from probe import _linux
-from probe.materialize import materialize
+from probe.materialize import materialize, mirror
 from probe.materialize._policy import EINVAL_LIMIT
 from probe.materialize._report import JobResult, JobStatus, MaterializeReport
 
@@ -302,6 +302,15 @@ def test_a_special_file_at_a_dest_is_kept_and_its_job_fails(xfs_dir: Path) -> No
         assert (r.status, r.errno) == (JobStatus.FAILED, errno.EEXIST)
         assert f"destination is {what}, not a regular file: not replaced" in (r.error or "")
         assert (p.lstat().st_ino, p.lstat().st_mode) == nodes[p]
+    no_temporaries(wt)
+    # The mirror's symlinks keep to the rule too.
+    (src / "link").symlink_to("d0")
+    os.mkfifo(wt / "link")
+    rep = mirror(src, [wt])
+    (bad,) = rep.failed_entries
+    assert (bad.kind, bad.dest, bad.errno) == ("symlink", str(wt / "link"), errno.EEXIST)
+    assert "destination is a FIFO" in (bad.error or "")
+    assert stat.S_ISFIFO((wt / "link").lstat().st_mode)
     no_temporaries(wt)
 
 

@@ -4,9 +4,12 @@ worktrees -- reflinks where the filesystems can, copies where they cannot.
 Regular files are cloned or copied; symlinks are recreated as symlinks (same
 target text, never followed); empty directories are mirrored; FIFOs, sockets
 and devices are reported as failures without being opened. Nothing in a
-worktree is deleted, and no symlink inside one is followed: a symlink where
-SRC_DIR has a directory is reported as a failure. A worktree this command
-creates appears whole at the end, or -- interrupted -- not at all. Exit 0
+worktree is deleted: a file there is replaced atomically, while a FIFO,
+socket or device node in a file's place is kept and reported as a failure.
+No symlink inside a worktree is followed: a symlink where SRC_DIR has a
+directory is reported as a failure. Missing parents of a DEST_DIR are
+created. A worktree this command creates appears whole at the end, or --
+interrupted -- not at all. Exit 0
 when every entry was mirrored, 1 when any failed, 2 for bad usage (nothing
 changed).
 """

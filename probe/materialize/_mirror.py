@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from .._outcome import errno_name
 from .._paths import PathArg, as_path
+from .._platform import check_replaceable
 from .._tempname import temp_name
 from ._batch import run_batch
 from ._dirs import DestDir, DirCache
@@ -231,12 +232,14 @@ def _make_symlink(dirs: DirCache, target: str, dest: str) -> DestDir:
     descriptor. In a staged directory directly under its name (nobody can
     see it yet); elsewhere built under a temporary name and renamed into
     place, so an existing file or link there is replaced whole or not at
-    all. A directory at ``dest`` is refused, not merged."""
+    all. A directory at ``dest`` is refused, not merged; a device, FIFO or
+    socket is kept (``check_replaceable``)."""
     parent, _sep, name = dest.rpartition("/")
     ddir = dirs.get(parent or ".")
     if ddir.fresh:
         os.symlink(target, name, dir_fd=ddir.fd)
         return ddir
+    check_replaceable(name, ddir.fd, dest)
     tmp = temp_name(name)
     os.symlink(target, tmp, dir_fd=ddir.fd)
     try:

@@ -19,7 +19,7 @@ from typing import NamedTuple, Protocol
 from .._copy import copy_fd, discard
 from .._datacopy import looks_sparse
 from .._outcome import ReflinkOutcome, classify
-from .._platform import CloneFd, close_quietly, create_dest, open_source, unreplaceable
+from .._platform import CloneFd, check_replaceable, close_quietly, create_dest, open_source
 from .._reflink import source_gone
 from .._tempname import temp_name
 from ._dirs import DestDir, DirCache
@@ -282,7 +282,9 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                     # dest (nor stay under its final name in a staged directory).
                     close(dst_fd)
                     if not fresh:
-                        _refuse_special(ddir, d)
+                        # In a directory that existed: never over a device,
+                        # FIFO or socket (a staged one holds only ours).
+                        check_replaceable(d.name, ddir.fd, d.dest)
                         os.replace(name, d.name, src_dir_fd=ddir.fd, dst_dir_fd=ddir.fd)
                 except OSError as exc:
                     drop(ddir, name)
@@ -351,18 +353,6 @@ def drop(ddir: DestDir, name: str) -> None:
         # publish would show a torn file. The publish tries again, and
         # keeps the directory back if it still cannot.
         ddir.debris.append(name)
-
-
-def _refuse_special(ddir: DestDir, d: Dest) -> None:
-    """In a directory that existed, the rename must not put our file where
-    a device node, FIFO or socket was (clone_or_copy's rule). One lstat,
-    only there: a staged directory holds nothing we did not make."""
-    try:
-        mode = os.stat(d.name, dir_fd=ddir.fd, follow_symlinks=False).st_mode
-    except FileNotFoundError:
-        return
-    if (refused := unreplaceable(d.dest, mode)) is not None:
-        raise refused
 
 
 def _copy(src_fd: int, dst_fd: int, size: int, sparse: bool) -> int:
