@@ -74,10 +74,12 @@ def run(args: argparse.Namespace) -> int:
         doc["action"] = "none"
         return _fail(args, doc, err, EXIT_FAILED)
     except OSError as err:
-        # A missing source, a DEST that is a directory or whose directory
-        # is missing: the input was wrong, nothing failed.
-        named = (args.source, args.dest, os.path.dirname(args.dest) or ".")
-        usage = err.errno in _USAGE_ERRNOS and err.filename in named
+        # A missing source or DEST directory, a directory as DEST: the
+        # input was wrong, nothing failed. (Not any ENOENT naming DEST: a
+        # directory removed mid-copy is a failure.)
+        usage = (err.errno in _USAGE_ERRNOS
+                 and err.filename in (args.source, os.path.dirname(args.dest) or ".")
+                 ) or (err.errno == errno.EISDIR and err.filename == args.dest)
         code = EXIT_USAGE if usage else EXIT_FAILED
         return _fail(args, doc, err, code)
     doc["action"] = "cloned" if result.cloned else "copied"

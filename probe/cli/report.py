@@ -157,8 +157,7 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
     # its column ("could not tell", why) beside the others, not exit 2.
     # Its column is the check's outcome, and so is a pair holding it:
     # probing either would wait out the limit a second time (the stalled
-    # call still holds the name). A stuck check is named once, by the
-    # first report standing for its path.
+    # call still holds the name).
     hung: dict[str, ProbePathError] = {}
     for p in dict.fromkeys([*args.paths, *(x for pair in args.pair for x in pair)]):
         try:
@@ -170,20 +169,14 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
     reports: list[CapabilityReport] = []
     pairs: list[PairReport] = []
     total = len(args.paths) + len(args.pair)
-    named: set[str] = set()
-
-    def stuck(path: str) -> str | None:
-        if path in named:
-            return None
-        named.add(path)
-        return hung[path].leftover
-
+    # Popped by the first report standing for the path: named once.
+    stuck = {p: err.leftover for p, err in hung.items()}
     with progress("probing", total) as bar:
         for path in args.paths:
             if path in hung:
                 why = f"not probed: {hung[path].reason}"
                 reports.append(unavailable_report(path, why, label=path, only=only,
-                                                  leftover=stuck(path)))
+                                                  leftover=stuck.pop(path, None)))
             else:
                 reports.append(probe_capabilities(path, only=only, label=path,
                                                   timeout=args.timeout,
@@ -192,7 +185,7 @@ def _collect(args: argparse.Namespace, only: Sequence[str] | None,
         for a, b in args.pair:
             if late := [p for p in dict.fromkeys((a, b)) if p in hung]:
                 why = "not probed: " + "; ".join(f"{p}: {hung[p].reason}" for p in late)
-                left = "; ".join(x for p in late if (x := stuck(p))) or None
+                left = "; ".join(x for p in late if (x := stuck.pop(p, None))) or None
                 pairs.append(unavailable_pair(a, b, why, label=f"{a} → {b}", leftover=left))
             else:
                 pairs.append(probe_pair(a, b, label=f"{a} → {b}", timeout=args.timeout,
