@@ -14,7 +14,7 @@ import os
 import stat
 from collections.abc import Callable
 
-__all__ = ["DIR_FLAGS", "close_quietly", "open_dir_nofollow", "remove_tree"]
+__all__ = ["DIR_FLAGS", "close_quietly", "names_now", "open_dir_nofollow", "remove_tree"]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -52,6 +52,22 @@ def open_dir_nofollow(name: str, dir_fd: int) -> int:
                 name,
             ) from None
         raise
+
+
+def names_now(dir_fd: int) -> list[str]:
+    """The entries of the directory ``dir_fd`` as they are now, read through
+    a fresh descriptor.
+
+    btrfs fixes the end of a directory stream when the directory is opened
+    (so a reader creating entries cannot loop forever), and that end stays
+    with the open file, rewinds and dup()s included: listing ``dir_fd``
+    itself never shows an entry made after it was opened.
+    """
+    fd = os.open(".", DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
 
 
 def remove_tree(parent_fd: int, name: str) -> list[OSError]:

@@ -49,9 +49,10 @@ def boot_id() -> str:
         return ""
 
 
-def start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int, *, zombie: bool = False) -> int | None:
     """The start time of live process ``pid`` (clock ticks after boot);
-    None if there is no such process or only its zombie is left."""
+    None if there is no such process or only its zombie is left (unless
+    ``zombie``: a parent naming the child it has yet to reap)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             text = f.read().decode("utf-8", "replace")
@@ -60,7 +61,7 @@ def start_ticks(pid: int) -> int | None:
     # comm (field 2) may contain spaces and parentheses; fields after the
     # last ')' are fixed. State is field 3, starttime field 22.
     rest = text[text.rindex(")") + 2 :].split()
-    if rest[0] in ("Z", "X", "x"):
+    if not zombie and rest[0] in ("Z", "X", "x"):
         return None
     return int(rest[19])
 

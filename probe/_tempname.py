@@ -21,7 +21,7 @@ from functools import cache
 
 from ._liveness import boot_id, start_ticks
 
-__all__ = ["forget_reaped", "is_ours", "reap_dead", "temp_name"]
+__all__ = ["forget_reaped", "is_ours", "owner_tag", "reap_dead", "temp_name", "temp_prefix"]
 
 # The final name's share of a temporary, in *bytes*: NAME_MAX is 255 bytes
 # on every Linux filesystem, and a 255-byte name of 3-byte characters is 85
@@ -64,17 +64,31 @@ class _TempNames:
 
     def reseed(self) -> None:
         pid = os.getpid()
-        self.owner = f"{pid}-{start_ticks(pid) or 0}-{self.boot}"
+        self.owner = _owner(pid, start_ticks(pid) or 0, self.boot)
         self.prefix = os.urandom(4).hex()
         self.counter = itertools.count()
 
     def next(self, final_name: str) -> str:
         # next() on itertools.count is atomic under the GIL: threads of one
         # batch never draw the same number.
-        return (
-            f".{_cut(final_name)}.cowprobe-{self.owner}-{self.prefix}"
-            f"{next(self.counter):04x}.tmp"
-        )
+        return f"{temp_prefix(final_name, self.owner)}{self.prefix}{next(self.counter):04x}.tmp"
+
+
+def owner_tag(pid: int) -> str | None:
+    """The owner part of every temporary process ``pid`` names (its pid,
+    start time and boot), also while it is an unreaped zombie; None once
+    there is no such process."""
+    ticks = start_ticks(pid, zombie=True)
+    return None if ticks is None else _owner(pid, ticks, _TEMP_NAMES.boot)
+
+
+def _owner(pid: int, ticks: int, boot: str) -> str:
+    return f"{pid}-{ticks}-{boot}"
+
+
+def temp_prefix(final_name: str, owner: str) -> str:
+    """How every temporary that ``owner`` makes for ``final_name`` starts."""
+    return f".{_cut(final_name)}.cowprobe-{owner}-"
 
 
 def _cut(name: str) -> str:

@@ -22,6 +22,7 @@ from _files import staged_files, tree, write_file
 
 from probe import JobStatus, materialize, mirror
 from probe._liveness import start_ticks
+from probe.materialize import _worker
 
 #: one unit of work is at most 512 dest files: this many files make several
 _DIRS, _PER_DIR = 8, 150
@@ -192,6 +193,60 @@ def test_a_child_that_dies_fails_its_jobs_and_publishes_no_torn_file(
         else:
             assert not dest.exists(), f"{dest} published although its job failed"
     assert [p.name for p in btrfs_dir.iterdir() if ".cowprobe-" in p.name] == []
+
+
+@pytest.mark.parametrize(
+    ("worktree", "hook"),
+    [("new", "create_dest"), ("existing", "create_dest"), ("existing", "check_replaceable")],
+)
+def test_a_child_killed_mid_unit_reports_what_is_on_disk(
+    btrfs_dir: Path, no_other_threads: None, monkeypatch: pytest.MonkeyPatch,
+    worktree: str, hook: str,
+) -> None:
+    """Each child is SIGKILLed at its 40th file, part way through a unit
+    whose results it never sends: at its create (nothing of that file made)
+    or between its mark and its rename (the temporary made, not renamed).
+    The 39 files before it in each child are in place and must be reported
+    so; everything else FAILED with the dest as it was, and no temporary
+    left anywhere."""
+    src, wt = btrfs_dir / "src", btrfs_dir / "wt"
+    jobs = _tree_jobs(btrfs_dir)
+    if worktree == "existing":
+        for _s, dest in jobs:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(b"old")
+    parent = os.getpid()
+    real = getattr(_worker, hook)
+    calls = [0]
+
+    def die_at_40th(*args: Any, **kwargs: Any) -> Any:
+        if os.getpid() != parent:
+            calls[0] += 1  # this child's own copy of the counter
+            if calls[0] == 40:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_worker, hook, die_at_40th)
+    seen: list[object] = []
+    report = mirror(src, [wt], processes=2, on_result=seen.append).files
+    assert len(report.worker_pids) == 2
+    assert len(seen) == len(report.results) == len(jobs), "a settled job missed the callback"
+    # The parent's first source, and 39 files from each child.
+    assert [r.status for r in report.results].count(JobStatus.CLONED) == 1 + 2 * 39
+    assert report.files == 1 + 2 * 39
+    # Which child held which job the parent cannot know: it names both.
+    assert {r.error for r in report.failures} == {"; ".join(
+        f"worker process {pid} was killed by SIGKILL before reporting this job"
+        for pid in report.worker_pids)}
+    for r in report.results:
+        dest = Path(r.dest)
+        if r.ok:
+            assert dest.read_bytes() == Path(r.source).read_bytes(), dest
+        elif worktree == "existing":
+            assert dest.read_bytes() == b"old", f"{dest} changed although its job failed"
+        else:
+            assert not dest.exists(), f"{dest} published although its job failed"
+    assert [str(p) for p in btrfs_dir.rglob("*") if ".cowprobe-" in p.name] == []
 
 
 def test_a_thread_in_the_caller_keeps_the_batch_in_process(btrfs_dir: Path) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from .._fd import names_now
 from .._outcome import errno_name
 from ._model import Capability, Status
 
@@ -94,19 +95,9 @@ class ProbeContext:
         return self.track(os.open(name, flags | _OPEN_EXTRA, dir_fd=self.dir_fd))
 
     def listdir(self) -> list[str]:
-        """The directory's entries, read through a *fresh* descriptor.
-
-        btrfs fixes the end of a directory stream when the directory is
-        opened (so a reader creating entries cannot loop forever), and
-        os.listdir(fd) does not rewind before reading: listing through
-        ``dir_fd``, opened before the probe's files existed, shows none
-        of them on btrfs.
-        """
-        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.dir_fd)
-        try:
-            return sorted(os.listdir(fd))
-        finally:
-            os.close(fd)
+        """The directory's entries, sorted; the probe's own files included
+        (``names_now``: ``dir_fd`` was opened before they existed)."""
+        return sorted(names_now(self.dir_fd))
 
     def close(self, fd: int) -> None:
         if fd in self._fds:

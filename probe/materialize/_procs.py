@@ -20,10 +20,9 @@ What keeps the batch's contracts across processes:
   its size, a copy its size and errno; only failures go whole), and at the
   end its counters, pair verdicts, used staged roots and debris. Publishing
   stays in the parent, after every child has exited.
-* A child that dies without its final report (killed, crashed) fails every
-  job nobody reported -- never silently OK -- and the names such jobs may
-  have left in staged directories are unlinked, so no torn file is
-  published.
+* A child that dies without its final report (killed, crashed) leaves no
+  job reported as what it is not: ``_dead`` settles every job nobody
+  reported from the marks the child left and the files on disk.
 * An exception in the parent (Ctrl-C, SIGTERM) stops and reaps the children
   before it goes on to the caller, who removes the staging. Each child has
   PR_SET_PDEATHSIG = SIGKILL: a parent killed outright leaves no child.
@@ -36,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import mmap
 import os
 import pickle
 import select
@@ -44,9 +44,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._tempname import owner_tag
+from ._dead import death, settle_unreported
 from ._procchild import HEADER, SIGNALS, SharedStop, all_dirs, child
 from ._report import JobResult, JobStatus
-from ._worker import Context, Dest, ThreadStats, drop, run_unit
+from ._worker import Context, Dest, ThreadStats, run_unit
 
 __all__ = ["SharedStop", "fork_ok", "run_processes"]
 
@@ -74,10 +76,12 @@ def chunks(units: list[Unit]) -> list[Unit]:
 
 
 class _Child:
-    __slots__ = ("buf", "done", "error", "fd", "pid", "status", "summary")
+    __slots__ = ("buf", "done", "error", "fd", "owner", "pid", "status", "summary")
 
     def __init__(self, pid: int, fd: int) -> None:
         self.pid = pid
+        #: what its temporaries are named after (read before it is reaped)
+        self.owner = owner_tag(pid)
         self.fd = fd
         self.buf = bytearray()
         self.summary: dict[str, Any] | None = None
@@ -106,12 +110,15 @@ def run_processes(
         # fork: the callback may start a thread (a progress bar) on first use.
         early = [r for d in ran if (r := ctx.results[d.job]) is not None]
         units = chunks([u for u in units if u])
+        # Shared with every child, and still readable here after one died.
+        marks = mmap.mmap(-1, 4 * max(1, len(ctx.results)))
+        ctx.marks = memoryview(marks).cast("i")
         _fork_all(ctx, units, nprocs, children)
         if on_result is not None:
             for r in early:
                 on_result(r)
         _collect(ctx, units, children, on_result)
-        stats.extend(_merge(ctx, units, children))
+        stats.extend(_merge(ctx, units, children, on_result))
     except BaseException as exc:
         # Ctrl-C, SIGTERM (as an exception) or a failing callback: nothing
         # may still write into the staging once the caller removes it. This
@@ -126,6 +133,10 @@ def run_processes(
                 errors.append(again)
     finally:
         ctx.on_result = on_result
+        if ctx.marks is not None:
+            ctx.marks.release()
+            ctx.marks = None
+            marks.close()
         gc.unfreeze()
         for c in children:
             with contextlib.suppress(OSError):
@@ -289,7 +300,12 @@ def _wait(pid: int) -> int:
     return os.waitpid(pid, 0)[1]
 
 
-def _merge(ctx: Context, units: list[Unit], children: list[_Child]) -> list[ThreadStats]:
+def _merge(
+    ctx: Context,
+    units: list[Unit],
+    children: list[_Child],
+    on_result: Callable[[JobResult], None] | None,
+) -> list[ThreadStats]:
     stats = []
     dead: list[str] = []
     roots = {r.path: r for r in ctx.dirs.roots}
@@ -297,7 +313,7 @@ def _merge(ctx: Context, units: list[Unit], children: list[_Child]) -> list[Thre
     for c in children:
         s = c.summary
         if s is None or c.status != 0:
-            dead.append(_death(c))
+            dead.append(death(c.pid, c.status, c.error))
             continue
         stats.append(ThreadStats(pairs=s["pairs"], used_roots={roots[p] for p in s["used"]},
                                  shared=s["shared"], shared_unknown=s["shared_unknown"]))
@@ -306,36 +322,8 @@ def _merge(ctx: Context, units: list[Unit], children: list[_Child]) -> list[Thre
         for path, names in s["debris"].items():
             dirs[path].debris.extend(names)
     if dead:
-        _fail_unreported(ctx, units, "; ".join(dead))
+        owners = [c.owner for c in children if c.owner is not None]
+        used = settle_unreported(ctx, units, "; ".join(dead), owners, on_result)
         # Its FIEMAP share is unknown, and so is the total.
-        stats.append(ThreadStats(shared_unknown=True))
+        stats.append(ThreadStats(used_roots=used, shared_unknown=True))
     return stats
-
-
-def _death(c: _Child) -> str:
-    status = c.status or 0
-    if c.error is not None:
-        how = f"failed ({c.error})"
-    elif os.WIFSIGNALED(status):
-        how = f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    else:
-        how = f"exited with status {os.waitstatus_to_exitcode(status)}"
-    return f"worker process {c.pid} {how} before reporting this job"
-
-
-def _fail_unreported(ctx: Context, units: list[Unit], why: str) -> None:
-    """Jobs a dead child never reported: FAILED. In a staged directory the
-    child wrote under the final name, so a file it left half made would be
-    published: unlink it (or, if that fails, leave it to the publish's
-    sweep, which then keeps the directory back)."""
-    results = ctx.results
-    for unit in units:
-        for source, dests in unit:
-            for d in dests:
-                if results[d.job] is not None:
-                    continue
-                results[d.job] = JobResult(source, d.dest, JobStatus.FAILED, path=d.dest,
-                                           error=why)
-                ddir = ctx.dirs.lookup(d.parent)
-                if ddir is not None and ddir.fresh:
-                    drop(ddir, d.name)

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from .._outcome import errno_name
 
-__all__ = ["JobResult", "JobStatus", "MaterializeReport", "PairStats"]
+__all__ = ["JobResult", "JobStatus", "MaterializeReport", "PairStats", "mark", "unmark"]
 
 
 class JobStatus(enum.Enum):
@@ -68,6 +68,20 @@ class JobResult(NamedTuple):
             "error": self.error,
             "reflink_errno": self.reflink_errno,
         }
+
+
+def mark(cloned: bool, reflink_errno: int | None) -> int:
+    """A finished job as one int (``Context.marks``; 0 stands for nothing
+    in place): what its result would say, should the worker process that
+    made the file die before it could send that result."""
+    if cloned:
+        return 1
+    return 2 if reflink_errno is None else 3 + reflink_errno
+
+
+def unmark(value: int) -> tuple[bool, int | None]:
+    """``mark``'s arguments back: (cloned, the reflink errno of a copy)."""
+    return value == 1, None if value <= 2 else value - 3
 
 
 class PairStats(NamedTuple):

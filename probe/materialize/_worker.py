@@ -24,7 +24,7 @@ from .._reflink import source_gone
 from .._tempname import temp_name
 from ._dirs import DestDir, DirCache
 from ._policy import Attempt, PairPolicy
-from ._report import JobResult, JobStatus
+from ._report import JobResult, JobStatus, mark
 
 __all__ = ["Context", "Dest", "Stop", "ThreadStats", "drop", "run_unit"]
 
@@ -74,8 +74,8 @@ class ThreadStats:
 
 class Context:
     # Slotted, not a dataclass, like ThreadStats.
-    __slots__ = ("_pairs", "_pairs_lock", "clone", "dirs", "fsync", "measure_sharing", "mode",
-                 "on_result", "results", "shared_bytes", "stop", "stop_on_error", "umask")
+    __slots__ = ("_pairs", "_pairs_lock", "clone", "dirs", "fsync", "marks", "measure_sharing",
+                 "mode", "on_result", "results", "shared_bytes", "stop", "stop_on_error", "umask")
 
     def __init__(
         self,
@@ -105,6 +105,9 @@ class Context:
         self.shared_bytes = shared_bytes
         #: fsync each file before it is closed and renamed into place
         self.fsync = fsync
+        #: worker processes only: per job, what may already be in place (see
+        #: ``mark``), in memory the parent still reads if the worker dies
+        self.marks: memoryview | None = None
         self._pairs: dict[tuple[int, int], PairPolicy] = {}
         self._pairs_lock = threading.Lock()
 
@@ -179,6 +182,7 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
     mode = ctx.mode
     umask = ctx.umask
     fsync = ctx.fsync
+    marks = ctx.marks
     for source, dests in unit:
         if stopped():
             return
@@ -281,12 +285,18 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                     # write-back only here, and such a file must not replace a good
                     # dest (nor stay under its final name in a staged directory).
                     close(dst_fd)
+                    if marks is not None:
+                        # Set before the rename, so a worker killed at any point
+                        # after it cannot leave a published file reported FAILED.
+                        marks[d[0]] = mark(att.cloned, att.errno)
                     if not fresh:
                         # In a directory that existed: never over a device,
                         # FIFO or socket (a staged one holds only ours).
                         check_replaceable(d.name, ddir.fd, d.dest)
                         os.replace(name, d.name, src_dir_fd=ddir.fd, dst_dir_fd=ddir.fd)
                 except OSError as exc:
+                    if marks is not None:
+                        marks[d[0]] = 0
                     drop(ddir, name)
                     failure = _renamed(exc, name, d)
                     ctx.finish(_fail(source, d, JobStatus.FAILED, failure, d.dest), d.job)
