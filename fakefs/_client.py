@@ -24,8 +24,10 @@ from ._errors import ControlError, DaemonError, MountError
 from ._mounts import (
     CONTROL_DIR_PREFIX,
     check_backing,
+    check_cache_timeout,
     check_mountpoint,
     check_not_nested,
+    check_trace_limit,
     find_mount,
     unmount,
 )
@@ -236,6 +238,8 @@ def start(
     ``mount --background``); otherwise it exits when this process does.
     """
     rules = [fuse_rule_text(r) for r in faults]
+    cache_timeout = check_cache_timeout(cache_timeout)
+    trace_limit = check_trace_limit(trace_limit)
     back = check_backing(backing)
     # Nesting first: the more telling reason (a mountpoint holding its own
     # backing directory is also "not empty").

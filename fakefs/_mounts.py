@@ -25,8 +25,10 @@ __all__ = [
     "MountError",
     "MountInfo",
     "check_backing",
+    "check_cache_timeout",
     "check_mountpoint",
     "check_not_nested",
+    "check_trace_limit",
     "clear_dead_mount",
     "find_mount",
     "make_control_dir",
@@ -136,6 +138,22 @@ def check_backing(backing: str | os.PathLike[str]) -> Path:
     if not path.is_dir():
         raise MountError(f"backing directory {str(path)!r} is not a directory")
     return path
+
+
+def check_trace_limit(limit: int) -> int:
+    # A negative limit reached the daemon's trace deque as a traceback.
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise MountError(f"the trace limit must be a whole number, 0 or more; got {limit!r}")
+    return limit
+
+
+def check_cache_timeout(seconds: float) -> float:
+    # NaN and infinity pass any comparison-free check and mean nothing to
+    # the kernel's cache.
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+            0 <= seconds < float("inf")):
+        raise MountError(f"the cache timeout must be 0 or more seconds; got {seconds!r}")
+    return float(seconds)
 
 
 def check_mountpoint(mountpoint: str | os.PathLike[str]) -> Path:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
-from ._errors import MountError
+from ._errors import ControlError, DaemonError, MountError
 from ._rules import FaultRule, parse_rule
 from ._syscall._filter import parse_syscall_rules
 from ._syscall._profiles import profile
@@ -125,6 +125,15 @@ def run_command(args: Any) -> int:
     return status if status >= 0 else 128 - status
 
 
+def _ended(status: int) -> str:
+    """A Popen returncode in words."""
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-status).name}"
+        return f"was killed by signal {-status}"
+    return f"exited with status {status}"
+
+
 def _run(args: Any, command: list[str], fuse_rules: list[FaultRule],  # noqa: PLR0917
          sys_rules: list[FaultRule], forwarder: _Forwarder,
          trace_file: IO[str] | None) -> int:
@@ -155,8 +164,15 @@ def _run(args: Any, command: list[str], fuse_rules: list[FaultRule],  # noqa: PL
             return _CANNOT_EXEC
         forwarder.started(proc)
         status = proc.wait()
-        counters: dict[str, Any] = fs.counters() if fs is not None else {}
-        records: list[dict[str, Any]] = fs.trace() if fs is not None and trace_file else []
+        try:
+            counters: dict[str, Any] = fs.counters() if fs is not None else {}
+            records: list[dict[str, Any]] = fs.trace() if fs is not None and trace_file else []
+        except ControlError:
+            # Without this the command's own status was lost behind
+            # "cannot reach fakefs daemon": say both.
+            raise DaemonError(
+                f"the fakefs daemon died during the run, so its counters are lost; the "
+                f"command {_ended(status)}") from None
         if filtered is not None:
             counters.update(filtered.table.counters())
             records += filtered.table.records()

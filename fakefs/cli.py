@@ -48,8 +48,9 @@ RULE is OPS:GLOB:ACTION[:TRIGGER]...
   OPS      FUSE operations (lookup, getattr, open, read, write, create,
            rename, ..., or *) or system calls (FICLONE, FICLONERANGE,
            FIDEDUPERANGE, copy_file_range, fallocate, fsync, fdatasync,
-           rename*, link*, open*, ...), comma-separated; sys.fsync means the
-           system call where the name is both
+           ftruncate, rename, renameat, renameat2, link, linkat, open, creat,
+           openat, openat2), comma-separated; sys.fsync means the system
+           call where the name is both
   GLOB     a path relative to the mount root (syscalls: to --root), * ? [..]
   ACTION   an errno name (EIO, EXDEV, ENOSPC, ...), delay=50ms, short=N
            (FUSE reads/writes), vanish / vanish-tree (FUSE: removes the
@@ -70,9 +71,32 @@ def _common(sp: argparse.ArgumentParser, optional: bool = False) -> None:
                     "inside it)")
     sp.add_argument("--fault", action="append", default=[], metavar="RULE",
                     help="OPS:GLOB:ACTION[:TRIGGER]... (repeatable)")
-    sp.add_argument("--cache-timeout", type=float, default=60.0,
+    sp.add_argument("--cache-timeout", type=_seconds, default=60.0,
                     help="kernel cache timeout for paths no rule targets (s)")
-    sp.add_argument("--trace-limit", type=int, default=10_000)
+    sp.add_argument("--trace-limit", type=_count, default=10_000,
+                    help="trace records kept, newest last (0: none)")
+
+
+def _count(text: str) -> int:
+    from ._mounts import check_trace_limit
+
+    try:
+        return check_trace_limit(int(text))
+    except (ValueError, MountError) as err:
+        raise argparse.ArgumentTypeError(_why(err, text)) from None
+
+
+def _seconds(text: str) -> float:
+    from ._mounts import check_cache_timeout
+
+    try:
+        return check_cache_timeout(float(text))
+    except (ValueError, MountError) as err:
+        raise argparse.ArgumentTypeError(_why(err, text)) from None
+
+
+def _why(err: Exception, text: str) -> str:
+    return str(err) if isinstance(err, MountError) else f"not a number: {text!r}"
 
 
 def _mount(sub: _Sub) -> None:

@@ -351,3 +351,26 @@ def test_help_teaches_the_grammar_and_its_examples_parse(command: list[str]) -> 
     for word in ("vanish", "vanish-tree", "delay=", "short=", "times=", "nth=", "p=", "seed=",
                  "pid=", "src="):
         assert word in text, word
+
+
+def test_every_syscall_name_the_help_lists_is_one_the_parser_takes() -> None:
+    from fakefs._rules import parse_rule
+
+    text = _cli("run", "--help", check=True).stdout
+    listed = text[text.index("or system calls (") + len("or system calls ("):].split(")")[0]
+    names = [n.strip() for n in listed.replace("\n", " ").split(",")]
+    assert len(names) >= 15, names
+    for name in names:
+        parse_rule(f"{name}:x:EIO", layer="syscall")
+
+
+@pytest.mark.parametrize(("option", "value"), [("--trace-limit", "-5"), ("--trace-limit", "x"),
+                                              ("--cache-timeout", "nan"),
+                                              ("--cache-timeout", "-1")])
+def test_a_bad_limit_is_one_line_exit_2(tmp_path: Path, option: str, value: str) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "m").mkdir()
+    res = _cli("run", str(tmp_path / "b"), str(tmp_path / "m"), option, value, "--", "true")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1
+    assert res.stderr.startswith(f"fakefs: error: argument {option}")

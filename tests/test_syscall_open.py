@@ -94,6 +94,44 @@ def test_a_file_outside_the_root_never_matches(tmp_path: Path) -> None:
     assert "Permission denied" in res.stderr and rule_hits(counters) == [1]
 
 
+def test_the_directory_part_is_resolved_as_the_kernel_walks_it(tmp_path: Path) -> None:
+    # root/out is a symlink leading out of the root: "root/out/../x" is the
+    # file outside (the kernel walks the link, then ".."), which folding the
+    # text to "root/x" mistook for the root's x. And a root reached through a
+    # symlinked spelling is still the root.
+    _files(tmp_path, **{"elsewhere/x": "outside\n", "elsewhere/deep/f": "", "root/x": "in\n"})
+    root = tmp_path / "root"
+    (root / "out").symlink_to(tmp_path / "elsewhere" / "deep")
+    (tmp_path / "alias").symlink_to("root")
+    res, counters = fakefs_run(root, ["openat:x:EACCES"], "cat", "root/out/../x", cwd=tmp_path)
+    assert (res.returncode, res.stdout) == (0, "outside\n"), res.stderr
+    assert rule_hits(counters) == [0]
+    for spelled in ("alias/x", str(tmp_path / "alias" / "x"), "root/./x", "alias/out/../../root/x"):
+        res, counters = fakefs_run(root, ["openat:x:EACCES"], "cat", spelled, cwd=tmp_path)
+        assert "Permission denied" in res.stderr and rule_hits(counters) == [1], spelled
+    # rename's names are resolved the same way: mv's rename of the file
+    # outside is not failed, so it really moves.
+    res, counters = fakefs_run(root, ["rename:y:EXDEV"], "mv", "root/out/../x", "root/out/../y",
+                               cwd=tmp_path)
+    assert res.returncode == 0 and rule_hits(counters) == [0], res.stderr
+    assert (tmp_path / "elsewhere" / "y").read_text() == "outside\n"
+    assert (root / "x").read_text() == "in\n"
+
+
+def test_a_live_name_ending_in_deleted_is_not_taken_for_a_deleted_file(tmp_path: Path) -> None:
+    # /proc/PID/fd/N of an unlinked file reads "PATH (deleted)"; a file
+    # really named "y (deleted)" is not y.
+    _files(tmp_path, **{"y (deleted)": ""})
+    code = "import os\nos.fsync(os.open(os.sys.argv[1], os.O_WRONLY | os.O_CREAT))\n"
+    res, counters = fakefs_run(tmp_path, ["fsync:y:EIO"], sys.executable, "-c", code,
+                               "y (deleted)")
+    assert res.returncode == 0 and rule_hits(counters) == [0], res.stderr
+    unlinked = ("import os\nfd = os.open('y', os.O_WRONLY | os.O_CREAT)\nos.unlink('y')\n"
+                "try:\n    os.fsync(fd)\nexcept OSError as e:\n    print(e.strerror)\n")
+    res, counters = fakefs_run(tmp_path, ["fsync:y:EIO"], sys.executable, "-c", unlinked)
+    assert res.stdout.strip() == "Input/output error" and rule_hits(counters) == [1], res.stderr
+
+
 def test_the_glob_matches_the_name_as_opened_not_where_a_symlink_leads(tmp_path: Path) -> None:
     # The supervisor never follows a name (it reads the string the program
     # passed): a rule on the link fails opens through the link only.

@@ -1,9 +1,10 @@
 """Turning a trapped call's registers into paths, through /proc.
 
 The supervisor only *reads* here (readlink of /proc/PID/fd/N and
-/proc/PID/cwd, path strings and structs from /proc/PID/mem): it never
-opens, follows or changes anything a path names, and the real call runs
-(or fails) in the caller with the caller's own credentials. A hostile name
+/proc/PID/cwd, path strings and structs from /proc/PID/mem, and the
+directory part of a path looked up as an O_PATH handle -- a lookup like
+lstat's: no file is opened, read or changed), and the real call runs (or
+fails) in the caller with the caller's own credentials. A hostile name
 can therefore only decide whether a rule matches -- it cannot lend the
 supervisor's privileges to anyone. What we read can be stale by the time
 the call runs (another thread may swap a descriptor or rewrite the string):
@@ -79,23 +80,36 @@ class CallArgs:
         return None
 
     def at_path(self, dirfd: int, addr: int) -> str | None:
+        """The path a name argument leads to: its directory as the kernel's
+        own walk finds it, then the last component as given (whether that
+        is followed is the call's business, and the supervisor never
+        follows it). Folding ``a/b/..`` by text was wrong where ``b`` is a
+        symlink (``root/link-out/../x`` is outside the root), and a root
+        reached through a symlinked spelling never matched."""
         name = self.string(addr)
         if name is None:
             return None
-        if name.startswith("/"):
-            return os.path.normpath(name)
+        head, tail = os.path.split(name)
+        if tail in ("", ".", ".."):
+            head, tail = name, ""
         dfd = _s32(dirfd)
+        if not head or head == ".":
+            base = self._base(dfd)
+            return None if base is None else _join(base, tail)
+        found = _walk(self.pid, dfd, head)
+        if found is not None:
+            return _join(found, tail)
+        # No such directory (the call fails on its own): by the text.
+        base = "/" if name.startswith("/") else self._base(dfd)
+        return None if base is None else os.path.normpath(os.path.join(base, name))
+
+    def _base(self, dfd: int) -> str | None:
         if dfd == _AT_FDCWD:
             try:
-                base = os.readlink(f"/proc/{self.pid}/cwd")
+                return os.readlink(f"/proc/{self.pid}/cwd")
             except OSError:
                 return None
-        else:
-            found = self.fd_path(dfd)
-            if found is None:
-                return None
-            base = found
-        return os.path.normpath(os.path.join(base, name))
+        return self.fd_path(dfd)
 
     def s64_at(self, addr: int) -> int | None:
         try:
@@ -103,6 +117,45 @@ class CallArgs:
         except OSError:
             return None
         return struct.unpack("=q", data)[0] if len(data) == 8 else None
+
+
+def _join(base: str, tail: str) -> str:
+    return os.path.join(base, tail) if tail else base
+
+
+_LOOKUP = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _walk(pid: int, dfd: int, head: str) -> str | None:
+    """The directory ``head`` names for task ``pid`` (relative to its
+    ``dfd``, or absolute), resolved by the kernel; None if there is none.
+
+    An O_PATH lookup and a readlink of our own descriptor, not
+    realpath(): the kernel resolves symlinks and ".." exactly as it will
+    for the caller, in one call, and lstat-walking in Python would be
+    slower and subtly different. Absolute names (and absolute symlinks)
+    are resolved in the supervisor's root: a caller that chroot()ed is
+    matched as if it had not.
+    """
+    try:
+        if head.startswith("/"):
+            fd = os.open(head, _LOOKUP)
+        else:
+            where = f"/proc/{pid}/cwd" if dfd == _AT_FDCWD else f"/proc/{pid}/fd/{dfd}"
+            base = os.open(where, _LOOKUP)
+            try:
+                fd = os.open(head, _LOOKUP, dir_fd=base)
+            finally:
+                os.close(base)
+    except OSError:
+        return None
+    try:
+        found = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return found if found.startswith("/") else None
 
 
 def fd_path(pid: int, fd: int) -> str | None:
@@ -113,9 +166,17 @@ def fd_path(pid: int, fd: int) -> str | None:
         target = os.readlink(f"/proc/{pid}/fd/{fd}")
     except OSError:
         return None
-    if target.endswith(_DELETED):
+    if target.endswith(_DELETED) and _unlinked(pid, fd):
+        # Only for a file really gone: "x (deleted)" may be a live name.
         target = target[: -len(_DELETED)]
     return target if target.startswith("/") else None  # pipe:[..], anon_inode:..
+
+
+def _unlinked(pid: int, fd: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/fd/{fd}").st_nlink == 0
+    except OSError:
+        return True
 
 
 #: calls whose file written is a descriptor argument: op -> its index (the
@@ -176,8 +237,8 @@ def decode(a: Arch, nr: int, args: tuple[int, ...], reader: CallArgs) -> tuple[s
         return op, reader.at_path(_AT_FDCWD, args[1]), reader.src_at_path(_AT_FDCWD, args[0])
     if op in {"renameat", "renameat2", "linkat"}:  # (olddfd, old, newdfd, new, ...)
         return op, reader.at_path(args[2], args[3]), reader.src_at_path(args[0], args[1])
-    # The file opened, as named (not resolved: what a symlink leads to is
-    # for the kernel to find, and the supervisor never follows a name).
+    # The file opened, as named (its last component not resolved: what a
+    # symlink there leads to is for the kernel to find).
     if op in {"openat", "openat2"}:  # (dirfd, path, flags | struct open_how *, ...)
         return op, reader.at_path(args[0], args[1]), None
     if op in {"open", "creat"}:  # (path, ...)
