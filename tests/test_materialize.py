@@ -409,3 +409,42 @@ def test_copied_sparse_file_stays_sparse(fs: str, request: pytest.FixtureRequest
     dst = d / "wt" / "f"
     assert dst.read_bytes() == src.read_bytes()
     assert os.stat(dst).st_blocks <= 2 * os.stat(src).st_blocks, "holes were filled in"
+
+
+@pytest.mark.parametrize("mode", [0o4755, 0o2755, 0o6777, 0o10000, -1])
+def test_a_set_id_or_out_of_range_mode_is_refused_before_any_file(
+    tmp_path: Path, mode: int
+) -> None:
+    # The same rule as clone_or_copy: a batch must not mint set-id files
+    # (it published them with the bits already set).
+    src = tmp_path / "s"
+    src.write_bytes(b"x")
+    with pytest.raises(ValueError, match="mode"):
+        materialize([(src, tmp_path / "wt" / "s")], mode=mode)
+    assert not (tmp_path / "wt").exists()
+
+
+def test_a_merge_into_a_directory_made_meanwhile_never_replaces_a_special_file(
+    tmp_path: Path,
+) -> None:
+    # The staged tree's final name appeared during the run, holding a FIFO
+    # and a device node under names the batch wrote: the merge refuses
+    # them (nothing replaced) rather than renaming files over them.
+    from probe.materialize._publish import _move_dir
+
+    staged, final = tmp_path / ".wt.stage", tmp_path / "wt"
+    staged.mkdir()
+    final.mkdir()
+    for name in ("fifo", "dev", "plain"):
+        (staged / name).write_bytes(b"new")
+    os.mkfifo(final / "fifo")
+    os.mknod(final / "dev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    parent = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError) as caught:
+            _move_dir(parent, staged.name, parent, final.name, missing=None, placed=[])
+    finally:
+        os.close(parent)
+    assert caught.value.errno == errno.EEXIST
+    assert stat.S_ISFIFO(os.lstat(final / "fifo").st_mode)
+    assert stat.S_ISCHR(os.lstat(final / "dev").st_mode)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from .. import _linux
+from .._copy import check_mode
 from .._paths import PathArg, as_path
 from .._platform import current
 from ._dirs import (
@@ -197,8 +198,7 @@ def run_batch(
     if processes is not None and processes > 1 and workers is not None and workers > 1:
         raise ValueError("workers and processes cannot both be above 1: each worker "
                          "process runs one thread")
-    if mode is not None and not 0 <= mode <= 0o7777:
-        raise ValueError(f"mode must be a permission mode (0..0o7777), not {mode:#o}")
+    mode = check_mode(mode)  # clone_or_copy's rule: never a set-id bit
     if planned is not None:
         plan, njobs = planned
     else:

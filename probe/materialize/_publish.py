@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from .. import _linux
 from .._fd import DIR_FLAGS, open_dir_nofollow, remove_tree
+from .._platform import check_replaceable
 from ._dirs import DestDir, DirCache
 from ._report import JobResult, JobStatus
 from ._worker import Dest
@@ -243,7 +244,9 @@ def _merge(src_fd: int, dst_fd: int, placed: list[str], rel: str) -> None:
             _move_dir(src_fd, name, dst_fd, name, missing=None, placed=placed, rel=sub)
         else:
             # A finished file of this batch: replacing what is there is what
-            # the job asked for, and rename keeps it atomic.
+            # the job asked for, and rename keeps it atomic -- but never a
+            # device, FIFO or socket someone made there meanwhile.
+            check_replaceable(name, dst_fd, sub)
             os.replace(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
             placed.append(sub)
 
