@@ -321,6 +321,14 @@ def discard(names: list[str], dir_fd: int) -> list[str]:
         except FileNotFoundError:
             pass
         except OSError:
+            # A read-only mount answers EROFS before it looks the name up:
+            # only a name still there is a leftover to report.
+            try:
+                os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                pass
             stuck.append(tmp)
     return stuck
 
