@@ -194,8 +194,8 @@ def test_tables_are_rich_on_a_terminal_and_plain_elsewhere() -> None:
     wide = io.StringIO()
     print_table(None, ["name", "value", "x"], [["opts", "a" * 70, "1"]], file=wide)
     assert wide.getvalue().splitlines() == [
-        "name  value" + " " * 57 + "x", "----  " + "-" * 60 + "  -",
-        "opts  " + "a" * 60 + "  1", "      " + "a" * 10]
+        "name  value" + " " * 67 + "x", "----  " + "-" * 70 + "  -",
+        "opts  " + "a" * 70 + "  1"]  # never folded: one row per line
     leader, follower = os.openpty()
     with os.fdopen(follower, "w", encoding="utf-8") as tty:
         print_table("materialize", ["", "count"], rows, file=tty)

@@ -55,16 +55,25 @@ def octal_mode(text: str) -> int:
     return value
 
 
+#: the longest ``--timeout``: a week. Far beyond any probe, and far below
+#: what the waits it reaches can take (threading.TIMEOUT_MAX, ~292 years,
+#: overflowed with a traceback; poll()'s milliseconds end at ~24 days).
+_MAX_SECONDS = 7 * 24 * 3600
+
+
 def positive_seconds(text: str) -> float:
     """argparse ``type=`` for a ``--timeout``: a finite number of seconds
     above zero ("0" would mean "probe nothing", "inf" no limit at all: both
-    are more likely a slip than a wish)."""
+    are more likely a slip than a wish), at most ``_MAX_SECONDS``."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    if value > _MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"at most {_MAX_SECONDS} seconds (a week), got {text!r}")
     return value
 
 
@@ -99,10 +108,31 @@ def _command(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _parse(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code for a --help or --version
+    whose output could not be written (141 a closed pipe, 1 a full disk)."""
+    try:
+        try:
+            return parser.parse_args(words)
+        except SystemExit:
+            # --help and --version leave here with their text still in
+            # stdout's buffer: flushed now, while a failure can still be
+            # one line (at exit it would be a traceback).
+            sys.stdout.flush()
+            raise
+    except OSError as err:
+        # Imported only now: `cowprobe --help` loads no module of the CLI.
+        from ._signals import OutputFailed, output_failed
+
+        return output_failed(OutputFailed(err), "cowprobe: cannot write output")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command(words))
-    args = parser.parse_args(words)
+    args = _parse(parser, words)
+    if isinstance(args, int):
+        return args
     # SIGTERM/SIGHUP clean up like Ctrl-C; a closed or full stdout is one
     # line and an exit code, never a traceback.
     from ._signals import run_guarded

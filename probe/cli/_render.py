@@ -66,8 +66,27 @@ def status_style(word: str) -> str:
     return _STYLES.get(word.split(" ", maxsplit=1)[0].lower(), "")
 
 
-#: widest plain-text cell before it continues on the next line
-_PLAIN_CELL = 60
+#: what a plain-text cell shows for a character that would break its line
+#: or its column: C escapes, as `ls -b` writes names (the backslash too, so
+#: the escaped text reads back as exactly one name)
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _plain(cell: str) -> str:
+    if cell.isprintable() and "\\" not in cell:
+        return cell  # nearly every cell: no per-character work
+    return "".join(ch if ch.isprintable() and ch != "\\" else _escape(ch) for ch in cell)
+
+
+def _escape(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a name's byte that is not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def print_table(
@@ -101,25 +120,16 @@ def print_table(
             table.add_row(*cells)
         console.print(table)
         return
-    # A row starts one line; a cell longer than _PLAIN_CELL (an overlay's
-    # lowerdir=...,upperdir=... options: 200 characters) continues on the
-    # next lines of its own column, so one long cell cannot make every line
-    # of a report a thousand characters wide.
-    import textwrap
-
-    def parts(cell: str) -> list[str]:
-        return textwrap.wrap(cell.replace("\n", " "), _PLAIN_CELL,
-                             break_on_hyphens=False) or [""]
-
-    split = [[parts(c) for c in r] for r in [list(headers), *rows]]
-    widths = [max(len(p) for r in split for p in r[i]) for i in range(len(headers))]
+    # One row per line, every cell whole, never folded: a script reads a
+    # row with one line read and finds a path on it unbroken. A control
+    # character (a newline in a file name above all) is escaped, so it
+    # cannot end a row early or pass for one.
+    grid = [[_plain(c) for c in r] for r in [list(headers), *rows]]
+    widths = [max(len(r[i]) for r in grid) for i in range(len(headers))]
     if title:
-        print(title, file=out)
-    for n, row in enumerate(split):
-        for k in range(max(len(c) for c in row)):
-            line = [c[k] if k < len(c) else "" for c in row]
-            print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(),
-                  file=out)
+        print(_plain(title), file=out)
+    for n, row in enumerate(grid):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
         if n == 0:
             print("  ".join("-" * w for w in widths), file=out)
 

@@ -8,9 +8,11 @@ not applicable with what is missing.
 
 Every cell is pass / fail / n/a. Not applicable never counts as a pass.
 
-Exit codes: 0 no deviation; 1 at least one deviation, or the lab failed
-while running or tearing down; 2 bad usage (nothing ran); 3 could not tell
-(the lab cannot be built here, or nothing at all could run).
+Exit codes: 0 no deviation; 1 at least one deviation, the lab failed while
+running or tearing down, or the JUnit file could not be written after the
+run; 2 bad usage, or a place that cannot be used: a --junit FILE that is a
+directory or a device, a read-only --dest-dir (nothing ran); 3 could not
+tell (the lab cannot be built here, or nothing at all could run).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from probe.conformance import (
     CaseResult,
     Column,
     DirSite,
+    JunitFile,
     LabSite,
     Report,
     Scenario,
@@ -33,10 +36,10 @@ from probe.conformance import (
     Status,
     plan,
     run,
-    write_junit,
 )
 
 from . import EXIT_COULD_NOT_TELL, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ._places import place_error
 from ._render import emit_json, markdown_table, print_table, progress
 
 
@@ -76,21 +79,43 @@ def _usage(msg: str) -> int:
 def run_command(args: argparse.Namespace) -> int:
     if (args.source_dir is None) != (args.dest_dir is None):
         return _usage("--source-dir and --dest-dir go together")
-    if args.junit is not None and not args.junit.parent.resolve().is_dir():
-        return _usage(f"--junit: directory {args.junit.parent} does not exist")
     scenarios = [s for s in SCENARIOS if not args.scenario or s.id in args.scenario]
+    places = {"--source-dir": args.source_dir, "--dest-dir": args.dest_dir}
+    for flag, d in places.items():
+        if d is not None and not d.is_dir():
+            return _usage(f"{flag} {d}: not a directory")
+    try:
+        # Opened before the suite runs: a --junit that cannot be written
+        # (a directory, a device, a read-only mount) is refused now, not
+        # after minutes of cases.
+        junit = None if args.junit is None else JunitFile(args.junit)
+    except OSError as err:
+        return _usage(f"--junit {args.junit}: {err.strerror or err}")
+    try:
+        return _run_site(scenarios, args, junit)
+    except OSError as err:
+        # The runner turns a case's own errors into failed cases; what gets
+        # here is the site's set-up: its work directories, the lab's root.
+        line, code = place_error(err, places)
+        print(f"cowprobe conformance: {line}", file=sys.stderr)
+        return code
+    finally:
+        if junit is not None:
+            junit.close()
+
+
+def _run_site(scenarios: list[Scenario], args: argparse.Namespace,
+              junit: JunitFile | None) -> int:
     if args.source_dir is not None:
-        for flag, d in (("--source-dir", args.source_dir), ("--dest-dir", args.dest_dir)):
-            if not d.is_dir():
-                return _usage(f"{flag} {d}: not a directory")
-        return _run_on(DirSite(args.source_dir.resolve(), args.dest_dir.resolve()), scenarios, args)
+        dirs = DirSite(args.source_dir.resolve(), args.dest_dir.resolve())
+        return _run_on(dirs, scenarios, args, junit)
 
     from probe.lab import Lab, LabError, LabUnavailable
 
     t0 = time.monotonic()
     try:
         with Lab() as lab, LabSite(lab) as site:
-            code = _run_on(site, scenarios, args, started=t0)
+            code = _run_on(site, scenarios, args, junit, started=t0)
     except LabUnavailable as err:
         print(
             f"cowprobe conformance: cannot build the lab: {err}\n"
@@ -105,19 +130,27 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _run_on(site: Site, scenarios: list[Scenario], args: argparse.Namespace,
-            started: float | None = None) -> int:
+            junit: JunitFile | None, started: float | None = None) -> int:
     # The reported time includes building the lab, which a user waits for too.
     t0 = started if started is not None else time.monotonic()
-    total = len(plan(site, scenarios))
-    with site, progress("conformance", total, enabled=args.progress) as bar:
-        def on_case(res: CaseResult) -> None:
-            bar.advance(label=f"{res.scenario.id} / {res.label}: {res.status.value}")
+    # Planning asks the site, which makes its work directories: inside
+    # `with site`, so they are removed also when making one of them fails.
+    with site:
+        total = len(plan(site, scenarios))
+        with progress("conformance", total, enabled=args.progress) as bar:
+            def on_case(res: CaseResult) -> None:
+                bar.advance(label=f"{res.scenario.id} / {res.label}: {res.status.value}")
 
-        report = run(site, scenarios, on_case=on_case)
+            report = run(site, scenarios, on_case=on_case)
     report.seconds = time.monotonic() - t0
     _print(report, args)
-    if args.junit is not None:
-        write_junit(report, args.junit)
+    if junit is not None:
+        try:
+            junit.write(report)
+        except OSError as err:  # the suite ran: a failure to keep its result
+            print(f"cowprobe conformance: cannot write --junit {args.junit}: "
+                  f"{err.strerror or err}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"JUnit XML written to {args.junit}", file=sys.stderr)
     if report.failed:
         return EXIT_FAILED
@@ -191,8 +224,8 @@ def _print(report: Report, args: argparse.Namespace) -> None:
 
 
 def _deviations(report: Report) -> None:
-    # One line per deviation, unwrapped: the table folds long cells, and a
-    # CI log is searched line by line.
+    # One line per deviation, with its whole detail: a CI log is searched
+    # line by line, and a table cell is no place for a paragraph.
     for c in report.cases:
         if c.status is Status.FAIL:
             print(f"DEVIATION {c.scenario.id} [{c.column.value}] {c.label}: {c.detail}")

@@ -8,7 +8,8 @@
           real column of probe/conformance/_scenarios.py), against DESIGN.md
 
 Exit codes: 0 done / every matrix cell as expected; 1 the lab could not be
-built, a teardown failed, or a matrix cell deviated; 2 bad usage.
+built, a teardown failed, or a matrix cell deviated; 2 bad usage, or a
+--base-dir that is no directory to build in (a file, a read-only mount).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from probe.conformance import (
 from probe.lab import KINDS, LANES, SIZE_HELP, Lab, LabError, cleanup_stale, parse_sizes
 
 from . import EXIT_FAILED, EXIT_OK
+from ._places import place_error
 from ._render import emit_json, print_table
 
 
@@ -45,12 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=__doc__,
         formatter_class=RawDescriptionFormatter,
     )
-    p.add_argument(
-        "--base-dir",
-        type=Path,
-        default=None,
-        help="where lab roots live (default /tmp)",
-    )
+    _base_dir(p, None)
     labsub = p.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
 
     up = labsub.add_parser("up", help="build the lab and keep it until Ctrl-C / SIGTERM")
@@ -63,15 +60,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     up.add_argument("--size", type=_sizes, default={}, metavar="SIZE", help=SIZE_HELP)
     up.add_argument("--json", action="store_true", help="print the lab as JSON")
+    _base_dir(up, argparse.SUPPRESS)
     up.set_defaults(func=_up)
 
     clean = labsub.add_parser("clean", help="remove leftovers of labs whose owner died")
     clean.add_argument("--json", action="store_true", help="print the removed roots as JSON")
+    _base_dir(clean, argparse.SUPPRESS)
     clean.set_defaults(func=_clean)
 
     matrix = labsub.add_parser("matrix", help="print the reflink outcome matrix over a fresh lab")
     matrix.add_argument("--json", action="store_true", help="print the matrix as JSON")
+    _base_dir(matrix, argparse.SUPPRESS)
     matrix.set_defaults(func=_matrix)
+
+
+def _base_dir(parser: argparse.ArgumentParser, default: Any) -> None:
+    # Before the action and after it: `cowprobe lab up --base-dir X` is how
+    # people type it. The action's copy has no default of its own
+    # (SUPPRESS), so it never undoes a --base-dir given before the action.
+    parser.add_argument("--base-dir", type=Path, default=default,
+                        help="where lab roots live (default /tmp)")
+
+
+def _failed(action: str, err: OSError, args: argparse.Namespace) -> int:
+    line, code = place_error(err, {"--base-dir": args.base_dir})
+    print(f"cowprobe lab {action}: {line}", file=sys.stderr)
+    return code
 
 
 # -------------------------------------------------------------------- up
@@ -115,6 +129,8 @@ def _up(args: argparse.Namespace) -> int:
         except LabError as err:
             print(f"cowprobe lab up: {err}", file=sys.stderr)
             return EXIT_FAILED
+        except OSError as err:
+            return _failed("up", err, args)
         try:
             if args.json:
                 emit_json(_lab_doc(lab))
@@ -154,7 +170,10 @@ def _close(lab: Lab) -> str | None:
 
 
 def _clean(args: argparse.Namespace) -> int:
-    reaped = cleanup_stale(args.base_dir)
+    try:
+        reaped = cleanup_stale(args.base_dir)
+    except OSError as err:
+        return _failed("clean", err, args)
     if args.json:
         emit_json({"removed": [str(p) for p in reaped]})
     elif reaped:
@@ -206,6 +225,8 @@ def _matrix(args: argparse.Namespace) -> int:
     except LabError as err:
         print(f"cowprobe lab matrix: {err}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as err:
+        return _failed("matrix", err, args)
     rows = [_row(r) for r in results]
     bad = [r for r in rows if not r["ok"]]
     if args.json:

@@ -123,9 +123,14 @@ def run(args: argparse.Namespace) -> int:
         _err("nothing to report on: give PATH..., --pair A B or --lab")
         return EXIT_USAGE
     try:
-        only = resolve_names(args.only.split(",")) if args.only else None
+        only = None if args.only is None else resolve_names(args.only.split(","))
     except ValueError as err:
         _err(str(err))
+        return EXIT_USAGE
+    if only == ():
+        # As `check --require ,`: an empty list is a slip (a shell variable
+        # that expanded to nothing), never a wish for every capability.
+        _err("--only names no capability")
         return EXIT_USAGE
     # SIGTERM/SIGHUP unwind like Ctrl-C (the probe directory and the lab
     # are removed) and exit 128+n: probe.cli._signals, for every subcommand.
@@ -271,7 +276,7 @@ _LEGEND = ("yes = tried and verified · no (ERRNO) = refused by the kernel · "
 def _merge(args: argparse.Namespace, files: Sequence[str]) -> int:
     """`cowprobe report merge FILE.json...`: many machines' reports, one matrix."""
     extra = [flag for flag, used in (("--pair", args.pair), ("--lab", args.lab),
-                                     ("--only", args.only), ("--verbose", args.verbose),
+                                     ("--only", args.only is not None), ("--verbose", args.verbose),
                                      ("--host", args.host)) if used]
     if extra:
         _err(f"merge joins existing reports; {', '.join(extra)} cannot be used with it")

@@ -13,7 +13,7 @@ Standard library only (fakefs is imported only when a simulated case runs).
 """
 
 from ._case import Observed, payload
-from ._junit import junit_xml, write_junit
+from ._junit import JunitFile, junit_xml, write_junit
 from ._model import Check, Column, Deleter, Expect, NotHere, Op, Result, Scenario, Variant
 from ._runner import (
     CaseResult,
@@ -36,6 +36,7 @@ __all__ = [
     "Deleter",
     "DirSite",
     "Expect",
+    "JunitFile",
     "LabSite",
     "NotHere",
     "Observed",

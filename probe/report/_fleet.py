@@ -134,6 +134,10 @@ def read_report(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise ReportFileError(f"{path}: not JSON ({err.msg} at line {err.lineno}): "
                               "not a cowprobe report") from None
+    except RecursionError:
+        # Valid JSON nested deeper than the decoder's recursion: no report
+        # is (they are a few levels deep), and "[" * 100000 must not crash.
+        raise ReportFileError(f"{path}: JSON nested too deeply: not a cowprobe report") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_NAME:
         raise ReportFileError(f"{path}: not a cowprobe report (no \"schema\": \"{SCHEMA_NAME}\"; "
                               "make one with `cowprobe report PATH --format json`)")

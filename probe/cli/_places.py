@@ -1,0 +1,38 @@
+"""One line and an exit code for an OSError a command met on disk.
+
+Exit 2 when it happened at a directory the user named, or at an entry the
+command makes directly in it (a lab root, a work directory), for a reason
+that is the place's own -- read-only, not ours to write, not a directory,
+missing: nothing ran yet, and the fix is another place. Any other OSError
+is a failure, exit 1. Either way one "PATH: strerror" line, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from . import EXIT_FAILED, EXIT_USAGE
+
+__all__ = ["place_error"]
+
+_THE_PLACES_FAULT = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                               errno.ENOENT})
+
+
+def place_error(err: OSError, places: Mapping[str, Path | None]) -> tuple[str, int]:
+    """(line, exit code) for ``err``; ``places`` maps each option to the
+    directory the user gave it (None: not given)."""
+    why = err.strerror or str(err)
+    name = err.filename
+    if not isinstance(name, (str, bytes, os.PathLike)):
+        return why, EXIT_FAILED
+    at = os.path.realpath(os.fsdecode(name))
+    if err.errno in _THE_PLACES_FAULT:
+        for flag, given in places.items():
+            if given is not None and os.path.realpath(given) in (at, os.path.dirname(at)):
+                return f"{flag} {given}: {why}", EXIT_USAGE
+    return f"{os.fsdecode(name)}: {why}", EXIT_FAILED
