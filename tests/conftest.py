@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _files import write_file
-from _kernel_view import immutable
+from _kernel_view import immutable, mounts_under
 
 from probe.lab import Lab
+from probe.pytest_plugin import require
 
 
 @pytest.fixture
@@ -26,3 +30,21 @@ def immutable_dir(lab: Lab) -> Iterator[Path]:
     write_file(d / "dst", b"old bytes")
     with immutable(d):
         yield d
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A read-only bind mount of an empty directory (EROFS for every write)."""
+    require(os.geteuid() == 0, "root (a read-only bind mount)")
+    require(shutil.which("mount") is not None, "mount(8)")
+    backing, ro = tmp_path / "backing", tmp_path / "ro"
+    backing.mkdir()
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(backing), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert mounts_under(tmp_path) == []
+    assert list(backing.iterdir()) == []  # nothing was written through the mount

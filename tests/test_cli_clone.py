@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -118,23 +117,6 @@ def test_a_bad_dest_is_one_line_exit_2_and_kept(tmp_path: Path, case: str) -> No
 
 def _nodes(d: Path) -> dict[str, tuple[int, int, int]]:
     return {p.name: (p.lstat().st_ino, p.lstat().st_mode, p.lstat().st_rdev) for p in d.iterdir()}
-
-
-@pytest.fixture
-def read_only_dir(tmp_path: Path) -> Iterator[Path]:
-    """A read-only bind mount of an empty directory, unmounted however the
-    test ends."""
-    from probe.pytest_plugin import require
-
-    require(os.geteuid() == 0, "a read-only bind mount needs root")
-    target = tmp_path / "ro"
-    target.mkdir()
-    subprocess.run(["mount", "--bind", str(target), str(target)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True)
-        yield target
-    finally:
-        subprocess.run(["umount", str(target)], check=True)
 
 
 def test_a_read_only_dest_names_no_leftover_that_does_not_exist(
