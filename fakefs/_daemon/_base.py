@@ -21,6 +21,7 @@ from .._trace import Trace
 from ._creds import Caller, Creds
 from ._gate import Gate
 from ._nodes import Node, NodeTable
+from ._privs import Privileges, Privs
 
 __all__ = ["ROOT", "Base", "Handle"]
 
@@ -30,12 +31,15 @@ ROOT = pyfuse3.ROOT_INODE
 class Handle:
     """An open file: the backing descriptor and the node it belongs to."""
 
-    __slots__ = ("caller", "fd", "node")
+    __slots__ = ("caller", "fd", "node", "privs")
 
-    def __init__(self, fd: int, node: Node, caller: Caller) -> None:
+    def __init__(self, fd: int, node: Node, caller: Caller, privs: Privs) -> None:
         self.fd = fd
         self.node = node
         self.caller = caller  # FUSE read/write carry no caller; the opener stands in
+        #: the opener's privileges, judged while it was blocked in open()
+        #: (``Privileges.at_open``): what the set-ID rule applies to writes
+        self.privs = privs
 
 
 def name_of(name: bytes) -> str:
@@ -64,6 +68,8 @@ class Base(pyfuse3.Operations):
         #: fsuid/fsgid (``_creds``)
         self.creds = Creds()
         self.gate = Gate(table, trace, self.nodes, self.creds)
+        #: the rules that depend on the caller's capabilities (``_privs``)
+        self.privs = Privileges()
         #: Called once the kernel's INIT is answered. Set by the daemon from
         #: inside trio.run, where the event it signals has to be created.
         self.on_init: Callable[[], None] | None = None

@@ -158,7 +158,10 @@ class DirOps(Base):
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
         node = self.nodes.get(inode)
         async with self.gate("listxattr", ctx, node):
-            return [os.fsencode(n) for n in os.listxattr(proc(node.fd))]
+            # Root's list holds trusted.* names the kernel shows only to
+            # CAP_SYS_ADMIN (``_privs``).
+            names = self.privs.listable(os.listxattr(proc(node.fd)), ctx)
+            return [os.fsencode(n) for n in names]
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self.nodes.get(inode)

@@ -15,6 +15,7 @@ from probe._linux import renameat2
 
 from ._base import Base, name_of
 from ._nodes import Node, opath, proc
+from ._privs import carries_privs
 
 
 class EntryOps(Base):
@@ -47,13 +48,15 @@ class EntryOps(Base):
         # too) and follows nothing beyond it.
         target = proc(node.fd)
         async with self.gate("setattr", ctx, node):
+            mode = stat.S_IMODE(attr.st_mode) if fields.update_mode else None
             if fields.update_size:
+                mode = self._truncated_mode(node, mode, ctx)
                 if handle is not None:
                     os.ftruncate(handle.fd, attr.st_size)
                 else:
                     os.truncate(target, attr.st_size)
-            if fields.update_mode:
-                os.chmod(target, stat.S_IMODE(attr.st_mode))
+            if mode is not None:
+                os.chmod(target, mode)
             if fields.update_uid or fields.update_gid:
                 uid = attr.st_uid if fields.update_uid else -1
                 gid = attr.st_gid if fields.update_gid else -1
@@ -67,6 +70,22 @@ class EntryOps(Base):
                     mtime = cur.st_mtime_ns if mtime is None else mtime
                 os.utime(target, ns=(atime, mtime))
             return self.entry(node, os.fstat(node.fd))
+
+    def _truncated_mode(self, node: Node, mode: int | None,
+                        ctx: pyfuse3.RequestContext) -> int | None:
+        """The mode to set with a truncation: the set-ID rule of ``_privs``
+        applied to the file's current mode (or to the mode the kernel sent
+        along). The kernel converts the kill it computed for truncate() into
+        a mode, but by the older rule (S_ISGID only with S_IXGRP), so a
+        non-member truncating a file marked for mandatory locking would keep
+        it; the caller is blocked in its syscall, its /proc is its own."""
+        st = os.fstat(node.fd)
+        if not carries_privs(st):
+            return mode
+        kill = self.privs.killed(st, self.privs.of(ctx))
+        if not kill:
+            return mode
+        return (stat.S_IMODE(st.st_mode) if mode is None else mode) & ~kill
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         node = self.nodes.get(inode)

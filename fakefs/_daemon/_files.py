@@ -19,6 +19,7 @@ import pyfuse3
 from ._base import Base, Handle, name_of
 from ._creds import Caller
 from ._nodes import Node, proc
+from ._privs import NOTHING, Privs
 
 #: Flags of the caller's open that must not reach the backing open.
 #: O_DIRECT: the kernel already honoured it on its side of FUSE, and the
@@ -35,15 +36,23 @@ _CREATE_ADD = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class FileOps(Base):
-    def _file_info(self, fd: int, node: Node, caller: Caller) -> pyfuse3.FileInfo:
+    def _file_info(self, fd: int, node: Node, caller: Caller, privs: Privs) -> pyfuse3.FileInfo:
         # Direct I/O for every file a rule could match: no page cache, no
         # readahead, so each read/write syscall is a request fakefs answers.
         direct = self.gate.targeted(node)
         node.opens += 1
-        self.handles[fd] = Handle(fd, node, caller)
+        self.handles[fd] = Handle(fd, node, caller, privs)
         if direct:
             return pyfuse3.FileInfo(fh=fd, direct_io=True, keep_cache=False)
         return pyfuse3.FileInfo(fh=fd, keep_cache=True)
+
+    def _opener_privs(self, fd: int, caller: Caller, flags: int) -> Privs:
+        # Needed only where the data can change: a handle that can write
+        # (the kernel refuses a write to a read-only descriptor before FUSE
+        # is asked), an open that truncates.
+        if flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC:
+            return NOTHING
+        return self.privs.at_open(fd, caller)
 
     def _handle(self, fh: int) -> Handle:
         h = self.handles.get(fh)
@@ -61,7 +70,17 @@ class FileOps(Base):
             if node.gone:
                 raise OSError(errno.ENOENT, "vanished")
             fd = os.open(proc(node.fd), (flags & ~_REOPEN_DROP) | os.O_CLOEXEC)
-            return self._file_info(fd, node, ctx)
+            try:
+                privs = self._opener_privs(fd, ctx, flags)
+                if flags & os.O_TRUNC:
+                    # The kernel sends the truncation inside OPEN
+                    # (atomic_o_trunc) and never sends the set-ID kill it
+                    # computed for it; root's O_TRUNC keeps the bits.
+                    self.privs.drop(fd, node.ino, privs)
+            except OSError:
+                os.close(fd)
+                raise
+            return self._file_info(fd, node, ctx, privs)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
@@ -90,6 +109,7 @@ class FileOps(Base):
                 raise OSError(errno.ESTALE, "created meanwhile in the backing directory",
                               sname) from None
             try:
+                privs = self._opener_privs(fd, ctx, flags)
                 # The O_PATH handle of the very inode just opened, not of
                 # whatever the name may lead to a moment later.
                 node, st = self.new_node(parent, sname,
@@ -98,7 +118,7 @@ class FileOps(Base):
                 os.close(fd)
                 raise
             g.node = node
-            return self._file_info(fd, node, ctx), self.entry(node, st)
+            return self._file_info(fd, node, ctx, privs), self.entry(node, st)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._handle(fh)
@@ -117,6 +137,10 @@ class FileOps(Base):
                     len(buf) > armed.rule.short:
                 buf = buf[: armed.rule.short]
                 self.trace.shortened += 1
+            # Before the data changes, as file_remove_privs() does: root's
+            # pwrite keeps the set-ID bits, and on a direct-I/O file the
+            # kernel leaves their removal to us (``_privs``).
+            self.privs.drop(fh, h.node.ino, h.privs)
             return os.pwrite(fh, buf, off)
 
     async def flush(self, fh: int) -> None:
