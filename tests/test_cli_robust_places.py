@@ -5,15 +5,10 @@ and nothing is written anywhere."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from _cli import cowprobe
 
 from probe.lab import KINDS, missing_prerequisites
@@ -71,28 +66,3 @@ def test_conformance_junit_on_a_read_only_mount(tmp_path: Path, read_only_dir: P
     assert out.stderr == f"cowprobe conformance: --junit {junit}: Read-only file system\n"
     assert out.returncode == 2
     assert out.stdout == ""  # refused before the suite ran
-
-
-@pytest.fixture
-def world_dir() -> Iterator[Path]:
-    # Not under tmp_path: pytest's base is root-only, and the user below
-    # must reach these directories.
-    d = Path(tempfile.mkdtemp(prefix="cowprobe-robust-"))
-    try:
-        d.chmod(0o755)
-        yield d
-    finally:
-        shutil.rmtree(d)
-
-
-def test_conformance_as_another_user_from_an_unwritable_source_dir(world_dir: Path) -> None:
-    require(os.geteuid() == 0, "root (to run as uid 65534)")
-    src, dst = world_dir / "src", world_dir / "dst"
-    src.mkdir(mode=0o755)  # root's: not writable for uid 65534
-    dst.mkdir()
-    os.chown(dst, 65534, 65534)
-    out = _conformance(src, dst, user=65534, group=65534, extra_groups=[],
-                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-    assert out.stderr == f"cowprobe conformance: --source-dir {src}: Permission denied\n"
-    assert out.returncode == 2
-    assert list(src.iterdir()) == [] and list(dst.iterdir()) == []
