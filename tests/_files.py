@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -45,3 +49,15 @@ def staged_files(parent: Path, final: str) -> int:
             except FileNotFoundError:  # published or removed meanwhile
                 return 0
     return 0
+
+
+@contextlib.contextmanager
+def world_dir(prefix: str) -> Iterator[Path]:
+    """A fresh directory every user can traverse, removed afterwards. Not
+    under pytest's tmp_path: nobody cannot traverse /tmp/pytest-of-root."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -14,13 +14,13 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from _files import world_dir
 
 import fakefs
 from probe.pytest_plugin import require, require_fakefs
@@ -83,17 +83,12 @@ def site() -> Iterator[Site]:
     require_fakefs()
     _require_programs("setpriv", "unshare", "sh", "cat", "truncate", "stat", "getfattr",
                       "setfattr")
-    # Not under pytest's tmp_path: nobody cannot traverse /tmp/pytest-of-root.
-    base = Path(tempfile.mkdtemp(prefix="fakefs-privs-", dir="/tmp"))
-    try:
-        base.chmod(0o755)
+    with world_dir("fakefs-privs-") as base:
         plain, backing, mnt = base / "plain", base / "backing", base / "mnt"
         for d in (plain, backing, mnt):
             d.mkdir(mode=0o755)
         with fakefs.mount(backing, mnt) as fs:
             yield Site(fs, plain, backing, mnt)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 class Case(NamedTuple):

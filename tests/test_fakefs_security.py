@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _files import world_dir
 
 import fakefs
 from probe.pytest_plugin import require_fakefs
@@ -50,10 +51,7 @@ def _arena(prepare: Callable[[Path], None] | None = None) -> Iterator[Arena]:
         from probe.pytest_plugin import require
 
         require(False, "the attacks need root (to mount) and setpriv (to drop to nobody)")
-    # Not under pytest's tmp_path: nobody cannot traverse /tmp/pytest-of-root.
-    base = Path(tempfile.mkdtemp(prefix="fakefs-sec-", dir="/tmp"))
-    try:
-        base.chmod(0o755)
+    with world_dir("fakefs-sec-") as base:
         backing, mnt, outside = base / "backing", base / "mnt", base / "outside"
         for d in (backing, mnt, outside):
             d.mkdir(mode=0o755)
@@ -67,8 +65,6 @@ def _arena(prepare: Callable[[Path], None] | None = None) -> Iterator[Arena]:
             prepare(backing)
         with fakefs.mount(backing, mnt) as fs:
             yield Arena(fs, mnt / "pub", backing / "pub", outside, base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -13,11 +13,14 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import EXIT_FAILED, EXIT_USAGE
 
-__all__ = ["place_error"]
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["error_text", "place_error"]
 
 _THE_PLACES_FAULT = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                                errno.ENOENT})
@@ -35,4 +38,14 @@ def place_error(err: OSError, places: Mapping[str, Path | None]) -> tuple[str, i
         for flag, given in places.items():
             if given is not None and os.path.realpath(given) in (at, os.path.dirname(at)):
                 return f"{flag} {given}: {why}", EXIT_USAGE
-    return f"{os.fsdecode(name)}: {why}", EXIT_FAILED
+    return error_text(err), EXIT_FAILED
+
+
+def error_text(err: Exception) -> str:
+    """An OSError as a user reads it: "PATH: what happened", not Python's
+    "[Errno 2] ...: 'PATH'"."""
+    if isinstance(err, OSError) and err.strerror:
+        where = " -> ".join(os.fsdecode(f) for f in (err.filename, err.filename2)
+                            if isinstance(f, (str, bytes, os.PathLike)))
+        return f"{where}: {err.strerror}" if where else err.strerror
+    return str(err)

@@ -29,6 +29,7 @@ from probe import (
 from probe._helpwidth import RawDescriptionFormatter
 
 from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE, octal_mode
+from ._places import error_text
 from ._render import emit_json
 from ._signals import OutputFailed, output_failed
 
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 def _fail(args: argparse.Namespace, doc: dict[str, Any], err: Exception, code: int) -> int:
     doc.setdefault("action", "failed")
     doc["dest_state"] = "untouched"
-    doc["error"] = text = _text(err)
+    doc["error"] = text = error_text(err)
     if isinstance(err, OSError) and err.errno is not None:
         doc["errno"] = errno_name(err.errno)
     left = leftovers(err)
@@ -135,12 +136,3 @@ def _fail(args: argparse.Namespace, doc: dict[str, Any], err: Exception, code: i
     if os.environ.get("COWPROBE_DEBUG"):
         raise err
     return code
-
-
-def _text(err: Exception) -> str:
-    """An OSError as a user reads it: "PATH: what happened", not Python's
-    "[Errno 2] ...: 'PATH'"."""
-    if isinstance(err, OSError) and err.strerror:
-        where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
-        return f"{where}: {err.strerror}" if where else err.strerror
-    return str(err)
