@@ -24,8 +24,16 @@ Three measurements, each against its peer in the same run:
   inside ``fakefs.syscall_faults`` with a rule that never matches, and with
   no rule at all after a block (the "continue everything" fast path).
 
+Both programs also run under ``peers/notify_floor.c``, compiled here: a
+supervisor in C with no interpreter to start that answers every trapped
+FICLONE CONTINUE at once (``floor``), and one that first reads the
+destination's path from /proc as any supervisor deciding by path must
+(``floor_readlink``). They are the floor of the mechanism on this machine:
+what ``fakefs`` costs above ``floor_readlink`` is fakefs's own.
+
 Prints one JSON document: medians, the ratio ours/plain for materialize
-(issue 13's target: <= 1.5), and microseconds per trapped call.
+(issue 13's target: <= 1.5), the floors' ratios, and microseconds per
+trapped call.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,11 +60,29 @@ from probe.lab import Lab
 RULES = {"plain": None, "fixed": "FIDEDUPERANGE:no-such-name:EIO",
          "fakefs": "FICLONE:no-such-name:EXDEV"}
 
+_FLOOR_SOURCE = Path(__file__).with_name("peers") / "notify_floor.c"
 
-def _timed(cmd: list[str], src: Path, rule: str | None) -> tuple[float, str]:
+
+def build_floor(into: Path) -> Path:
+    """The C peer, compiled for this machine (a compiler is there: pyfuse3
+    is built from source on it)."""
+    exe = into / "notify_floor"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(_FLOOR_SOURCE), "-lpthread"], check=True)
+    return exe
+
+
+def _wrapped(cmd: list[str], src: Path, rule: str | list[str] | None) -> list[str]:
+    # A list is a peer supervisor's own command line (the C floor).
+    if isinstance(rule, list):
+        return [*rule, *cmd]
     if rule is not None:
-        cmd = [*console_script("fakefs", "fakefs.cli"), "run", "--root", str(src.parent),
-               "--fault", rule, "--", *cmd]
+        return [*console_script("fakefs", "fakefs.cli"), "run", "--root", str(src.parent),
+                "--fault", rule, "--", *cmd]
+    return cmd
+
+
+def _timed(cmd: list[str], src: Path, rule: str | list[str] | None) -> tuple[float, str]:
+    cmd = _wrapped(cmd, src, rule)
     subprocess.run(["sync"], check=True)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -65,7 +92,7 @@ def _timed(cmd: list[str], src: Path, rule: str | None) -> tuple[float, str]:
     return seconds, res.stdout
 
 
-def _materialize(src: Path, wt: Path, rule: str | None) -> float:
+def _materialize(src: Path, wt: Path, rule: str | list[str] | None) -> float:
     seconds, out = _timed([*console_script("cowprobe", "probe.cli"), "materialize",
                            "--no-progress", "--json", str(src), str(wt)], src, rule)
     cloned = json.loads(out)["totals"]["cloned"]
@@ -75,7 +102,7 @@ def _materialize(src: Path, wt: Path, rule: str | None) -> float:
     return seconds
 
 
-def _cp(src: Path, wt: Path, rule: str | None) -> float:
+def _cp(src: Path, wt: Path, rule: str | list[str] | None) -> float:
     seconds, _ = _timed(["cp", "-r", "--reflink=always", str(src), str(wt)], src, rule)
     shutil.rmtree(wt)
     return seconds
@@ -115,11 +142,18 @@ def per_call(d: Path, n: int, rounds: int) -> dict[str, float]:
 
 
 def _split(med: dict[str, float], prefix: str, files: int) -> dict[str, float]:
-    """The overhead as fixed cost plus wall time per trapped call."""
-    fixed = med[prefix + "fixed"] - med[prefix + "plain"]
-    return {"fixed_cost_s": fixed, "fixed_ratio": med[prefix + "fixed"] / med[prefix + "plain"],
+    """The overhead as fixed cost plus wall time per trapped call, and the
+    C floors beside it (they have no fixed cost worth the name)."""
+    plain = med[prefix + "plain"]
+    fixed = med[prefix + "fixed"] - plain
+    return {"fixed_cost_s": fixed, "fixed_ratio": med[prefix + "fixed"] / plain,
             "wall_us_per_trapped_call": (med[prefix + "fakefs"] - med[prefix + "fixed"]) / files
-            * 1e6}
+            * 1e6,
+            "floor_ratio": med[prefix + "floor"] / plain,
+            "floor_readlink_ratio": med[prefix + "floor_readlink"] / plain,
+            "floor_readlink_us_per_trapped_call": (med[prefix + "floor_readlink"] - plain)
+            / files * 1e6,
+            "ours_over_floor_readlink": med[prefix + "fakefs"] / med[prefix + "floor_readlink"]}
 
 
 def main() -> int:
@@ -130,14 +164,17 @@ def main() -> int:
     ap.add_argument("--out")
     args = ap.parse_args()
     as_users_run_it()
-    with Lab(kinds=("btrfs",)) as lab:
+    with Lab(kinds=("btrfs",)) as lab, tempfile.TemporaryDirectory() as peer_dir:
+        floor = str(build_floor(Path(peer_dir)))
+        wrappers: dict[str, str | list[str] | None] = {
+            **RULES, "floor": [floor], "floor_readlink": [floor, "--readlink"]}
         root = lab.scratch_dir("btrfs", "bench-syscall")
         src = root / "src"
         src.mkdir()
         for i in range(args.files):
             (src / f"f{i:05d}").write_bytes(os.urandom(4096 + i % 512))
-        runs = {**{k: (_materialize, rule) for k, rule in RULES.items()},
-                **{f"cp_{k}": (_cp, rule) for k, rule in RULES.items()}}
+        runs = {**{k: (_materialize, rule) for k, rule in wrappers.items()},
+                **{f"cp_{k}": (_cp, rule) for k, rule in wrappers.items()}}
         times: dict[str, list[float]] = {k: [] for k in runs}
         for r in range(args.rounds):
             for who in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
