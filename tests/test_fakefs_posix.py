@@ -125,6 +125,23 @@ with fakefs.mount(back, mnt) as fs:
     ops = [(r["op"], r["result"]) for r in fs.trace() if r["path"] == "wide/w0001"]
     assert got == "impostor", (got, ops)
     assert ops[:2] == [("open", "ESTALE"), ("lookup", "ok")], ops
+    # ... and so is a new file that got the deleted one's inode number, as
+    # ext4 hands it out again: same device, number and type, another inode
+    gone = os.stat(f"{back}/wide/w0002").st_ino
+    os.unlink(f"{back}/wide/w0002")
+    for i in range(64):
+        with open(f"{back}/wide/n{i}", "w") as f:
+            f.write("reborn")
+        if os.stat(f"{back}/wide/n{i}").st_ino == gone:
+            os.rename(f"{back}/wide/n{i}", f"{back}/wide/w0002")
+            break
+    else:
+        raise AssertionError(f"the backing filesystem never reused inode {gone}")
+    fs.clear_trace()
+    got = open(f"{mnt}/wide/w0002").read()
+    ops = [(r["op"], r["result"]) for r in fs.trace() if r["path"] == "wide/w0002"]
+    assert got == "reborn", (got, ops)
+    assert ops[:2] == [("open", "ESTALE"), ("lookup", "ok")], ops
     print("ok", got)
 """
 

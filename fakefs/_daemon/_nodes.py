@@ -17,9 +17,14 @@ Descriptors are bounded (``max_fds``, from the process's RLIMIT_NOFILE: an
 long time, and root here may not raise the limit past 20,000). Past the
 bound the oldest idle nodes give theirs up; such a node is reopened by its
 last name inside its parent's descriptor, O_NOFOLLOW, and accepted only if
-it is still the same inode (device, inode number and type) -- otherwise
-ESTALE, never another file. Nodes with open files or directories and the
-root keep their descriptors.
+it is still the same inode -- otherwise ESTALE, never another file. "The
+same" is device, inode number, type and birth time: once a descriptor is
+given up nothing pins the inode, and a file made after the old one was
+deleted often gets its very number (ext4 hands the freed inode out again
+at the next create in that directory). The birth time, read just before the
+descriptor goes, tells the two apart where the filesystem keeps one (ext4,
+XFS, btrfs, tmpfs). Nodes with open files or directories and the root keep
+their descriptors.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import os
 import stat
 
 import pyfuse3
+
+from probe._linux import statx
 
 from .._faults import Fault
 
@@ -44,15 +51,24 @@ def opath(dirfd: int, name: str) -> int:
     return os.open(name, _OPATH, dir_fd=dirfd)
 
 
+def _birth(fd: int) -> tuple[int, int] | None:
+    """The inode's birth time, None where the filesystem keeps none."""
+    try:
+        st = statx(fd)
+    except OSError:
+        return None
+    return (st.btime_sec, st.btime_nsec) if st.has_btime else None
+
+
 def proc(fd: int) -> str:
     """The magic link that reopens or changes exactly the inode of ``fd``."""
     return f"/proc/self/fd/{fd}"
 
 
 class Node:
-    __slots__ = ("_epoch", "_fd", "_path", "_table", "bad", "children", "dentry", "gen",
-                 "gone", "ino", "key", "lookups", "mode", "name", "opens", "parent", "targeted",
-                 "tepoch")  # fmt: skip
+    __slots__ = ("_epoch", "_fd", "_path", "_table", "bad", "birth", "children", "dentry",
+                 "gen", "gone", "ino", "key", "lookups", "mode", "name", "opens", "parent",
+                 "targeted", "tepoch")  # fmt: skip
 
     def __init__(self, table: NodeTable, ino: int, fd: int, st: os.stat_result, *,
                  parent: Node | None, name: str) -> None:
@@ -81,6 +97,8 @@ class Node:
         #: as it would a moment later on a real filesystem (attributes still
         #: answer, as of the lookup that just succeeded)
         self.gone = False
+        #: birth time, read when the descriptor is given up (None: unknown)
+        self.birth: tuple[int, int] | None = None
 
     @property
     def fd(self) -> int:
@@ -145,14 +163,28 @@ class NodeTable:
         """The node for the inode behind ``fd``, now known as ``parent/name``.
 
         Takes ownership of ``fd``: an inode we already know keeps its first
-        descriptor (the same inode) and the new one is closed.
+        descriptor (the same inode) and the new one is closed, or takes this
+        one if it gave its own up.
         """
         node = self.by_key.get((st.st_dev, st.st_ino))
         if node is not None and node.mode == stat.S_IFMT(st.st_mode):
-            os.close(fd)
+            if node._fd >= 0:
+                # Held, so pinned: the same inode.
+                os.close(fd)
+            elif not self._same_birth(node, fd):
+                # The number of a deleted inode, reused: the old node keeps
+                # answering ESTALE until the kernel forgets it.
+                del self.by_key[node.key]
+                return self._new(parent, name, fd, st)
+            else:
+                node._fd = fd
+                self._hold(node)
             node.gone = False
             self.place(node, parent, name)
             return node
+        return self._new(parent, name, fd, st)
+
+    def _new(self, parent: Node, name: str, fd: int, st: os.stat_result) -> Node:
         ino = self._next
         self._next += 1
         node = Node(self, ino, fd, st, parent=parent, name=name)
@@ -179,6 +211,7 @@ class NodeTable:
             if old.opens > 0 or old is node:
                 keep.append(old)
                 continue
+            old.birth = _birth(old._fd)
             with contextlib.suppress(OSError):
                 os.close(old._fd)
             old._fd = -1
@@ -194,12 +227,17 @@ class NodeTable:
         except OSError:
             raise pyfuse3.FUSEError(errno.ESTALE) from None
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != node.key or stat.S_IFMT(st.st_mode) != node.mode:
+        if (st.st_dev, st.st_ino) != node.key or stat.S_IFMT(st.st_mode) != node.mode \
+                or not self._same_birth(node, fd):
             os.close(fd)
             raise pyfuse3.FUSEError(errno.ESTALE)
         node._fd = fd
         self._hold(node)
         return fd
+
+    @staticmethod
+    def _same_birth(node: Node, fd: int) -> bool:
+        return node.birth is None or _birth(fd) == node.birth
 
     def place(self, node: Node, parent: Node, name: str) -> None:
         """Follow the newest name of a node (link, rename, a new lookup)."""
