@@ -234,6 +234,9 @@ def test_a_child_killed_mid_unit_reports_what_is_on_disk(
     # The parent's first source, and 39 files from each child.
     assert [r.status for r in report.results].count(JobStatus.CLONED) == 1 + 2 * 39
     assert report.files == 1 + 2 * 39
+    # The settled jobs count in the pair counters too: one clone call each.
+    assert sum(p.cloned for p in report.pairs) == 1 + 2 * 39
+    assert sum(p.clone_calls for p in report.pairs) == 1 + 2 * 39
     # Which child held which job the parent cannot know: it names both.
     assert {r.error for r in report.failures} == {"; ".join(
         f"worker process {pid} was killed by SIGKILL before reporting this job"

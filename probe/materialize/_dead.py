@@ -10,6 +10,11 @@ existed, once the child's temporary for that name is gone (the rename is
 what removes it). Every other unreported job is FAILED: its file unlinked
 from a staged directory, so no torn file is published, and the dead
 child's temporaries unlinked from the others, not left for the next run.
+
+The jobs settled as done count in the pair counters as the child would
+have counted them: a clone call that cloned, or one that failed before a
+copy (a mark keeps that errno). Retries the child made (EAGAIN) are not
+known and not counted.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from .._fd import names_now
 from .._tempname import temp_prefix
 from ._dirs import DestDir
 from ._report import JobResult, JobStatus, unmark
-from ._worker import Context, Dest, drop
+from ._worker import Context, Dest, ThreadStats, drop
 
 __all__ = ["death", "settle_unreported"]
 
@@ -48,14 +53,18 @@ def settle_unreported(
     why: str,
     owners: list[str],
     on_result: Callable[[JobResult], None] | None,
-) -> set[DestDir]:
+) -> ThreadStats:
     """Jobs a dead child never reported: done where its mark says so and
     the file is provably in place, else FAILED (see the module's text).
-    Returns the staged roots those done jobs put a file in (to publish)."""
+    Returns the staged roots those done jobs put a file in (to publish) and
+    their pair counters."""
     results, marks = ctx.results, ctx.marks
     assert marks is not None
     temps: dict[str, list[str]] = {}
-    used: set[DestDir] = set()
+    # Its FIEMAP share is unknown, and so is the total.
+    stats = ThreadStats(shared_unknown=True)
+    used = stats.used_roots
+    source_devs: dict[str, int] = {}
     for unit in units:
         for source, dests in unit:
             for d in dests:
@@ -69,8 +78,10 @@ def settle_unreported(
                     if marks[d.job] and (ddir.fresh or not _pending(d.name, owners,
                                                                      temps[ddir.path])):
                         res = _done(source, d, ddir, marks[d.job])
-                    if res is not None and ddir.root is not None:
-                        used.add(ddir.root)
+                    if res is not None:
+                        _count(stats, res, _source_dev(source, source_devs), ddir.dev)
+                        if ddir.root is not None:
+                            used.add(ddir.root)
                     elif res is None and ddir.fresh:
                         drop(ddir, d.name)
                 if res is None:
@@ -82,7 +93,32 @@ def settle_unreported(
         ddir = ctx.dirs.lookup(path)
         if ddir is not None:
             discard(names, ddir.fd)
-    return used
+    return stats
+
+
+def _source_dev(source: str, known: dict[str, int]) -> int:
+    # One stat per source directory: a unit's sources share theirs.
+    sdir = source.rpartition("/")[0]
+    dev = known.get(sdir)
+    if dev is None:
+        try:
+            dev = known[sdir] = os.stat(source).st_dev
+        except OSError:
+            dev = -1  # gone since: counted under no real pair
+    return dev
+
+
+def _count(stats: ThreadStats, res: JobResult, source_dev: int, dest_dev: int) -> None:
+    # [clone calls, failed calls, cloned, copied], as the worker keeps them.
+    c = stats.pairs.setdefault((source_dev, dest_dev), [0, 0, 0, 0])
+    if res.status is JobStatus.CLONED:
+        c[0] += 1
+        c[2] += 1
+    else:
+        if res.reflink_errno is not None:
+            c[0] += 1
+            c[1] += 1
+        c[3] += 1
 
 
 def _temporaries(ddir: DestDir, owners: list[str]) -> list[str]:

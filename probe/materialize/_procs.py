@@ -323,7 +323,5 @@ def _merge(
             dirs[path].debris.extend(names)
     if dead:
         owners = [c.owner for c in children if c.owner is not None]
-        used = settle_unreported(ctx, units, "; ".join(dead), owners, on_result)
-        # Its FIEMAP share is unknown, and so is the total.
-        stats.append(ThreadStats(used_roots=used, shared_unknown=True))
+        stats.append(settle_unreported(ctx, units, "; ".join(dead), owners, on_result))
     return stats
