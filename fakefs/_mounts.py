@@ -185,8 +185,11 @@ def check_mountpoint(mountpoint: str | os.PathLike[str]) -> Path:
 
 
 def _dead(path: Path) -> bool:
+    # statfs, not stat: the kernel answers a stat of the root from its
+    # attribute cache for as long as that is valid, dead daemon or not,
+    # while every statfs is a request (ENOTCONN once the daemon is gone).
     try:
-        os.stat(path)
+        os.statvfs(path)
     except OSError as err:
         return err.errno == errno.ENOTCONN
     return False

@@ -143,7 +143,9 @@ def _run(sub: _Sub) -> None:
               "[--fault RULE]... [--trace FILE] -- CMD [ARGS]",
         description="Without BACKING MOUNTPOINT nothing is mounted and only syscall rules "
         "(FICLONE, copy_file_range, fsync, rename, openat, ...) apply. CMD's exit status passes "
-        "through; SIGINT/SIGTERM/SIGHUP go to CMD, then fakefs exits 128+signal.",
+        "through; SIGINT/SIGTERM/SIGHUP go to CMD, then fakefs exits 128+signal. If the FUSE "
+        "daemon dies during the run, fakefs exits 1 and names CMD's status in its message "
+        "(the faults stopped, so the run is no pass).",
         epilog=_GRAMMAR, formatter_class=RawDescriptionFormatter)
     _common(r, optional=True)
     r.add_argument("--root", metavar="DIR",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from _kernel_view import loops_under, mounts_under
 from probe.cli.lab import lab_matrix
 from probe.conformance import SCENARIOS, NotHere
 from probe.conformance._scenarios import LAB_PLACES
-from probe.lab import cleanup_stale
+from probe.lab import Lab, cleanup_stale
 
 COWPROBE = [sys.executable, "-m", "probe.cli"]
 
@@ -201,3 +203,117 @@ def test_clean_removes_a_killed_overlay_lab(base: Path) -> None:
     assert len(loops_under(root)) == 2
     assert cleanup_stale(base) == [root]
     assert mounts_under(root) == [] and loops_under(root) == [] and not root.exists()
+
+
+# ------------------------------------------------- where the lab may build
+#
+# A missing --base-dir is refused (exit 2, one line), never made with
+# `mkdir -p`: the parents would outlive the lab, and a mistyped base (the
+# mountpoint of a big scratch disk) would quietly put the images on
+# whatever filesystem holds its nearest existing parent.
+
+
+def _tree(top: Path) -> list[str]:
+    """Everything under ``top`` (names relative to it), without following
+    a symlink: what a lab made, or removed, shows in the difference."""
+    return sorted(str(p.relative_to(top)) for p in top.rglob("*"))
+
+
+@contextlib.contextmanager
+def _theirs(base: Path) -> Iterator[Path]:
+    """A directory someone else made (with a file of theirs in it), inside
+    ``base``; removed again afterwards -- only once nothing is mounted
+    under it, so a leaked lab is reaped, never deleted through."""
+    top = base / "existing"
+    top.mkdir()
+    (top / "theirs").write_text("keep me\n")
+    try:
+        yield top
+    finally:
+        for deep in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
+            cleanup_stale(deep)  # a lab the code under test left in a made dir
+        if mounts_under(top) == []:
+            shutil.rmtree(top)
+
+
+def _up_once(base_dir: Path, *lab_args: str) -> tuple[int, str, str]:
+    """``cowprobe lab --base-dir BASE_DIR up --json --kinds tmpfs``: refused,
+    or built, printed and then torn down by SIGTERM (so a lab that should
+    not have been built ends all the same). (exit code, stdout, stderr)."""
+    proc = subprocess.Popen(
+        [*COWPROBE, "lab", *lab_args, "--base-dir", str(base_dir), "up", "--json",
+         "--kinds", "tmpfs"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # EOF at once when refused
+            lines.append(line)
+            if line == "}\n":
+                proc.send_signal(signal.SIGTERM)
+                break
+        # (communicate reads the pipes' descriptors, not what the loop
+        # above has buffered: that part is in `lines` already)
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(lines) + rest, err
+
+
+def test_up_refuses_a_missing_base_dir_and_makes_nothing(base: Path) -> None:
+    with _theirs(base) as top:
+        missing = top / "new" / "deeper"
+        before = _tree(base)
+        code, out, err = _up_once(missing)
+        after = _tree(base)
+    assert after == before  # no parent made (nor left), nothing of theirs gone
+    assert err == f"cowprobe lab up: --base-dir {missing}: No such file or directory\n"
+    assert (code, out) == (2, "")
+
+
+def test_matrix_refuses_a_missing_base_dir_and_makes_nothing(base: Path) -> None:
+    with _theirs(base) as top:
+        missing = top / "new"
+        before = _tree(base)
+        out = subprocess.run(
+            [*COWPROBE, "lab", "matrix", "--base-dir", str(missing)],
+            check=False, capture_output=True, text=True, timeout=300,
+        )
+        after = _tree(base)
+    assert after == before
+    assert out.stderr == f"cowprobe lab matrix: --base-dir {missing}: No such file or directory\n"
+    assert (out.returncode, out.stdout) == (2, "")
+
+
+def test_up_in_an_existing_nested_base_dir_removes_only_its_root(base: Path) -> None:
+    # A real build in a directory the lab did not make: teardown takes the
+    # lab root and nothing else -- the base dir and what sits beside it stay.
+    with _theirs(base) as top:
+        deep = top / "a" / "b"
+        deep.mkdir(parents=True)
+        before = _tree(base)
+        code, out, err = _up_once(deep)
+        after = _tree(base)
+        assert mounts_under(deep) == [] and loops_under(deep) == []
+    assert code == 0, err
+    root = Path(json.loads(out)["root"])
+    assert root.parent == deep and not root.exists()
+    assert after == before
+
+
+@pytest.mark.parametrize("reap_stale", [True, False])
+def test_the_library_refuses_a_missing_base_dir_too(base: Path, reap_stale: bool) -> None:
+    # One rule for `Lab(base_dir=...)` and the CLI (which only words it).
+    with _theirs(base) as top:
+        missing = top / "new" / "deeper"
+        before = _tree(base)
+        with (pytest.raises(FileNotFoundError) as caught,
+              Lab(("tmpfs",), base_dir=missing, reap_stale=reap_stale)):
+            pass
+        after = _tree(base)
+    assert caught.value.filename == str(missing)
+    assert caught.value.strerror == "No such file or directory"
+    assert after == before

@@ -9,7 +9,8 @@
 
 Exit codes: 0 done / every matrix cell as expected; 1 the lab could not be
 built, a teardown failed, or a matrix cell deviated; 2 bad usage, or a
---base-dir that is no directory to build in (a file, a read-only mount).
+--base-dir that is no directory to build in (missing, a file, a read-only
+mount: the lab makes no parent directories, it removes only its own root).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _base_dir(parser: argparse.ArgumentParser, default: Any) -> None:
     # people type it. The action's copy has no default of its own
     # (SUPPRESS), so it never undoes a --base-dir given before the action.
     parser.add_argument("--base-dir", type=Path, default=default,
-                        help="where lab roots live (default /tmp)")
+                        help="an existing directory where lab roots live (default /tmp)")
 
 
 def _failed(action: str, err: OSError, args: argparse.Namespace) -> int:

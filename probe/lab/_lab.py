@@ -67,6 +67,11 @@ class Lab:
     builds, raising ``LabUnavailable`` with the exact missing prerequisite,
     or with the failing step. Whatever was built is torn down on exit -- also
     when setup failed half-way, or the body raised.
+
+    ``base_dir`` (default /tmp) must be an existing directory: the lab makes
+    its root there and removes only that root. A missing one raises
+    ``FileNotFoundError`` (a file, ``NotADirectoryError``) naming it, before
+    anything is made.
     """
 
     def __init__(
@@ -130,8 +135,7 @@ class Lab:
         if self._reap_stale:
             cleanup_stale(self.base_dir)
         t0 = time.monotonic()
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-", dir=self.base_dir))
+        root = self._make_root()
         self._root = root
         atexit.register(self._close_at_exit)
         try:
@@ -160,6 +164,21 @@ class Lab:
                 warnings.warn(str(err), RuntimeWarning, stacklevel=2)
             raise
         self.build_seconds = time.monotonic() - t0
+
+    def _make_root(self) -> Path:
+        # The base directory must exist already: no mkdir -p. Parents made
+        # here would outlive the lab, and a mistyped base (the mountpoint of
+        # a scratch disk) would quietly put the images on whatever holds its
+        # nearest existing parent.
+        try:
+            return Path(tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-",
+                                         dir=self.base_dir))
+        except OSError as err:
+            self._closed = True
+            if err.errno in (errno.ENOENT, errno.ENOTDIR):
+                # Named by the base dir, not by the root that could not be.
+                raise OSError(err.errno, err.strerror, str(self.base_dir)) from None
+            raise
 
     def close(self) -> None:
         """Unmount (bind mounts first), detach, delete. Idempotent."""
