@@ -48,3 +48,23 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(ro)], check=True)
     assert mounts_under(tmp_path) == []
     assert list(backing.iterdir()) == []  # nothing was written through the mount
+
+
+@pytest.fixture
+def mount_dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(backing holding ``f``, an empty mountpoint); whatever mount a
+    failing test left there, live or dead, is removed."""
+    from fakefs._mounts import find_mount, unmount
+    from probe.pytest_plugin import require_fakefs
+
+    require_fakefs()
+    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
+    backing.mkdir()
+    mnt.mkdir()
+    (backing / "f").write_text("file\n")
+    try:
+        yield backing, mnt
+    finally:
+        info = find_mount(mnt)
+        if info is not None and info.control is not None:
+            unmount(mnt, info.mount_id)

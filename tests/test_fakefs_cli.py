@@ -8,35 +8,17 @@ import select
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import fakefs
-from fakefs._mounts import find_mount, unmount
+from fakefs._mounts import find_mount
 
 
 def _cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "fakefs.cli", *args], capture_output=True,
                           text=True, check=check, timeout=120)
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    from probe.pytest_plugin import require_fakefs
-
-    require_fakefs()
-    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
-    backing.mkdir()
-    mnt.mkdir()
-    (backing / "f").write_text("file\n")
-    try:
-        yield backing, mnt
-    finally:
-        info = find_mount(mnt)
-        if info is not None and info.control is not None:
-            unmount(mnt, info.mount_id)
 
 
 def _wait_exit(pid: int) -> None:
@@ -61,9 +43,9 @@ def _wait_exit(pid: int) -> None:
     ],
 )
 @pytest.mark.parametrize("command", ["mount", "run"])
-def test_bad_rules_exit_2_with_one_line(dirs: tuple[Path, Path], extra: list[str],
+def test_bad_rules_exit_2_with_one_line(mount_dirs: tuple[Path, Path], extra: list[str],
                                         message: str, command: str) -> None:
-    backing, mnt = dirs
+    backing, mnt = mount_dirs
     tail = ["--", "true"] if command == "run" else []
     res = _cli(command, str(backing), str(mnt), *extra, *tail)
     assert res.returncode == 2
@@ -72,8 +54,8 @@ def test_bad_rules_exit_2_with_one_line(dirs: tuple[Path, Path], extra: list[str
     assert find_mount(mnt) is None
 
 
-def test_bad_paths_exit_2_with_one_line(dirs: tuple[Path, Path], tmp_path: Path) -> None:
-    backing, mnt = dirs
+def test_bad_paths_exit_2_with_one_line(mount_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    backing, mnt = mount_dirs
     full = tmp_path / "full"
     full.mkdir()
     (full / "x").write_text("x")
@@ -90,8 +72,8 @@ def test_bad_paths_exit_2_with_one_line(dirs: tuple[Path, Path], tmp_path: Path)
     assert find_mount(mnt) is None and find_mount(full) is None
 
 
-def test_already_mounted_exit_2(dirs: tuple[Path, Path], tmp_path: Path) -> None:
-    backing, mnt = dirs
+def test_already_mounted_exit_2(mount_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    backing, mnt = mount_dirs
     with fakefs.mount(backing, mnt) as fs:
         res = _cli("mount", str(backing), str(mnt), "--background")
         assert res.returncode == 2
@@ -100,8 +82,8 @@ def test_already_mounted_exit_2(dirs: tuple[Path, Path], tmp_path: Path) -> None
     assert find_mount(mnt) is None
 
 
-def test_background_mount_control_and_unmount(dirs: tuple[Path, Path]) -> None:
-    backing, mnt = dirs
+def test_background_mount_control_and_unmount(mount_dirs: tuple[Path, Path]) -> None:
+    backing, mnt = mount_dirs
     res = _cli("mount", str(backing), str(mnt), "--background", "--fault", "open:blobs/*:EXDEV",
                check=True)
     info = json.loads(res.stdout)
@@ -135,8 +117,8 @@ def test_background_mount_control_and_unmount(dirs: tuple[Path, Path]) -> None:
     assert again.returncode == 2 and "not a fakefs mount" in again.stderr
 
 
-def test_run_reports_counters_and_the_command_status(dirs: tuple[Path, Path]) -> None:
-    backing, mnt = dirs
+def test_run_reports_counters_and_the_command_status(mount_dirs: tuple[Path, Path]) -> None:
+    backing, mnt = mount_dirs
     res = _cli("run", str(backing), str(mnt), "--fault", "open:f:EIO", "--", "cat",
                str(mnt / "f"))
     assert res.returncode == 1
@@ -152,8 +134,8 @@ def test_run_reports_counters_and_the_command_status(dirs: tuple[Path, Path]) ->
     assert find_mount(mnt) is None
 
 
-def test_foreground_mount_serves_until_unmounted(dirs: tuple[Path, Path]) -> None:
-    backing, mnt = dirs
+def test_foreground_mount_serves_until_unmounted(mount_dirs: tuple[Path, Path]) -> None:
+    backing, mnt = mount_dirs
     proc = subprocess.Popen([sys.executable, "-m", "fakefs.cli", "mount", str(backing),
                              str(mnt)], stdout=subprocess.PIPE, text=True)
     try:
@@ -173,8 +155,8 @@ def test_foreground_mount_serves_until_unmounted(dirs: tuple[Path, Path]) -> Non
 
 
 @pytest.mark.parametrize("where", ["mountpoint-in-backing", "same", "backing-in-mountpoint"])
-def test_nested_mount_is_refused_before_anything(dirs: tuple[Path, Path], where: str) -> None:
-    backing, mnt = dirs
+def test_nested_mount_is_refused_before_anything(mount_dirs: tuple[Path, Path], where: str) -> None:
+    backing, mnt = mount_dirs
     if where == "mountpoint-in-backing":
         (backing / "sub").mkdir()
         args = [str(backing), str(backing / "sub")]
@@ -200,9 +182,9 @@ _WAITER = ("import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
 @pytest.mark.parametrize("sig", [15, 2, 1])
 @pytest.mark.parametrize("mode", ["fuse", "syscall"])
 def test_signal_to_run_reaches_the_command_and_unmounts(
-    dirs: tuple[Path, Path], tmp_path: Path, sig: int, mode: str
+    mount_dirs: tuple[Path, Path], tmp_path: Path, sig: int, mode: str
 ) -> None:
-    backing, mnt = dirs
+    backing, mnt = mount_dirs
     where = [str(backing), str(mnt)] if mode == "fuse" else ["--root", str(tmp_path)]
     fault = "open:nothing:EIO" if mode == "fuse" else "FICLONE:nothing:EXDEV"
     proc = subprocess.Popen(
@@ -268,9 +250,9 @@ _SIGNALS_PARENT = "trap 'echo got; exit 0' INT; kill -INT $PPID; while read -r _
 
 @pytest.mark.parametrize("mode", ["fuse", "syscall"])
 def test_a_signal_while_the_command_starts_reaches_it(
-    dirs: tuple[Path, Path], tmp_path: Path, mode: str
+    mount_dirs: tuple[Path, Path], tmp_path: Path, mode: str
 ) -> None:
-    backing, mnt = dirs
+    backing, mnt = mount_dirs
     where = [str(backing), str(mnt)] if mode == "fuse" else ["--root", str(tmp_path)]
     fault = "open:nothing:EIO" if mode == "fuse" else "FICLONE:nothing:EXDEV"
     # The command's stdin: its read blocks until the trap fires, and ends
@@ -297,10 +279,15 @@ def test_a_signal_while_the_command_starts_reaches_it(
     assert find_mount(mnt) is None
 
 
-def test_dead_daemon_mount_is_named_and_cleared(dirs: tuple[Path, Path]) -> None:
-    backing, mnt = dirs
+def test_dead_daemon_mount_is_named_and_cleared(mount_dirs: tuple[Path, Path]) -> None:
+    backing, mnt = mount_dirs
     res = _cli("mount", str(backing), str(mnt), "--background", check=True)
     info = json.loads(res.stdout)
+    # Served once first: the root's attributes are then in the kernel's
+    # cache, and a stat() of the mountpoint still answers after the daemon
+    # died (the refusal said "already mounted" then).
+    assert (mnt / "f").read_text() == "file\n"
+    os.stat(mnt)
     os.kill(int(info["pid"]), 9)
     _wait_exit(int(info["pid"]))
     again = _cli("mount", str(backing), str(mnt), "--background")
@@ -319,8 +306,8 @@ def test_startup_failures_are_not_bad_input() -> None:
     assert issubclass(fakefs.DaemonError, fakefs.FakeFSError)
 
 
-def test_run_with_a_mount_takes_syscall_rules_relative_to_it(dirs: tuple[Path, Path]) -> None:
-    backing, mnt = dirs
+def test_run_with_a_mount_takes_syscall_rules_relative_to_it(mount_dirs: tuple[Path, Path]) -> None:
+    backing, mnt = mount_dirs
     (backing / "a").write_text("a\n")
     script = "cp --reflink=always a b; echo b=$?; cp --reflink=always a c; echo c=$?"
     res = _cli("run", str(backing), str(mnt), "--fault", "FICLONE:b:EXDEV",

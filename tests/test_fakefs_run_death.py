@@ -21,13 +21,12 @@ import select
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _kernel_view import mounts_under
 
-from fakefs._mounts import find_mount, unmount
+from fakefs._mounts import find_mount
 
 # Reads through the mount (so it serves), says so, then blocks until the
 # test writes a line; exits with $1, or is killed by the signal -$1.
@@ -36,24 +35,6 @@ _CMD = ('cat "$FAKEFS_MOUNTPOINT/f" >/dev/null || exit 99; echo ready; read -r _
 
 _DIED = ("fakefs: error: the fakefs daemon died during the run, so its counters are lost; "
          "the command {}\n")
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    from probe.pytest_plugin import require_fakefs
-
-    require_fakefs()
-    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
-    backing.mkdir()
-    mnt.mkdir()
-    (backing / "f").write_text("file\n")
-    try:
-        yield backing, mnt
-    finally:
-        # Whatever a failing run left (a live or a dead mount) goes.
-        info = find_mount(mnt)
-        if info is not None and info.control is not None:
-            unmount(mnt, info.mount_id)
 
 
 def _parent(pid: int) -> int:
@@ -79,10 +60,10 @@ def _kill_and_wait(pidfd: int) -> None:
     ("3", "exited with status 3"),
     ("-TERM", "was killed by SIGTERM"),
 ])
-def test_daemon_killed_mid_run(dirs: tuple[Path, Path], last: str, ended: str) -> None:
+def test_daemon_killed_mid_run(mount_dirs: tuple[Path, Path], last: str, ended: str) -> None:
     import fakefs
 
-    backing, mnt = dirs
+    backing, mnt = mount_dirs
     proc = subprocess.Popen(
         [sys.executable, "-m", "fakefs.cli", "run", str(backing), str(mnt),
          "--fault", "open:nothing:EIO", "--", "sh", "-c", _CMD, "sh", last],
@@ -129,33 +110,3 @@ def test_daemon_killed_mid_run(dirs: tuple[Path, Path], last: str, ended: str) -
     assert os.listdir(mnt) == []
     assert not os.path.exists(os.path.dirname(control)), "the control directory was left"
     assert (backing / "f").read_text() == "file\n"
-
-
-def test_a_second_mount_over_a_dead_one_names_it_dead(dirs: tuple[Path, Path]) -> None:
-    # The root's attributes were cached by the first read: a stat() of the
-    # mountpoint then still answers after the daemon died, and the refusal
-    # said "already mounted" instead of how to clear a dead mount.
-    import fakefs
-
-    backing, mnt = dirs
-    fakefs_cli = [sys.executable, "-m", "fakefs.cli"]
-    subprocess.run([*fakefs_cli, "mount", "--background", str(backing), str(mnt)], check=True)
-    assert (mnt / "f").read_text() == "file\n"
-    os.stat(mnt)
-    handle = fakefs.connect(mnt)
-    pidfd = os.pidfd_open(handle.pid)
-    handle.close()
-    try:
-        _kill_and_wait(pidfd)
-    finally:
-        os.close(pidfd)
-    again = subprocess.run([*fakefs_cli, "mount", "--background", str(backing), str(mnt)],
-                           capture_output=True, text=True, check=False)
-    assert again.returncode == 2
-    assert again.stderr == (f"fakefs: error: mountpoint {str(mnt)!r} holds a dead fakefs mount "
-                            f"(its daemon is gone: ENOTCONN); clear it with: fakefs unmount "
-                            f"{str(mnt)!r}\n")
-    cleared = subprocess.run([*fakefs_cli, "unmount", str(mnt)], capture_output=True, text=True,
-                             check=False)
-    assert cleared.returncode == 0, cleared.stderr
-    assert mounts_under(mnt) == []
