@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["copy_fd", "looks_sparse"]
+__all__ = ["copy_fd", "copy_whole", "looks_sparse"]
 
 # copy_file_range answers these when it cannot serve this pair of files
 # (cross-filesystem before 5.3, a filesystem without the op, a FUSE daemon
@@ -63,6 +63,40 @@ def copy_fd(src_fd: int, dst_fd: int, *, share: bool = True) -> int:
     if not looks_sparse(os.fstat(src_fd)):
         return _copy_range(src_fd, dst_fd, None, share)
     return _copy_sparse(src_fd, dst_fd, start, share)
+
+
+def copy_whole(src_fd: int, dst_fd: int, size: int, sparse: bool) -> int:
+    """Copy the whole source behind ``src_fd`` (one descriptor shared by all
+    of a batch's dests for it) into the new, empty ``dst_fd``; ``size`` and
+    ``sparse`` are from the source's fstat. Returns the bytes copied.
+
+    A file copied whole by one copy_file_range at an explicit offset costs
+    one syscall where ``copy_fd`` (which reads from the current offset and
+    confirms EOF) costs three with the rewind; any surprise -- a short copy,
+    an error -- goes to ``copy_fd``, which owns the fallback and error rules.
+    """
+    if size == 0:
+        # Empty -- or a file whose size says 0 while it has bytes (procfs,
+        # sysfs, some FUSE daemons: a materialized /proc file came out
+        # empty and "copied"). One read tells them apart, and costs only
+        # the copies of files that claim to be empty (cp reads them too).
+        if not os.pread(src_fd, 1, 0):
+            return 0
+        os.lseek(src_fd, 0, os.SEEK_SET)
+        return copy_fd(src_fd, dst_fd)
+    if sparse:
+        # One whole-file copy_file_range writes the holes out as zeros on
+        # ext4; copy_fd walks SEEK_DATA/SEEK_HOLE and keeps them.
+        os.lseek(src_fd, 0, os.SEEK_SET)
+        return copy_fd(src_fd, dst_fd)
+    try:
+        n = os.copy_file_range(src_fd, dst_fd, size, 0)
+    except OSError:
+        n = 0
+    if n == size:
+        return n
+    os.lseek(src_fd, n, os.SEEK_SET)
+    return n + copy_fd(src_fd, dst_fd)
 
 
 def _copy_sparse(src_fd: int, dst_fd: int, start: int, share: bool) -> int:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 
 from .. import _linux
 from .._copy import check_mode
-from .._paths import PathArg, as_path
+from .._paths import PathArg, as_path, as_paths
 from .._platform import current
 from ._dirs import (
     DestDir,
@@ -162,7 +162,7 @@ def materialize(
     """
     return run_batch(jobs, workers=workers, stop_on_error=stop_on_error, mode=mode,
                      measure_sharing=measure_sharing, on_result=on_result, fsync=fsync,
-                     worktrees=[as_path(w, "worktree") for w in worktrees],
+                     worktrees=as_paths(worktrees, "worktree"),
                      processes=processes)
 
 
@@ -307,7 +307,7 @@ def _plan(jobs: Iterable[tuple[PathArg, PathArg]]) -> tuple[Plan, int]:
     i = -1
     for i, job in enumerate(jobs):
         try:
-            source, dest = job
+            source, dest = () if isinstance(job, str) else job  # "ab" is no pair: a -> b
         except (TypeError, ValueError):
             raise TypeError(f"job {i}: expected a (source, dest) pair, got {job!r}") from None
         # as_path per job is measurable in a 40 000-job batch; a plain str

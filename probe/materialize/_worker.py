@@ -16,8 +16,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple, Protocol
 
-from .._copy import copy_fd, discard
-from .._datacopy import looks_sparse
+from .._copy import discard
+from .._datacopy import copy_whole, looks_sparse
 from .._outcome import ReflinkOutcome, classify
 from .._platform import CloneFd, check_replaceable, close_quietly, create_dest, open_source
 from .._reflink import source_gone
@@ -241,6 +241,10 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                     failure = _renamed(err, name, d)
                     ctx.finish(_fail(source, d, JobStatus.FAILED, failure, d.dest), d.job)
                     continue
+                except BaseException:
+                    # Ctrl-C as the create returned: its fd is lost, its file must not be.
+                    drop(ddir, name)
+                    raise
                 step = "clone"
                 try:
                     if policy.proven:
@@ -263,7 +267,7 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                     else:
                         step = "copy"
                         # Asked only here: most sources clone.
-                        written = _copy(src_fd, dst_fd, size, looks_sparse(st))
+                        written = copy_whole(src_fd, dst_fd, size, looks_sparse(st))
                     step = "finish"
                     if not umask_ok or ddir.has_default_acl:
                         os.fchmod(dst_fd, want)
@@ -301,6 +305,11 @@ def run_unit(ctx: Context, unit: list[tuple[str, list[Dest]]], stats: ThreadStat
                     failure = _renamed(exc, name, d)
                     ctx.finish(_fail(source, d, JobStatus.FAILED, failure, d.dest), d.job)
                     continue
+                except BaseException:
+                    # Ctrl-C (a worker process: SIGTERM) after the close: no run
+                    # reaps a live owner's temporary, so it would outlive the batch.
+                    _abandon(ddir, name, marks, d[0])
+                    raise
                 root = ddir.root
                 if root is not None:
                     used_roots.add(root)
@@ -365,29 +374,20 @@ def drop(ddir: DestDir, name: str) -> None:
         ddir.debris.append(name)
 
 
-def _copy(src_fd: int, dst_fd: int, size: int, sparse: bool) -> int:
-    """Copy the whole source (one fd, shared by all its dests) into ``dst_fd``.
-
-    A file copied whole by one copy_file_range at an explicit offset costs
-    one syscall where ``copy_fd`` (which reads from the current offset and
-    confirms EOF) costs three with the rewind; any surprise -- a short copy,
-    an error -- goes to ``copy_fd``, which owns the fallback and error rules.
-    """
-    if size == 0:
-        return 0
-    if sparse:
-        # One whole-file copy_file_range writes the holes out as zeros on
-        # ext4; copy_fd walks SEEK_DATA/SEEK_HOLE and keeps them.
-        os.lseek(src_fd, 0, os.SEEK_SET)
-        return copy_fd(src_fd, dst_fd)
+def _abandon(ddir: DestDir, name: str, marks: memoryview | None, job: int) -> None:
+    """An interrupted job's closed file: a temporary still there was never
+    renamed (unmark, unlink); a staged file shares its directory's fate."""
+    if ddir.fresh:
+        return
     try:
-        n = os.copy_file_range(src_fd, dst_fd, size, 0)
+        os.stat(name, dir_fd=ddir.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
     except OSError:
-        n = 0
-    if n == size:
-        return n
-    os.lseek(src_fd, n, os.SEEK_SET)
-    return n + copy_fd(src_fd, dst_fd)
+        pass  # cannot tell: unlinking our own random name loses nothing
+    if marks is not None:
+        marks[job] = 0
+    drop(ddir, name)
 
 
 def _renamed(err: OSError, tmp: str, d: Dest) -> OSError:

@@ -16,7 +16,7 @@ import pytest
 
 from probe.lab import Lab, LabUnavailable
 
-from ._state import _missing, _session
+from ._state import REFLINK_KINDS, _missing, _session
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +64,10 @@ def lab_dir(request: pytest.FixtureRequest) -> Path:
     kind = getattr(request, "param", None)
     if kind is None:  # requested indirectly, without pytest_generate_tests
         kind = "btrfs"
+    if kind not in REFLINK_KINDS and request.node.get_closest_marker("needs_reflink"):
+        # Only when every lane the test names cannot clone (otherwise
+        # pytest_generate_tests leaves those out).
+        _missing(f"needs reflink: the {kind} lab filesystem does not clone")
     return _kind_dir(request, str(kind))
 
 

@@ -18,6 +18,10 @@ __all__ = ["require", "strict_mode"]
 #: set by pytest_configure (``--cowprobe-strict`` or CI=true)
 STRICT: bool = False
 
+#: the lanes whose FICLONE clones (an overlay's upper files clone where its
+#: upper filesystem does: README's overlay table)
+REFLINK_KINDS: tuple[str, ...] = ("btrfs", "xfs", "overlay-xfs", "overlay-btrfs")
+
 
 
 

@@ -1,0 +1,40 @@
+"""Findings of a hostile-user sweep of the pytest plugin, seen from a
+throwaway downstream project run in a subprocess (as tests/test_plugin.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ("pytester",)
+
+_NO_CLONING_LANE = """
+import pytest
+
+@pytest.mark.needs_reflink
+@pytest.mark.cowprobe_fs("ext4", "xfs-noreflink")
+def test_clones(lab_dir):
+    raise AssertionError("ran on a lane that cannot clone")
+"""
+
+
+def _run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return p.runpytest_subprocess("-p", "no:cacheprovider", "-rs", *args)
+
+
+def test_needs_reflink_on_lanes_that_cannot_clone_says_so(pytester: pytest.Pytester) -> None:
+    # Every lane named was filtered out, leaving pytest's own "got empty
+    # parameter set" skip -- a skip even under CI=true, where a test that
+    # can never run must fail.
+    pytester.makepyfile(test_lanes=_NO_CLONING_LANE)
+    pytester._monkeypatch.delenv("CI", raising=False)
+    res = _run(pytester)
+    res.assert_outcomes(skipped=2)
+    out = res.stdout.str()
+    assert "needs reflink: the ext4 lab filesystem does not clone" in out
+    assert "needs reflink: the xfs-noreflink lab filesystem does not clone" in out
+    assert "empty parameter set" not in out
+    pytester._monkeypatch.setenv("CI", "true")
+    res = _run(pytester)
+    res.assert_outcomes(errors=2)
+    assert ("missing prerequisite (strict mode): needs reflink: the ext4 lab filesystem "
+            "does not clone") in res.stdout.str()
