@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-__all__ = ["PathArg", "as_path", "as_paths"]
+__all__ = ["PathArg", "as_count", "as_path", "as_paths"]
 
 PathArg = str | os.PathLike[str]
 
@@ -33,3 +33,17 @@ def as_paths(values: Iterable[PathArg], role: str) -> list[str]:
     if isinstance(values, (str, bytes, os.PathLike)):
         raise TypeError(f"{role}s must be a list of paths, not one path: {values!r}")
     return [as_path(v, role) for v in values]
+
+
+def as_count(value: int, role: str) -> int:
+    """``value`` as a count of at least 1 (workers, processes).
+
+    ``True`` and ``1.5`` are refused: both used to pass a ``< 1`` check and
+    then fail deep in a range() after the plan was made, or be reported
+    back as ``workers=True``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{role} must be an int, not {type(value).__name__}: {value!r}")
+    if value < 1:
+        raise ValueError(f"{role} must be >= 1, not {value}")
+    return value

@@ -123,7 +123,8 @@ def reflink(source: PathArg, dest: PathArg) -> ReflinkResult:
       ``BlockingIOError`` is raised -- the pair can clone, just not now.
     * SOURCE_VANISHED: the source was missing before the call (errno None),
       or the call failed with ENOENT and the source is gone now.
-    * Anything else raises ``OSError`` with the errno and both paths: EIO,
+    * Anything else raises ``OSError`` with the errno and the path it is
+      about (both paths for the clone call itself): EIO,
       EACCES or EPERM from opening the source or creating the dest, ENOSPC,
       EEXIST (dest exists -- never clobbered), ENOENT while
       the source is still there (a missing dest parent). A dest it created

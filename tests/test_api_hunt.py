@@ -43,6 +43,20 @@ def test_one_path_as_worktrees_is_refused(btrfs_dir: Path) -> None:
     assert os.listdir(btrfs_dir / "wt") == []
 
 
+@pytest.mark.parametrize(("option", "value", "error"), [
+    ("workers", True, TypeError), ("workers", 1.5, TypeError), ("processes", 2.5, TypeError),
+    ("workers", 0, ValueError), ("processes", -1, ValueError),
+])
+def test_worker_counts_are_whole_numbers(btrfs_dir: Path, option: str, value: object,
+                                         error: type[Exception]) -> None:
+    # workers=True passed a "< 1" check and came back as "workers=True" in
+    # the report; 1.5 failed late in a range() (after the plan was made).
+    write_file(btrfs_dir / "a", b"A")
+    with pytest.raises(error, match=f"^{option} must be"):
+        probe.materialize([(btrfs_dir / "a", btrfs_dir / "b")], **{option: value})  # type: ignore[arg-type]
+    assert not (btrfs_dir / "b").exists()
+
+
 def test_a_str_job_is_no_pair(btrfs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # "xy" unpacks into ("x", "y"): one pair passed where a list of pairs is
     # wanted, ("ab", "cd"), copied a to b and c to d.

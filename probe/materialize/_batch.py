@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 
 from .. import _linux
 from .._copy import check_mode
-from .._paths import PathArg, as_path, as_paths
+from .._paths import PathArg, as_count, as_path, as_paths
 from .._platform import current
 from ._dirs import (
     DestDir,
@@ -191,10 +191,8 @@ def run_batch(
     built by a caller whose jobs cannot fail ``_plan``'s checks (``mirror``'s
     walk), instead of ``jobs``."""
     started = time.perf_counter()
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be >= 1, not {workers}")
-    if processes is not None and processes < 1:
-        raise ValueError(f"processes must be >= 1, not {processes}")
+    workers = None if workers is None else as_count(workers, "workers")
+    processes = None if processes is None else as_count(processes, "processes")
     if processes is not None and processes > 1 and workers is not None and workers > 1:
         raise ValueError("workers and processes cannot both be above 1: each worker "
                          "process runs one thread")
