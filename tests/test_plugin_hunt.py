@@ -38,3 +38,29 @@ def test_needs_reflink_on_lanes_that_cannot_clone_says_so(pytester: pytest.Pytes
     res.assert_outcomes(errors=2)
     assert ("missing prerequisite (strict mode): needs reflink: the ext4 lab filesystem "
             "does not clone") in res.stdout.str()
+
+
+_OWN_DIR_CLONES = """
+import os, pytest
+from probe import ReflinkOutcome, try_reflink
+
+@pytest.mark.needs_reflink
+def test_in_btrfs_dir(btrfs_dir):
+    (btrfs_dir / "a").write_bytes(b"a" * 8192)
+    assert try_reflink(btrfs_dir / "a", btrfs_dir / "b") is ReflinkOutcome.CLONED
+
+@pytest.mark.needs_reflink
+def test_in_ext4_dir(ext4_dir):
+    raise AssertionError("ran although neither its directory nor tmp_path clones")
+"""
+
+
+def test_needs_reflink_counts_a_cloning_lab_dir_fixture(pytester: pytest.Pytester) -> None:
+    # The marker asked only tmp_path's filesystem (ext4 here), so a test
+    # cloning in its own btrfs_dir failed in strict mode for a directory it
+    # never uses. ext4_dir does not clone: that one still fails.
+    pytester.makepyfile(test_own=_OWN_DIR_CLONES)
+    pytester._monkeypatch.setenv("CI", "true")
+    res = _run(pytester)
+    res.assert_outcomes(passed=1, errors=1)
+    assert "test_in_ext4_dir" in res.stdout.str()

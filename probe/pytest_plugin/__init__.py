@@ -21,7 +21,8 @@ Markers
   ``cowprobe_fs(*kinds)``     needs these lab filesystems or overlay lanes
                               (``overlay-xfs`` ...; and runs ``lab_dir`` on them)
   ``needs_reflink``           needs a directory that clones (``lab_dir`` on btrfs/XFS,
-                              otherwise the session's temporary directory)
+                              ``btrfs_dir``/``xfs_dir``, otherwise the session's
+                              temporary directory)
   ``needs_fuse``, ``needs_root``
 Options
   ``--cowprobe-strict``       missing prerequisites fail (default on when CI=true)
@@ -85,7 +86,8 @@ _MARKERS = (
     f"cowprobe_fs(*kinds): needs these cowprobe lab filesystems ({', '.join(_LANES)}); "
     "the lab_dir fixture runs on each",
     "needs_reflink: needs a directory whose filesystem clones (reflink); lab_dir "
-    "narrows to btrfs/XFS, otherwise the session's temporary directory must clone",
+    "narrows to btrfs/XFS, btrfs_dir/xfs_dir clone, otherwise the session's temporary "
+    "directory must clone",
     "needs_fuse: needs a usable FUSE (/dev/fuse, pyfuse3) for fakefs",
     "needs_root: needs to run as root",
 )
@@ -285,13 +287,17 @@ _REFLINK_TMP: dict[Path, str | None] = {}
 
 @pytest.fixture(autouse=True)
 def _cowprobe_needs_reflink(request: pytest.FixtureRequest) -> None:
-    """``needs_reflink`` on a test without ``lab_dir``: the session's
-    temporary directory must clone. A fixture, not the setup hook: the
+    """``needs_reflink`` on a test without ``lab_dir``, ``btrfs_dir`` or
+    ``xfs_dir``: the session's temporary directory must clone. A fixture, not the setup hook: the
     session's base temporary directory is public only through the
     ``tmp_path_factory`` fixture (asked only for a marked test)."""
     if request.node.get_closest_marker("needs_reflink") is None:
         return
     if "lab_dir" in request.fixturenames:
+        return
+    if any(f"{k.replace('-', '_')}_dir" in request.fixturenames for k in _REFLINK_KINDS):
+        # It clones in btrfs_dir or xfs_dir (or cross_fs_dirs' pair, which
+        # pulls neither): its own directory does, whatever tmp_path is on.
         return
     factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
     base = factory.getbasetemp()
