@@ -88,7 +88,8 @@ class ArmedRule:
     still wait to (a bad range not read again yet, a carried lookup): as on
     the syscall layer, N means N errors programs saw, so a fault that ends
     without reaching anybody (its range healed at the last close) is given
-    back and the rule fires again. A stall or a short count is a hit at once.
+    back and the rule fires again. A stall is a hit at once, a short count
+    once it cut a transfer (``GateOp.shortened``).
     """
 
     # A slotted class, not a dataclass: the syscall layer imports this

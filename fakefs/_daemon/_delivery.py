@@ -21,7 +21,7 @@ import contextlib
 import os
 import platform
 
-__all__ = ["delivered"]
+__all__ = ["delivered", "flush_delivered", "getxattr_delivered"]
 
 # syscall -> (argument index of our fd, of its offset pointer or value, how
 # the offset is given): "pos" = the fd's file position, "val" = the argument
@@ -154,3 +154,93 @@ def _finished(pid: int, tid: str) -> int:
         if key in {"syscr", "syscw"}:
             total += int(value)
     return total
+
+
+# -- FLUSH and GETXATTR: the kernel's own path decides ----------------------
+#
+# Neither request carries an offset to check, and pyfuse3 passes no caller
+# for FLUSH. What decides whether the error reaches a program is the kernel
+# path that sent the request, and the sender is blocked in it while we
+# answer: /proc/TID/stack names it (root only; elsewhere "could not tell").
+
+#: FLUSH: only close(2) returns filp_flush()'s error. exit, dup2/dup3 over
+#: the fd, close_range and close-on-exec drop it.
+_CLOSE = "_sys_close+"
+_FLUSH_DROPPED = ("do_exit+", "do_dup2+", "_sys_close_range+", "__range_close+",
+                  "do_close_on_exec+", "begin_new_exec+")
+#: GETXATTR of security.capability by the set-ID/capability kill check
+#: (open with O_TRUNC, truncate, write, chown): cap_inode_need_killpriv()
+#: reads any error as "nothing to kill", and the syscall goes on.
+_GETXATTR_DROPPED = ("need_killpriv+",)
+#: the getxattr family of syscalls (their entry is a tail call on x86-64:
+#: do_getxattr is the frame that stays)
+_GETXATTR_CALLS = ("do_getxattr+", "_sys_getxattr+", "_sys_lgetxattr+", "_sys_fgetxattr+")
+
+
+def flush_delivered(opener: int) -> bool | None:
+    """Did a failed FLUSH reach a program? Its sender is the opener or a
+    process that inherited the descriptor (looked for among the opener's
+    descendants first, then anywhere: the opener may be gone)."""
+    family = _family(opener)
+    found, verdict = _verdict(family, "fuse_flush+", (_CLOSE,), _FLUSH_DROPPED)
+    if not found:
+        _, verdict = _verdict(_all_pids(set(family)), "fuse_flush+", (_CLOSE,),
+                              _FLUSH_DROPPED)
+    return verdict
+
+
+def getxattr_delivered(caller: int) -> bool | None:
+    """Did a failed GETXATTR reach the caller (FUSE names its thread)?"""
+    return _verdict([caller], "fuse_getxattr+", _GETXATTR_CALLS, _GETXATTR_DROPPED)[1]
+
+
+def _verdict(pids: list[int], frame: str, reach: tuple[str, ...],
+             dropped: tuple[str, ...]) -> tuple[bool, bool | None]:
+    """Whether any thread of ``pids`` is blocked in ``frame``, and one
+    answer for them: True (a syscall that returns the error), False (a
+    path that drops it), None (none found, threads disagree, or a path not
+    known here)."""
+    seen: set[bool | None] = set()
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stack") as f:
+                    stack = f.read()
+            except OSError:
+                continue
+            if frame not in stack:
+                continue
+            if any(r in stack for r in reach):
+                seen.add(True)
+            elif any(d in stack for d in dropped):
+                seen.add(False)
+            else:
+                seen.add(None)
+    if not seen:
+        return False, None
+    return True, seen.pop() if len(seen) == 1 else None
+
+
+def _family(pid: int) -> list[int]:
+    """``pid`` and its descendants (breadth first)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            with contextlib.suppress(OSError, ValueError), \
+                    open(f"/proc/{p}/task/{tid}/children") as f:
+                todo.extend(int(c) for c in f.read().split() if int(c) not in out)
+    return out
+
+
+def _all_pids(skip: set[int]) -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in skip]

@@ -124,19 +124,23 @@ class FileOps(Base):
         h = self._handle(fh)
         async with self.gate("read", h.caller, h.node, off=off, size=size) as g:
             armed = g.armed
-            if armed is not None and armed.rule.short is not None and size > armed.rule.short:
-                size = armed.rule.short
-                self.trace.shortened += 1
-            return os.pread(fh, size, off)
+            short = armed.rule.short if armed is not None else None
+            data = os.pread(fh, size, off)
+            if short is not None:
+                # Read in full first: only bytes that were there can be cut
+                # (a request at the file's end may hold fewer than short=).
+                g.shortened(len(data) > short)
+                data = data[:short]
+            return data
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self._handle(fh)
         async with self.gate("write", h.caller, h.node, off=off, size=len(buf)) as g:
             armed = g.armed
-            if armed is not None and armed.rule.short is not None and \
-                    len(buf) > armed.rule.short:
-                buf = buf[: armed.rule.short]
-                self.trace.shortened += 1
+            short = armed.rule.short if armed is not None else None
+            if short is not None:
+                g.shortened(len(buf) > short)
+                buf = buf[:short]
             # Before the data changes, as file_remove_privs() does: root's
             # pwrite keeps the set-ID bits, and on a direct-I/O file the
             # kernel leaves their removal to us (``_privs``).

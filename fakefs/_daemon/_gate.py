@@ -47,7 +47,7 @@ import trio
 from .._faults import ArmedRule, Fault, FaultTable
 from .._trace import Trace
 from ._creds import Caller, Creds
-from ._delivery import Syscall, delivered
+from ._delivery import Syscall, delivered, flush_delivered, getxattr_delivered
 from ._nodes import Node, NodeTable
 from ._vanish import vanish
 
@@ -195,8 +195,8 @@ class GateOp:
             if armed is not None:
                 self.armed = armed
                 rule = armed.rule
-                if rule.errno is None:
-                    armed.hits += 1  # a stall or a short count: the caller has it
+                if rule.errno is None and rule.short is None:
+                    armed.hits += 1  # a stall: the caller has it
                 if rule.delay:
                     gate.trace.delayed += 1
                     await trio.sleep(rule.delay)
@@ -215,6 +215,22 @@ class GateOp:
                 if fault.op == self.op and fault.start < end and self.off < fault.stop:
                     self._fail(fault, fresh=False)
         return self
+
+    def shortened(self, cut: bool) -> None:
+        """The short rule that fired cut the transfer (a hit: the caller's
+        syscall returns fewer bytes), or had nothing to cut -- a request no
+        longer than the short length, or one the file's end cut first -- and
+        so did not fire at all: given back to ``times=``, and not traced as
+        the rule's."""
+        armed = self.armed
+        if armed is None:
+            return
+        if cut:
+            armed.hits += 1
+            self.gate.trace.shortened += 1
+        else:
+            armed.spent -= 1
+            self.armed = None
 
     def _fail_lookup(self, fault: Fault) -> None:
         gate = self.gate
@@ -248,6 +264,14 @@ class GateOp:
                 raise pyfuse3.FUSEError(fault.errno)
             if got:
                 gate.last_syscall = (node, syscall, self.off, end)
+        elif self.op == "flush":
+            # Only close() returns FLUSH's error; an exit or a dup2 over
+            # the descriptor drops it.
+            got = flush_delivered(self.pid)
+        elif self.op == "getxattr":
+            # The kernel's own capability check before a truncation or a
+            # write drops it.
+            got = getxattr_delivered(self.pid)
         self._count(fault, got)
         raise pyfuse3.FUSEError(fault.errno)
 
