@@ -28,6 +28,9 @@ __all__ = ["install", "install_program", "notif_id_valid", "recv",
 
 _SECCOMP_SET_MODE_FILTER = 1
 _SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+#: Linux >= 5.19: once the supervisor has received a notification, the
+#: trapped task waits for the answer killable, not interruptible.
+_SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
 _PR_SET_NO_NEW_PRIVS = 38
 _CAP_SYS_ADMIN = 21
 _USER_NOTIF_FLAG_CONTINUE = 1
@@ -83,12 +86,27 @@ def install_program(prog: bytes, seccomp_nr: int) -> int:
         raise OSError(err, os.strerror(err))
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    fd = _SYSCALL(
-        ctypes.c_long(seccomp_nr), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
-        ctypes.c_uint(_SECCOMP_FILTER_FLAG_NEW_LISTENER), ctypes.byref(fprog),
-    )
-    if fd < 0:
+    # WAIT_KILLABLE_RECV: a task whose call we received is no longer woken
+    # by a caught signal. Without it, a signal arriving while we decide (or
+    # while a delay= answer waits) ends the wait with ERESTARTSYS: EINTR
+    # from fsync/rename/FICLONE, which the kernel never gives there, or a
+    # restart the rules see as a second call -- and, since the kernel does
+    # not look at a reply that raced the signal, a fault SEND called
+    # delivered that the task never got. A signal before our RECV still
+    # interrupts (no flag helps there; the call never reached us).
+    err = 0
+    for flags in (_SECCOMP_FILTER_FLAG_NEW_LISTENER | _SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+                  _SECCOMP_FILTER_FLAG_NEW_LISTENER):
+        fd = _SYSCALL(
+            ctypes.c_long(seccomp_nr), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
+            ctypes.c_uint(flags), ctypes.byref(fprog),
+        )
+        if fd >= 0:
+            break
         err = ctypes.get_errno()
+        if err != _errno.EINVAL:
+            break  # EINVAL: a kernel before 5.19, which lacks the flag
+    if fd < 0:
         raise OSError(err, os.strerror(err))
     os.set_inheritable(fd, False)
     return int(fd)

@@ -15,8 +15,11 @@ says as much -- CONTINUE decisions are not a security boundary.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import struct
+
+from probe import _libc
 
 from ._filter import IOCTL_OPS, Arch
 
@@ -79,13 +82,19 @@ class CallArgs:
             out += chunk
         return None
 
-    def at_path(self, dirfd: int, addr: int) -> str | None:
+    def at_path(self, dirfd: int, addr: int, resolve: int = 0) -> str | None:
         """The path a name argument leads to: its directory as the kernel's
         own walk finds it, then the last component as given (whether that
         is followed is the call's business, and the supervisor never
         follows it). Folding ``a/b/..`` by text was wrong where ``b`` is a
         symlink (``root/link-out/../x`` is outside the root), and a root
-        reached through a symlinked spelling never matched."""
+        reached through a symlinked spelling never matched.
+
+        The walk starts where the kernel's does: at the caller's own root
+        for an absolute name (a chroot()ed caller's "/x" is ROOT/x: taking
+        it for our /x made rules fire on files outside --root), and at the
+        dirfd for openat2's RESOLVE_IN_ROOT (``resolve``), under which an
+        absolute name, ".." and absolute symlinks all stay inside it."""
         name = self.string(addr)
         if name is None:
             return None
@@ -93,15 +102,50 @@ class CallArgs:
         if tail in ("", ".", ".."):
             head, tail = name, ""
         dfd = _s32(dirfd)
-        if not head or head == ".":
-            base = self._base(dfd)
-            return None if base is None else _join(base, tail)
-        found = _walk(self.pid, dfd, head)
+        resolve &= ~_RESOLVE_CACHED  # EAGAIN for us, not a different answer
+        if resolve & _RESOLVE_IN_ROOT:
+            top, where, rel = self._base(dfd), _where(self.pid, dfd), name
+        else:
+            top = self._root()
+            if top is None:
+                return None
+            if top == "/":
+                # The common case: the caller's root is ours.
+                if name.startswith("/"):
+                    found = _walk(None, head, resolve)
+                    return _text("/", name) if found is None else _join(found, tail)
+                base = self._base(dfd)
+                if base is None:
+                    return None
+                if not head or head == ".":
+                    return _join(base, tail)
+                found = _walk(_where(self.pid, dfd), head, resolve)
+                if found is None:  # no such directory: by the text
+                    return os.path.normpath(os.path.join(base, name))
+                return _join(found, tail)
+            where, rel = f"/proc/{self.pid}/root", name
+            if not name.startswith("/"):
+                base = self._base(dfd)
+                inside = None if base is None else _inside(base, top)
+                if inside is None:
+                    return None  # a base outside its own root: not ours to guess
+                rel = f"{inside}/{name}"
+            resolve |= _RESOLVE_IN_ROOT
+        if top is None:
+            return None
+        head = os.path.dirname(rel) if tail else rel
+        found = _walk(where, head or ".", resolve)
         if found is not None:
             return _join(found, tail)
-        # No such directory (the call fails on its own): by the text.
-        base = "/" if name.startswith("/") else self._base(dfd)
-        return None if base is None else os.path.normpath(os.path.join(base, name))
+        # No such directory (the call fails on its own): by the text, ".."
+        # stopping at the root as the kernel's walk would.
+        return _text(top, "/" + rel)
+
+    def _root(self) -> str | None:
+        try:
+            return os.readlink(f"/proc/{self.pid}/root")
+        except OSError:
+            return None
 
     def _base(self, dfd: int) -> str | None:
         if dfd == _AT_FDCWD:
@@ -124,27 +168,77 @@ def _join(base: str, tail: str) -> str:
 
 
 _LOOKUP = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+#: openat2 resolve flags (linux/openat2.h)
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+_RESOLVE_CACHED = 0x20
+_OPEN_HOW = struct.Struct("=QQQ")  # struct open_how { u64 flags, mode, resolve; }
 
 
-def _walk(pid: int, dfd: int, head: str) -> str | None:
-    """The directory ``head`` names for task ``pid`` (relative to its
-    ``dfd``, or absolute), resolved by the kernel; None if there is none.
+def _where(pid: int, dfd: int) -> str:
+    return f"/proc/{pid}/cwd" if dfd == _AT_FDCWD else f"/proc/{pid}/fd/{dfd}"
+
+
+def _inside(path: str, top: str) -> str | None:
+    """``path`` as seen from under root ``top`` ("." for top itself)."""
+    if path == top:
+        return "."
+    prefix = top.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else None
+
+
+def _text(top: str, name: str) -> str:
+    """Absolute ``name`` under root ``top``, folded by text (no walk)."""
+    folded = os.path.normpath(name)
+    folded = "/" + folded.lstrip("/")  # normpath keeps a leading "//"
+    if top == "/":
+        return folded
+    return top if folded == "/" else top.rstrip("/") + folded
+
+
+#: the same number on x86-64 and aarch64 (the generic table's)
+_OPENAT2_NR = 437
+# Variadic in C: no argtypes, every argument passed as its C type.
+_SYSCALL = _libc.function("syscall", ctypes.c_long)
+
+
+def _openat2(base: int, path: str, resolve: int) -> int:
+    """An O_PATH directory lookup with openat2's ``resolve`` flags."""
+    how = ctypes.create_string_buffer(_OPEN_HOW.pack(_LOOKUP, 0, resolve), _OPEN_HOW.size)
+    fd = _SYSCALL(ctypes.c_long(_OPENAT2_NR), ctypes.c_int(base), os.fsencode(path), how,
+                  ctypes.c_size_t(_OPEN_HOW.size))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(fd)
+
+
+def _walk(where: str | None, head: str, resolve: int = 0) -> str | None:
+    """The directory ``head`` names, resolved by the kernel relative to
+    ``where`` (a /proc magic link: the caller's cwd, a dirfd of its, its
+    root), or absolute in our root (``where`` None); None if there is none.
+    ``resolve``: openat2 flags for the walk -- RESOLVE_IN_ROOT makes
+    ``where`` the root of it, as the caller's chroot (or its own openat2
+    flags) make it for the kernel.
 
     An O_PATH lookup and a readlink of our own descriptor, not
     realpath(): the kernel resolves symlinks and ".." exactly as it will
     for the caller, in one call, and lstat-walking in Python would be
-    slower and subtly different. Absolute names (and absolute symlinks)
-    are resolved in the supervisor's root: a caller that chroot()ed is
-    matched as if it had not.
+    slower and subtly different.
     """
+    # Never through a magic link (/proc/self/cwd, /dev/fd/N, /proc/P/root
+    # inside the name): the kernel gives it the meaning of the task that
+    # resolves it -- ours, not the caller's -- so "/proc/self/cwd/x" named
+    # *our* cwd (the default --root) and fired rules on the caller's x
+    # outside it. Such a name falls back to its text, which matches no root.
+    resolve |= _RESOLVE_NO_MAGICLINKS
     try:
-        if head.startswith("/"):
-            fd = os.open(head, _LOOKUP)
+        if where is None:
+            fd = _openat2(_AT_FDCWD, head, resolve)
         else:
-            where = f"/proc/{pid}/cwd" if dfd == _AT_FDCWD else f"/proc/{pid}/fd/{dfd}"
             base = os.open(where, _LOOKUP)
             try:
-                fd = os.open(head, _LOOKUP, dir_fd=base)
+                fd = _openat2(base, head, resolve)
             finally:
                 os.close(base)
     except OSError:
@@ -239,8 +333,11 @@ def decode(a: Arch, nr: int, args: tuple[int, ...], reader: CallArgs) -> tuple[s
         return op, reader.at_path(args[2], args[3]), reader.src_at_path(args[0], args[1])
     # The file opened, as named (its last component not resolved: what a
     # symlink there leads to is for the kernel to find).
-    if op in {"openat", "openat2"}:  # (dirfd, path, flags | struct open_how *, ...)
+    if op == "openat":  # (dirfd, path, flags, mode)
         return op, reader.at_path(args[0], args[1]), None
+    if op == "openat2":  # (dirfd, path, struct open_how *, size): its resolve flags count
+        resolve = reader.s64_at(args[2] + 16)
+        return op, reader.at_path(args[0], args[1], resolve or 0), None
     if op in {"open", "creat"}:  # (path, ...)
         return op, reader.at_path(_AT_FDCWD, args[0]), None
     return op, None, None

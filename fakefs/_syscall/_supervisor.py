@@ -238,16 +238,21 @@ class Supervisor:
             table.record(call, armed, False)
             return True
         if armed is not None and armed.rule.delay:
+            # Traced now, as its hit was counted: a run that ends while the
+            # timer waits (its caller killed) kept the hit and lost the record.
+            record = table.record(call, armed, True)
             timer = threading.Timer(armed.rule.delay, self._answer,
-                                    (entry, nid, call, armed))
+                                    (entry, nid, call, armed, record))
             timer.daemon = True
             timer.start()
         else:
             self._answer(entry, nid, call, armed)
         return True
 
-    def _answer(self, entry: _Listener, nid: int, call: Call, armed: Armed | None) -> None:
-        record = entry.table.record(call, armed, True)
+    def _answer(self, entry: _Listener, nid: int, call: Call, armed: Armed | None,
+                record: list[object] | None = None) -> None:
+        if record is None:
+            record = entry.table.record(call, armed, True)
         try:
             if armed is not None and armed.rule.errno is not None:
                 delivered = send_errno(entry.fd, nid, armed.rule.errno)
@@ -259,4 +264,6 @@ class Supervisor:
                 raise
             delivered = False
         if not delivered:
-            entry.table.undeliver(record, armed if armed and armed.rule.errno else None)
+            # A delay whose caller stopped waiting (killed) reached nobody's
+            # answer either: absorbed, as an errno would be.
+            entry.table.undeliver(record, armed)
