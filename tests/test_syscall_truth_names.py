@@ -23,6 +23,25 @@ from probe.pytest_plugin import require
 
 pytestmark = pytest.mark.timeout(120)
 
+def _traced(tmp_path: Path, prog: str, root: Path, rules: list[str], calls: str,
+            *args: str, cwd: Path) -> tuple[dict[str, object], list[str], dict[str, int]]:
+    """Run ``prog`` under ``fakefs run -- strace -f``: what it printed, the
+    calls strace saw fail, and the hits per rule."""
+    strace = shutil.which("strace")
+    require(strace is not None, "strace (Debian package strace)")
+    assert strace is not None
+    (tmp_path / "prog.py").write_text(prog)
+    log = tmp_path / "strace.log"
+    res, counters = fakefs_run(
+        root, rules, strace, "-f", "-qq", "-e", f"trace={calls}", "-e", "status=failed",
+        "-o", str(log), "/usr/bin/python3", str(tmp_path / "prog.py"), *args, cwd=cwd,
+    )
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout.splitlines()[-1])
+    failed = log.read_text().splitlines()
+    return got, failed, {r["rule"]: r["hits"] for r in counters["syscall_rules"]}
+
+
 _PROG = r"""
 import ctypes, json, os, struct, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -63,10 +82,7 @@ print(json.dumps(out))
 
 
 def test_names_resolved_in_the_callers_root_not_ours(tmp_path: Path) -> None:
-    strace = shutil.which("strace")
-    require(strace is not None, "strace (Debian package strace)")
     require(os.geteuid() == 0, "needs root (chroot)")
-    assert strace is not None
     root = tmp_path / "root"
     jail = tmp_path / "jail"
     root.mkdir()
@@ -76,23 +92,16 @@ def test_names_resolved_in_the_callers_root_not_ours(tmp_path: Path) -> None:
     (copy / "x").write_text("jail")
     (jail / "root").mkdir()
     (jail / "root" / "x").write_text("jail-root")
-    (tmp_path / "prog.py").write_text(_PROG)
-    log = tmp_path / "strace.log"
-    res, counters = fakefs_run(
-        root, ["openat2:x:EACCES", "openat:x:EACCES"], str(strace), "-f", "-qq",
-        "-e", "trace=openat,openat2", "-e", "status=failed", "-o", str(log),
-        "/usr/bin/python3", str(tmp_path / "prog.py"), str(root), str(jail), cwd=tmp_path,
-    )
-    assert res.returncode == 0, res.stderr
-    got = json.loads(res.stdout.splitlines()[-1])
+    got, failed, hits = _traced(tmp_path, _PROG, root, ["openat2:x:EACCES", "openat:x:EACCES"],
+                                "openat,openat2", str(root), str(jail), cwd=tmp_path)
     assert got == {
         "in_root_jail_abs": "jail", "in_root_root_abs": 13, "in_root_root_dotdot": 13,
         "chroot_abs": "jail", "chroot_dotdot_abs": "jail", "chroot_rel": "jail-root",
     }
-    refused = [ln for ln in log.read_text().splitlines() if "EACCES" in ln]
+    refused = [ln for ln in failed if "EACCES" in ln]
     assert len(refused) == 2 and all("openat2(" in ln for ln in refused), refused
-    hits = {r["rule"]: r["hits"] for r in counters["syscall_rules"]}
     assert hits == {"openat2:x:EACCES": 2, "openat:x:EACCES": 0}
+
 
 
 _MAGIC = r"""
@@ -123,26 +132,15 @@ def test_a_magic_link_in_the_name_means_the_callers_not_ours(tmp_path: Path) -> 
     # fakefs run's cwd is --root: "/proc/self/cwd/x" resolved by the
     # supervisor named --root's x, and the rules fired on the caller's x in
     # the directory it had moved to.
-    strace = shutil.which("strace")
-    require(strace is not None, "strace (Debian package strace)")
-    assert strace is not None
     root, away = tmp_path / "root", tmp_path / "away"
     for d in (root, away):
         d.mkdir()
         (d / "x").write_text(d.name)
         (d / "y").write_text(d.name)
-    (tmp_path / "prog.py").write_text(_MAGIC)
-    log = tmp_path / "strace.log"
-    res, counters = fakefs_run(
-        root, ["openat:x:EACCES", "rename:z:EROFS"], str(strace), "-f", "-qq",
-        "-e", "trace=openat,rename", "-e", "status=failed", "-o", str(log),
-        "/usr/bin/python3", str(tmp_path / "prog.py"), str(away), str(root), cwd=root,
-    )
-    assert res.returncode == 0, res.stderr
-    got = json.loads(res.stdout.splitlines()[-1])
+    got, failed, hits = _traced(tmp_path, _MAGIC, root, ["openat:x:EACCES", "rename:z:EROFS"],
+                                "openat,rename", str(away), str(root), cwd=root)
     assert got == {"proc_cwd": "away", "thread_cwd": "away", "rename": 0, "inside": 13}
     assert (away / "z").read_text() == "away" and (root / "y").exists()
-    refused = [ln for ln in log.read_text().splitlines() if "EACCES" in ln or "EROFS" in ln]
+    refused = [ln for ln in failed if "EACCES" in ln or "EROFS" in ln]
     assert len(refused) == 1 and str(root / "x") in refused[0], refused
-    hits = {r["rule"]: r["hits"] for r in counters["syscall_rules"]}
     assert hits == {"openat:x:EACCES": 1, "sys.rename:z:EROFS": 0}

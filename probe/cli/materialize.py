@@ -8,8 +8,10 @@ worktree is deleted: a file there is replaced atomically, while a FIFO,
 socket or device node in a file's place is kept and reported as a failure.
 No symlink inside a worktree is followed: a symlink where SRC_DIR has a
 directory is reported as a failure. Missing parents of a DEST_DIR are
-created. A worktree this command creates appears whole at the end, or --
-interrupted -- not at all. Exit 0
+created. A directory this command creates gets its source directory's
+permission bits as `cp -r` gives them (masked by the umask, sticky bit
+kept); one that exists keeps its own. A worktree this command creates
+appears whole at the end, or -- interrupted -- not at all. Exit 0
 when every entry was mirrored, 1 when any failed, 2 for bad usage (nothing
 changed).
 """
@@ -26,6 +28,8 @@ from probe import JobResult, MaterializeReport, MirrorReport, mirror
 from probe._helpwidth import RawDescriptionFormatter
 from probe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _render, octal_mode
 from probe.report import short_size
+
+from ._places import place_error
 
 __all__ = ["register"]
 
@@ -99,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             return _usage(str(err))
         except OSError as err:
-            return _usage(f"cannot read {args.src_dir}: {err.strerror}")
+            # Raised before anything is written: SRC_DIR unreadable, a
+            # DEST_DIR below a file.
+            line, code = _place_error(err, args)
+            print(f"cowprobe materialize: {line}", file=sys.stderr)
+            return code
     if args.json:
         _render.emit_json(report.to_dict())
     else:
@@ -110,6 +118,18 @@ def run(args: argparse.Namespace) -> int:
 def _usage(problem: str) -> int:
     print(f"cowprobe materialize: {problem}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _place_error(err: OSError, args: argparse.Namespace) -> tuple[str, int]:
+    """``place_error``'s line and code, for whichever of the places the
+    user named ``err`` is about (it takes one directory per name)."""
+    from pathlib import Path  # this error's alone: no part of every run's start-up
+
+    for dest in args.dest_dirs:
+        line, code = place_error(err, {"DEST_DIR": Path(dest)})
+        if code == EXIT_USAGE:
+            return line, code
+    return place_error(err, {"SRC_DIR": Path(args.src_dir)})
 
 
 def _size(n: int | None) -> str:

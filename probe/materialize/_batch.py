@@ -250,7 +250,7 @@ def run_batch(
             # name, since the batch is not finished.
             discard_roots(ctx.dirs.roots)
             raise errors[0]
-        failures = publish_roots(ctx.dirs.roots, used, fsync=fsync)
+        failures = publish_roots(ctx.dirs.roots, used, fsync=fsync, umask=ctx.umask)
         if fsync:
             failures.update(sync_dirs(ctx.dirs.existing()))
         if failures:

@@ -11,6 +11,8 @@ path until ``_publish`` renames the staged root into place, which is what
 lets files in it be created directly under their final names -- no per-file
 temporary and rename -- while still never showing a torn file under a final
 path. A fresh worktree therefore appears whole, in one rename, at the end.
+Every directory is made 0700, so nobody else can look into it while it is
+filled; ``_publish`` gives it its mode when the batch is done with it.
 
 Worktrees are a boundary. Below a worktree root the batch was given, a
 directory is opened one component at a time, each relative to its parent's
@@ -39,14 +41,16 @@ __all__ = [
 
 _DIR_FLAGS = DIR_FLAGS
 _ACL_DEFAULT = "system.posix_acl_default"
+#: what a directory is made with: the owner's alone until it is filled
+_PRIVATE = 0o700
 
 
 class DestDir:
     # A slotted class, not a dataclass: importing dataclasses would cost
     # every materialize run ~12 ms. Equality and hash stay object identity:
     # a DestDir is one open directory, kept in sets and as a dict key.
-    __slots__ = ("created", "debris", "dev", "fd", "fresh", "has_default_acl", "made_in",
-                 "missing", "path", "root", "stage")
+    __slots__ = ("acl_limit", "created", "debris", "dev", "fd", "fresh", "has_default_acl",
+                 "made", "made_in", "missing", "path", "root", "src_mode", "stage")
 
     def __init__(self, path: str, fd: int, dev: int, fresh: bool, has_default_acl: bool) -> None:
         self.path = path
@@ -58,6 +62,14 @@ class DestDir:
         #: a default ACL decides new files' modes instead of the umask, so the
         #: mode given to open() cannot be trusted and needs an fchmod
         self.has_default_acl = has_default_acl
+        #: the bits of 0777 that its default ACL lets mkdir keep in it, None
+        #: without one (then the umask decides)
+        self.acl_limit: int | None = None
+        #: st_mode & 0o7777 when opened (for one this batch made: as made)
+        self.made = 0
+        #: for a directory this batch made as the mirror of a source
+        #: directory: that one's st_mode, from which _publish takes its mode
+        self.src_mode: int | None = None
         #: for a staged root: (parent DestDir, temporary name, final name)
         self.stage: tuple[DestDir, str, str] | None = None
         #: for a directory made below a staged root: its parent and name
@@ -187,7 +199,7 @@ class DirCache:
         ``pdir`` is itself staged, else as a new staged root."""
         if pdir.fresh:
             assert pdir.root is not None
-            os.mkdir(name, dir_fd=pdir.fd)
+            os.mkdir(name, _PRIVATE, dir_fd=pdir.fd)
             d = _open_made(pdir.fd, name, path)
             d.root = pdir.root
             d.made_in = (pdir, name)
@@ -198,7 +210,7 @@ class DirCache:
         reap_dead(pdir.fd, remove_dir=remove_tree)
         tmp = temp_name(name)
         try:
-            os.mkdir(tmp, dir_fd=pdir.fd)
+            os.mkdir(tmp, _PRIVATE, dir_fd=pdir.fd)
             d = _open_made(pdir.fd, tmp, path)
         except OSError as err:
             # Name the directory the caller asked for, not our hidden
@@ -220,10 +232,11 @@ class DirCache:
 
 
 def _describe(path: str, fd: int, *, fresh: bool) -> DestDir:
+    limit = None
     try:
         st = os.fstat(fd)
         try:
-            os.getxattr(fd, _ACL_DEFAULT)
+            limit = _acl_limit(os.getxattr(fd, _ACL_DEFAULT))
         except OSError as err:
             # ENODATA: no default ACL; EOPNOTSUPP: no ACLs on this filesystem.
             # Anything else: cannot tell, so take the safe (fchmod) path.
@@ -233,7 +246,20 @@ def _describe(path: str, fd: int, *, fresh: bool) -> DestDir:
     except BaseException:
         os.close(fd)
         raise
-    return DestDir(path, fd, st.st_dev, fresh, acl)
+    d = DestDir(path, fd, st.st_dev, fresh, acl)
+    d.acl_limit = limit
+    d.made = st.st_mode & 0o7777
+    return d
+
+
+def _acl_limit(acl: bytes) -> int:
+    """What the default ACL ``acl`` (the xattr: a 4-byte header, then 8-byte
+    tag, perm, id entries) leaves of 0777 in a directory mkdir makes below
+    it, as the kernel's posix_acl_create_masq does: the owner's entry, the
+    mask's (else the owning group's), and other's."""
+    perms = {int.from_bytes(acl[i:i + 2], "little"): acl[i + 2] & 7
+             for i in range(4, len(acl) - 7, 8)}
+    return perms.get(1, 7) << 6 | perms.get(0x10, perms.get(4, 7)) << 3 | perms.get(0x20, 7)
 
 
 def _open_made(parent_fd: int, name: str, path: str) -> DestDir:

@@ -4,7 +4,9 @@ Files go through the batch materializer; directories (empty ones too) and
 symlinks are made in the same batch's directories, before its publish, so a
 fresh worktree appears in one rename with all of it -- files, links, empty
 directories -- or, interrupted, not at all. What each kind of entry becomes
-is in ``_tree``.
+is in ``_tree``. A directory the mirror makes gets its source's permission
+bits as ``cp -r`` gives them (the umask applied, the sticky bit kept; see
+``_publish``), once its files are in; one that was there keeps its own.
 
 Every worktree is a boundary (``_dirs``): nothing below it is followed. A
 symlink already in a worktree where the source has a directory
@@ -39,7 +41,8 @@ class EntryResult(NamedTuple):
     """A tree entry that is not a regular file: a symlink made, or a
     directory, symlink or special file that could not be mirrored."""
 
-    #: "directory", "symlink" or "special" (FIFO, socket, device, unreadable)
+    #: "directory" (one that could not be made, or a source directory that
+    #: could not be listed), "symlink" or "special" (FIFO, socket, device)
     kind: str
     source: str | None
     dest: str | None
@@ -119,8 +122,9 @@ def mirror(
     is started.
 
     Raises ValueError for bad arguments (``src_dir`` not a directory, a
-    worktree that is a file, inside ``src_dir`` or given twice) and OSError
-    if ``src_dir`` cannot be read -- both before anything is written.
+    worktree that is a file, inside ``src_dir`` or given twice), OSError
+    if ``src_dir`` cannot be read and NotADirectoryError for a worktree
+    below a file -- all before anything is written.
     Interrupted (any BaseException), no worktree this call was creating is
     left behind, whole or partial.
     """
@@ -135,6 +139,11 @@ def mirror(
     _check(src, dests)
     plan = plan_mirror(src, dests)
     entries: list[EntryResult] = [
+        EntryResult("directory", path, None, False, err.errno,
+                    f"not copied: cannot list the directory: {err.strerror}")
+        for path, err in plan.unlisted
+    ]
+    entries += [
         EntryResult("special", path, None, False, errno.EINVAL,
                     f"not copied: {what}, not a regular file or symlink")
         for path, what in plan.specials
@@ -143,9 +152,12 @@ def mirror(
         on_plan(plan.njobs)
 
     def before_publish(dirs: DirCache, stopped: bool) -> set[DestDir]:
-        if stop_on_error and (stopped or entries):
-            return set()
-        return _make_entries(plan, dirs, entries, stop_on_error=stop_on_error)
+        used: set[DestDir] = set()
+        if not (stop_on_error and (stopped or entries)):
+            used = _make_entries(plan, dirs, entries, stop_on_error=stop_on_error)
+        # Also when stopped: what the workers made is published all the same.
+        _mirror_modes(plan, dirs)
+        return used
 
     files = run_batch((), planned=(plan.jobs, plan.njobs), workers=workers,
                       stop_on_error=stop_on_error, mode=mode, measure_sharing=measure_sharing,
@@ -162,8 +174,11 @@ def _check(src: str, dests: list[str]) -> None:
     real_src = os.path.realpath(src)
     seen: dict[str, str] = {}
     for d in dests:
-        if os.path.lexists(d) and not os.path.isdir(d):
-            raise ValueError(f"DEST_DIR exists and is not a directory: {d}")
+        if os.path.lexists(d):
+            if not os.path.isdir(d):
+                raise ValueError(f"DEST_DIR exists and is not a directory: {d}")
+        else:
+            _not_below_a_file(d)
         real = os.path.realpath(d)
         if real == real_src or _below(real_src, real) is not None:
             raise ValueError(f"DEST_DIR {d} is inside SRC_DIR {src}: the mirror would copy itself")
@@ -190,6 +205,18 @@ def _check(src: str, dests: list[str]) -> None:
         seen[real] = d
 
 
+def _not_below_a_file(dest: str) -> None:
+    """Raise NotADirectoryError if the missing ``dest`` lies below a file
+    (``file/sub``): its parents cannot be made, and were that found only
+    when the batch makes them, the other worktrees would be written by then."""
+    try:
+        os.stat(dest)
+    except NotADirectoryError:
+        raise
+    except OSError:
+        pass  # missing (the batch makes it), or the batch's own error to report
+
+
 def _below(outer: str, path: str) -> str | None:
     """``path`` relative to ``outer`` if it lies strictly inside it (both
     resolved), else None."""
@@ -203,7 +230,7 @@ def _make_entries(
     """Directories and symlinks, in the batch's directories (staged ones
     included); the staged roots that received something."""
     used: set[DestDir] = set()
-    for d in plan.dirs:
+    for d, _mode in plan.dirs:
         try:
             ddir = dirs.get(d)
         except OSError as err:
@@ -225,6 +252,15 @@ def _make_entries(
         if ddir.root is not None:
             used.add(ddir.root)
     return used
+
+
+def _mirror_modes(plan: MirrorPlan, dirs: DirCache) -> None:
+    """Every directory this batch made for a source directory takes that
+    one's mode when it is published (``_publish``)."""
+    for d, mode in plan.dirs:
+        ddir = dirs.lookup(d)
+        if ddir is not None and ddir.root is not None:
+            ddir.src_mode = mode
 
 
 def _make_symlink(dirs: DirCache, target: str, dest: str) -> DestDir:

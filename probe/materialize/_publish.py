@@ -8,6 +8,14 @@ publishes: its staged roots are removed, because a worktree with 5,000 of
 its 20,000 files under its final name looks finished to every tool after it.
 A publish (or, with fsync, a directory sync) that fails turns the jobs it
 undid into failures (``fail_unpublished``).
+
+Directories are made 0700 (``_dirs``) and get their modes here, once their
+files are in: what mkdir(0777) would have given them (umask or default
+ACL), or, for a mirrored one, what ``cp -r`` gives a directory it makes
+(``_final_mode``). Those that keep the owner's rwx get it before the
+rename, so the tree appears with its modes; the others (a read-only source
+directory) after it, since the merge and the clean-up of a failed publish
+must still be able to list, empty and remove them.
 """
 
 from __future__ import annotations
@@ -50,7 +58,8 @@ Failures = dict[DestDir, Failure]
 _CLEANUP_TRIES = 8
 
 
-def publish_roots(roots: list[DestDir], used: set[DestDir], *, fsync: bool) -> Failures:
+def publish_roots(roots: list[DestDir], used: set[DestDir], *, fsync: bool,
+                  umask: int | None) -> Failures:
     """Rename every staged root that holds a finished entry into place;
     remove the ones that hold none. Returns errors instead of raising, so
     one failure does not strand the other roots under hidden names.
@@ -58,13 +67,18 @@ def publish_roots(roots: list[DestDir], used: set[DestDir], *, fsync: bool) -> F
     ``fsync``: every directory of a staged tree is synced before its rename
     (the files in it were synced by the worker), and the parent after it.
     Interrupted (any BaseException), the roots not yet in place are removed
-    before the exception goes on.
+    before the exception goes on. ``umask``: the batch's reading of it
+    (None: it could not be read from /proc; it is then set and put back,
+    which is safe now that the batch's own workers are done).
     """
     errors: Failures = {}
     done = 0
+    if umask is None and roots:
+        umask = os.umask(0o077)
+        os.umask(umask)
     try:
         for root in roots:
-            _publish_one(root, root in used, fsync, errors)
+            _publish_one(root, root in used, fsync, errors, umask or 0)
             done += 1
     except BaseException:
         discard_roots(roots[done:])
@@ -72,10 +86,12 @@ def publish_roots(roots: list[DestDir], used: set[DestDir], *, fsync: bool) -> F
     return errors
 
 
-def _publish_one(root: DestDir, used: bool, fsync: bool, errors: Failures) -> None:
+def _publish_one(root: DestDir, used: bool, fsync: bool, errors: Failures, umask: int) -> None:
     assert root.stage is not None
     parent, tmp, name = root.stage
     placed: list[str] = []
+    late: list[tuple[DestDir, int]] = []
+    what = f"could not move the finished directory into place at {root.path}"
     try:
         if not used:
             # Nothing finished under it: take back the directories this
@@ -83,26 +99,61 @@ def _publish_one(root: DestDir, used: bool, fsync: bool, errors: Failures) -> No
             remove_tree(parent.fd, tmp)
             return
         _sweep(root)
+        # Deepest first, the root last: nobody else can enter the tree
+        # before every directory in it has its mode.
+        for d in (*reversed(root.created), root):
+            mode = _final_mode(d, umask)
+            if mode & 0o700 != 0o700:
+                late.append((d, mode))
+            elif mode != d.made:
+                what = f"could not set the mode of {d.path}"
+                os.fchmod(d.fd, mode)
+        what = f"could not move the finished directory into place at {root.path}"
         if fsync:
             for d in (*root.created, root):
                 os.fsync(d.fd)
         _move_dir(parent.fd, tmp, parent.fd, name, missing=root.missing, placed=placed)
     except OSError as err:
-        errors[root] = Failure(
-            err, f"could not move the finished directory into place at {root.path}",
-            tuple(placed))
+        errors[root] = Failure(err, what, tuple(placed))
         # The staged tree is private (a random hidden name nobody else
         # knows) and every entry in it is this batch's: take it all back,
         # finished files too, since their jobs now fail. Left there it would
         # be a hidden directory nobody removes.
         remove_tree(parent.fd, tmp)
         return
+    for d, mode in late:
+        try:
+            os.fchmod(d.fd, mode)
+            if fsync:
+                os.fsync(d.fd)
+        except OSError as err:
+            # Its files are in place, but not as the batch was asked to
+            # leave them: failed, as for a parent that could not be synced.
+            errors[root] = Failure(err, f"in place, but the mode of {d.path} could not be set")
     if fsync:
         try:
             os.fsync(parent.fd)
         except OSError as err:
             errors[root] = Failure(err, f"in place, but its parent could not be synced: "
                                         f"{root.path}")
+
+
+def _final_mode(d: DestDir, umask: int) -> int:
+    """The mode for ``d``, a directory this batch made (0700, with the
+    set-group-ID bit of a set-group-ID parent, which it keeps)."""
+    # What mkdir leaves of 0777 where ``d`` is: a default ACL there decides
+    # instead of the umask (``d`` inherited its parent's default ACL).
+    limit = 0o777 & ~umask if d.acl_limit is None else d.acl_limit
+    src = d.src_mode
+    if src is None:
+        return (d.made & 0o7000) | limit
+    # GNU cp -r (coreutils 9.1), for a directory it makes: mkdir with the
+    # source's bits minus group and other write, the sticky bit kept and the
+    # set-ID bits dropped by mkdir; afterwards those write bits are added
+    # back where the umask allows them. So with a default ACL the umask
+    # still masks them, and without one all of it is the source's & ~umask.
+    return ((d.made & 0o7000) | (src & 0o1000) | (src & 0o755 & limit)
+            | (src & 0o022 & ~umask))
 
 
 def fail_unpublished(

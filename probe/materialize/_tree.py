@@ -9,7 +9,10 @@ A tree has more than regular files. What happens to each kind of entry:
                   at its path;
 * directory    -> mirrored, empty ones included;
 * FIFO, socket, device -> not copied, reported as a failure. Nothing opens
-                  them, so a FIFO with no writer cannot hang the mirror.
+                  them, so a FIFO with no writer cannot hang the mirror;
+* a directory that cannot be listed -> not copied, reported as a failure
+                  with the listing's errno; nothing is made for it (an empty
+                  copy would look like a mirrored empty directory).
 
 Files already in a worktree that the source does not have are left alone:
 a mirror adds and replaces, it never deletes.
@@ -32,7 +35,7 @@ _BY_NAME = operator.attrgetter("name")
 class MirrorPlan:
     # A slotted class, not a dataclass: importing dataclasses would cost
     # every mirror ~12 ms.
-    __slots__ = ("dirs", "jobs", "njobs", "specials", "symlinks")
+    __slots__ = ("dirs", "jobs", "njobs", "specials", "symlinks", "unlisted")
 
     def __init__(self) -> None:
         #: the file jobs, already grouped by source as the batch wants them
@@ -45,41 +48,47 @@ class MirrorPlan:
         self.njobs = 0
         #: (symlink in the source, its target text, dest path)
         self.symlinks: list[tuple[str, str, str]] = []
-        #: every dest directory the tree has (for the empty ones)
-        self.dirs: list[str] = []
-        #: (source path, what it is) for entries that are not copied
+        #: (dest directory, its source directory's st_mode) for every
+        #: directory the tree has: the empty ones are made from it, and the
+        #: ones the batch creates get their source's permission bits
+        self.dirs: list[tuple[str, int]] = []
+        #: (source path, what it is) for special files, which are not copied
         self.specials: list[tuple[str, str]] = []
+        #: (source directory, the error that refused its listing)
+        self.unlisted: list[tuple[str, OSError]] = []
 
 
 def plan_mirror(src_dir: str, dest_dirs: Sequence[str]) -> MirrorPlan:
     """Walk ``src_dir`` (without following symlinks) into a MirrorPlan.
 
     Each source file's jobs are adjacent, so the batch opens it once for all
-    worktrees. Raises OSError if ``src_dir`` itself cannot be read; an
-    unreadable subdirectory is reported as a special entry instead.
+    worktrees. Raises OSError if ``src_dir`` itself cannot be read; a
+    subdirectory that cannot be is in ``unlisted``, and not in ``dirs``.
     """
     plan = MirrorPlan()
     stack = [""]
     while stack:
         rel = stack.pop()
         here = os.path.join(src_dir, rel) if rel else src_dir
-        # The dest directories, each with its separator: every file's dest
-        # below is one concatenation (os.path.join per file per worktree was
-        # a measurable part of a 10 000-file mirror).
-        outs = [os.path.join(wt, rel) if rel else wt for wt in dest_dirs]
-        plan.dirs.extend(outs)
-        outs = [o + "/" if o and not o.endswith("/") else o for o in outs]
-        # (dest directory with its separator, the directory cache's key for
-        # it: the spelling _batch._plan would derive from each dest)
-        routes = [(o, _parent_key(o)) for o in outs]
         try:
+            # Followed, as the scandir follows it: the mode of what is listed.
+            dir_mode = os.stat(here).st_mode
             with os.scandir(here) as it:
                 entries = sorted(it, key=_BY_NAME)
         except OSError as err:
             if not rel:
                 raise
-            plan.specials.append((here, f"unreadable directory ({err.strerror})"))
+            plan.unlisted.append((here, err))
             continue
+        # The dest directories, each with its separator: every file's dest
+        # below is one concatenation (os.path.join per file per worktree was
+        # a measurable part of a 10 000-file mirror).
+        outs = [os.path.join(wt, rel) if rel else wt for wt in dest_dirs]
+        plan.dirs.extend([(o, dir_mode) for o in outs])
+        outs = [o + "/" if o and not o.endswith("/") else o for o in outs]
+        # (dest directory with its separator, the directory cache's key for
+        # it: the spelling _batch._plan would derive from each dest)
+        routes = [(o, _parent_key(o)) for o in outs]
         subdirs = []
         add = plan.jobs.append
         job = plan.njobs
