@@ -61,3 +61,26 @@ def world_dir(prefix: str) -> Iterator[Path]:
         yield base
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+#: run a command as nobody (uid/gid 65534, no supplementary groups)
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def importable_copy(base: Path, packages: tuple[str, ...] = ("probe",)) -> Path:
+    """``base/lib`` holding a copy of ``packages`` every user can import.
+
+    A process run as nobody cannot import the checkout itself when it sits
+    in a root-only directory, as CI's fresh clone does: run it with
+    ``python -I -B`` and this directory first on ``sys.path``."""
+    import importlib
+
+    lib = base / "lib"
+    for name in packages:
+        shutil.copytree(Path(importlib.import_module(name).__file__ or "").parent, lib / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for top, _dirs, files in os.walk(lib):
+        Path(top).chmod(0o755)
+        for f in files:
+            Path(top, f).chmod(0o644)
+    return lib

@@ -5,11 +5,15 @@ and nothing is written anywhere."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from _cli import cowprobe
+from _files import NOBODY, importable_copy, world_dir
 
 from probe.lab import KINDS, missing_prerequisites
 from probe.pytest_plugin import require
@@ -66,3 +70,28 @@ def test_conformance_junit_on_a_read_only_mount(tmp_path: Path, read_only_dir: P
     assert out.stderr == f"cowprobe conformance: --junit {junit}: Read-only file system\n"
     assert out.returncode == 2
     assert out.stdout == ""  # refused before the suite ran
+
+
+_CLI_AS_NOBODY = "import sys; sys.path.insert(0, sys.argv[1]); from probe.cli import main; " \
+                 "sys.exit(main(sys.argv[2:]))"
+
+
+def test_conformance_as_another_user_from_an_unwritable_source_dir() -> None:
+    # The CLI runs from a copy of the package: nobody cannot reach the
+    # checkout (CI's fresh clone sits in a root-only directory).
+    require(os.geteuid() == 0 and shutil.which("setpriv") is not None,
+            "root and setpriv (to run as uid 65534)")
+    with world_dir("cowprobe-robust-") as base:
+        lib = importable_copy(base, ("probe", "fakefs"))
+        src, dst = base / "src", base / "dst"
+        src.mkdir(mode=0o755)  # root's: not writable for uid 65534
+        dst.mkdir()
+        os.chown(dst, 65534, 65534)
+        out = subprocess.run(
+            [*NOBODY, os.path.realpath(sys.executable), "-I", "-B", "-c", _CLI_AS_NOBODY,
+             str(lib), "conformance", "--no-progress", "--source-dir", str(src),
+             "--dest-dir", str(dst)],
+            cwd=base, capture_output=True, text=True, check=False, timeout=300)
+        assert out.stderr == f"cowprobe conformance: --source-dir {src}: Permission denied\n"
+        assert out.returncode == 2
+        assert list(src.iterdir()) == [] and list(dst.iterdir()) == []

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _files import world_dir
+from _files import NOBODY, world_dir
 
 import fakefs
 from probe.pytest_plugin import require_fakefs
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SECRET = b"root-only secret\n"
 VICTIM = b"root-owned original\n"
 

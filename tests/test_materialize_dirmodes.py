@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _files import world_dir, write_file
+from _files import NOBODY, importable_copy, world_dir, write_file
 
-import probe
 from probe import JobResult, materialize, mirror
 from probe.cli import EXIT_USAGE, main
 from probe.pytest_plugin import require
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 #: source directories (relative path, mode), parents before children; each
 #: holds a file, so a directory the mirror cannot fill shows
 DIRS = (("sticky", 0o1777), ("setgid", 0o2755), ("private", 0o700), ("ro", 0o500),
@@ -219,13 +217,7 @@ def arena() -> Iterator[Path]:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         require(False, "root and setpriv (to run the mirror as nobody)")
     with world_dir("cowprobe-dirmodes-") as base:
-        lib = base / "lib"
-        shutil.copytree(Path(probe.__file__).parent, lib / "probe",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        for top, _dirs, files in os.walk(lib):
-            Path(top).chmod(0o755)
-            for f in files:
-                Path(top, f).chmod(0o644)
+        importable_copy(base)
         src = base / "src"
         _source(src)
         src.chmod(0o755)
