@@ -16,7 +16,7 @@ from .._mounttable import MountEntry, find_mount, mounts
 from ._context import describe_errno
 from ._model import Identity
 
-__all__ = ["MAGIC_NAMES", "read_identity"]
+__all__ = ["MAGIC_NAMES", "read_identity", "superblock"]
 
 MAGIC_NAMES: dict[int, str] = {
     0x9123683E: "btrfs",
@@ -118,3 +118,20 @@ def read_identity(dir_fd: int, real_path: str) -> Identity:
         read_only=read_only,
         unreadable=(why,) if why else (),
     )
+
+
+def superblock(dir_fd: int, real_path: str) -> str | None:
+    """The device ("major:minor") of the filesystem -- the superblock --
+    that the directory open as ``dir_fd`` lives on, from the mount table;
+    None where the table does not say.
+
+    Not the directory's st_dev: btrfs gives every subvolume its own
+    anonymous device, so two directories of one btrfs (reflinks between
+    them work) show two st_devs; mountinfo names the filesystem's one.
+    """
+    try:
+        st = _stat_dir(dir_fd, real_path)
+    except OSError:
+        return None
+    mount = find_mount(real_path, st.st_dev, _mount_table())
+    return mount.device if mount is not None else None

@@ -160,7 +160,16 @@ def hardlink_lower(ctx: ProbeContext, t: Trial) -> Capability:
         t.call(f"link({rel}, {link})", os.link, spare, link, dst_dir_fd=ctx.dir_fd,
                follow_symlinks=False)
     except OSError as err:
+        # Asked before the spare is discarded: then there is no file to ask.
+        foreign = err.errno == errno.EPERM and _foreign(spare, t)
         _discard(spare, t)
+        if foreign:
+            # fs.protected_hardlinks refuses a link to another user's file
+            # with this same EPERM, whatever the overlay could do: the
+            # answer is the caller's, not the filesystem's.
+            return t.could_not_tell(
+                "link failed with EPERM, but the lower-layer file belongs to another user: "
+                "fs.protected_hardlinks refuses that link on any filesystem", err.errno)
         return t.failed(err, "hard link of a lower-layer file", {errno.EXDEV, errno.EPERM,
                                                                   errno.EOPNOTSUPP})
     try:
@@ -184,6 +193,18 @@ def hardlink_lower(ctx: ProbeContext, t: Trial) -> Capability:
                            if copied else "linked without a copy-up", value=int(bool(copied)))
     finally:
         _discard(spare, t)
+
+
+def _foreign(path: str, t: Trial) -> bool:
+    """Is ``path`` another user's file (or unknown: a stat that fails is no
+    proof it is ours)? Only then can EPERM be the protected_hardlinks rule."""
+    try:
+        owner = os.stat(path, follow_symlinks=False).st_uid
+    except OSError as err:
+        t.note(f"lstat(spare) -> {describe_errno(err.errno)}")
+        return True
+    t.note(f"lstat(spare) -> owner uid {owner}, ours {os.geteuid()}")
+    return owner != os.geteuid()
 
 
 def _discard(spare: str, t: Trial) -> None:

@@ -1,16 +1,31 @@
-"""The probe's private directory: ``PATH/.cowprobe-probe-<random>.d``,
+"""The probe's private directory: ``PATH/.cowprobe-probe-<owner>-<random>.d``,
 created exclusively with mode 0700, one subdirectory per probe, reached
 only through descriptors opened with O_NOFOLLOW, and removed by a walk that
 never follows a symlink -- so neither a probe nor its cleanup can be led out
-of it by a link planted under PATH."""
+of it by a link planted under PATH.
+
+A probe killed by SIGKILL removes nothing, so the name carries its owner
+(pid, start time, boot, as temporaries do: ``probe._tempname``) and the
+owner holds a shared flock on the directory while it lives. The next probe
+of PATH removes a private directory only when both say its owner is gone:
+the pid is dead (or of another boot) *and* an exclusive flock is granted.
+The lock is what keeps a live probe in another pid namespace (a container
+sharing the volume) or on another host (NFS refuses the exclusive lock on
+a directory opened read-only) from being taken for dead.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import re
+import stat
 
 from .._fd import open_dir_nofollow, remove_tree
+from .._liveness import start_ticks
+from .._tempname import owner_tag
 from ._context import ProbeContext, describe_errno
 
 __all__ = ["PRIVATE_PREFIX", "READ_ONLY_REASON", "PrivateDir", "create_private"]
@@ -21,6 +36,13 @@ PRIVATE_PREFIX = ".cowprobe-probe-"
 #: as a leftover; see ``PrivateDir.remove``.
 _REMOVE_PASSES = 3
 READ_ONLY_REASON = "read-only filesystem: nothing can be created here to try anything"
+_OWNED = re.compile(re.escape(PRIVATE_PREFIX) + r"(\d+)-(\d+)-([0-9a-f]{8})-[0-9a-f]{12}\.d\Z")
+
+
+def _owner() -> str:
+    # "0" ticks where /proc cannot say: a reaper then never takes it for dead.
+    pid = os.getpid()
+    return owner_tag(pid) or f"{pid}-0-00000000"
 
 
 def _remove_tree(parent_fd: int, name: str, errors: list[str]) -> None:
@@ -38,11 +60,15 @@ class PrivateDir:
     def __init__(self, parent_fd: int, parent_path: str) -> None:
         self.parent_fd = parent_fd
         self.token = os.urandom(6).hex()
-        self.name = f"{PRIVATE_PREFIX}{self.token}.d"
+        self.name = f"{PRIVATE_PREFIX}{_owner()}-{self.token}.d"
         self.path = os.path.join(parent_path, self.name)
         os.mkdir(self.name, 0o700, dir_fd=parent_fd)
         try:
             self.fd = open_dir_nofollow(self.name, parent_fd)
+            # Held until ``remove``; the kernel drops it when we die. A
+            # filesystem without flock only loses the reaping (see reap_dead).
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.rmdir(self.name, dir_fd=parent_fd)
@@ -91,7 +117,52 @@ class PrivateDir:
         return f"{self.path} could not be fully removed: {'; '.join(errors[:3])}"
 
 
+def _owner_gone(name: str, boot: str) -> bool:
+    m = _OWNED.match(name)
+    if m is None:
+        return False  # not ours, or made before names carried their owner
+    pid, ticks, made_in = int(m.group(1)), int(m.group(2)), m.group(3)
+    if made_in != boot:
+        return True  # another boot (or host): the flock decides
+    return ticks != 0 and start_ticks(pid) != ticks
+
+
+def reap_dead(parent_fd: int) -> list[str]:
+    """Remove the private directories under ``parent_fd`` whose probe was
+    killed (see the module docstring); the names removed. Only our own
+    user's real directories are touched; every failure keeps the entry."""
+    boot = _owner().split("-")[2]
+    try:
+        names = [n for n in os.listdir(parent_fd) if n.startswith(PRIVATE_PREFIX)]
+    except OSError:
+        return []
+    reaped: list[str] = []
+    for name in names:
+        if not _owner_gone(name, boot):
+            continue
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            fd = open_dir_nofollow(name, parent_fd)
+        except OSError:
+            continue
+        try:
+            # Granted only if no live probe holds its shared lock.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            if not remove_tree(parent_fd, name):
+                reaped.append(name)
+        finally:
+            os.close(fd)
+    return reaped
+
+
 def create_private(fd: int, path: str) -> tuple[PrivateDir | None, tuple[str, int] | None]:
+    reap_dead(fd)
     try:
         return PrivateDir(fd, path), None
     except OSError as err:

@@ -30,7 +30,7 @@ from .._fd import DIR_FLAGS
 from .._paths import PathArg, as_path
 from . import _attrs, _clone, _links, _misc, _names, _overlay, _rename, _space
 from ._context import ProbeContext, ProbeSpec, Trial, describe_errno
-from ._identity import read_identity
+from ._identity import read_identity, superblock
 from ._model import Capability, CapabilityReport, Identity, PairReport, ProbePathError, Status
 from ._private import PRIVATE_PREFIX, READ_ONLY_REASON, PrivateDir, create_private
 
@@ -318,7 +318,7 @@ def probe_directory_pair(source_dir: PathArg, dest_dir: PathArg, *, hook: Hook |
         # Through _identity, not a bare fstat: a failing stat must become
         # ProbePathError naming the directory, never an OSError naming none.
         a_id, b_id = _identity(a, a_fd, a_real), _identity(b, b_fd, b_real)
-        same = a_id.device == b_id.device
+        same = a_id.device == b_id.device or _one_superblock(a_fd, a_real, b_fd, b_real)
         watch.opened(source=a, dest=b, same_filesystem=same)
         limit = _limitation(a_id) or _limitation(b_id)
         if limit is not None:
@@ -352,6 +352,13 @@ def probe_directory_pair(source_dir: PathArg, dest_dir: PathArg, *, hook: Hook |
     finally:
         os.close(a_fd)
         os.close(b_fd)
+
+
+def _one_superblock(a_fd: int, a_real: str, b_fd: int, b_real: str) -> bool:
+    """Do two directories with different st_devs share one filesystem (two
+    subvolumes of a btrfs)? The mount table's device is the superblock's."""
+    a_sb = superblock(a_fd, a_real)
+    return a_sb is not None and a_sb == superblock(b_fd, b_real)
 
 
 def _run_pair_one(name: str, title: str,
