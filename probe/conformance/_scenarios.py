@@ -159,6 +159,32 @@ SCENARIOS: tuple[Scenario, ...] = (
         simulated=_at_clone("ENOSYS at FICLONE", "ENOSYS"),
     ),
     Scenario(
+        id="field-refusals",
+        title="field refusals",
+        expect=Expect(Result.UNSUPPORTED),
+        checks=_REFUSED,
+        real=NotHere(
+            "ENOTTY, EPERM, EACCES and EBADF from a correctly opened FICLONE come from "
+            "seccomp, LSMs, idmapped mounts and old kernels, none here; the real ETXTBSY "
+            "(an active swap file) would need swapon, which the suite does not do"
+        ),
+        # Linux's call-only refusals (probe._outcome._LINUX_CALL_REFUSALS):
+        # UNSUPPORTED from FICLONE itself -- and, through clonefile_or_copy,
+        # a copy. Without these cells an empty refusal table passed the suite.
+        simulated=(
+            *(v for e in ("ENOTTY", "EPERM", "EACCES", "EBADF", "ETXTBSY")
+              for v in _at_clone(f"{e} at FICLONE", e, expect=Expect(Result.UNSUPPORTED, e))),
+            # The clone's dest is a temporary there, so the rule matches any name.
+            *(Variant(f"{e} at FICLONE, then a copy (syscall layer, btrfs)", "btrfs", "btrfs",
+                      op=Op.CLONE_OR_COPY, syscall_faults=(f"FICLONE:*:{e}",),
+                      expect=Expect(Result.COPIED),
+                      checks=frozenset({_C.DEST_EXACT, _C.DEST_MODE, _C.INODE_DISTINCT,
+                                        _C.SOURCE_UNTOUCHED}))
+              for e in ("ENOTTY", "EPERM")),
+        ),
+        notes="UNSUPPORTED, copy",
+    ),
+    Scenario(
         id="source-missing-before",
         title="source missing before the call",
         expect=Expect(Result.SOURCE_VANISHED),
@@ -315,13 +341,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         checks=frozenset({_C.FIRST_COPIED, _C.REST_CLONED, _C.REST_EXACT}),
         real=NotHere("tested per file in 'per-file refusal' (btrfs NOCOW dest)"),
         simulated=tuple(
-            Variant(f"EINVAL at FICLONE for job 0 (syscall layer, {fs})", fs, fs, op=Op.BATCH,
+            Variant(f"{e} at FICLONE for job 0 (syscall layer, {fs})", fs, fs, op=Op.BATCH,
                     # The batch clones into a staging directory renamed into
                     # place afterwards, so the rule matches job 0's file name.
-                    jobs=8, syscall_faults=("FICLONE:*/blob-0:EINVAL",))
+                    jobs=8, syscall_faults=(f"FICLONE:*/blob-0:{e}",))
             for fs in ("btrfs", "xfs")
+            # ETXTBSY (an active swap file) is per file as well: is_per_file.
+            for e in ("EINVAL", "ETXTBSY")
         ),
-        notes="per-file EINVAL mid-batch: that job copies, reflink stays on for the rest",
+        notes="per-file EINVAL / ETXTBSY mid-batch: that job copies, reflink stays on for the rest",
     ),
 )
 
