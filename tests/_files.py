@@ -6,8 +6,11 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def write_file(path: Path, data: bytes, mode: int = 0o644) -> Path:
@@ -84,3 +87,36 @@ def importable_copy(base: Path, packages: tuple[str, ...] = ("probe",)) -> Path:
         for f in files:
             Path(top, f).chmod(0o644)
     return lib
+
+
+def as_nobody(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a forked child as uid/gid 65534 with no groups; its
+    result (pickled back), or an AssertionError carrying the child's."""
+    import pickle
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(rfd)
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            try:
+                out: object = ("ok", fn(*args))
+            except BaseException as err:
+                out = ("raised", repr(err))
+            with os.fdopen(wfd, "wb") as f:
+                pickle.dump(out, f)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        data = f.read()
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child as nobody died"
+    kind, value = pickle.loads(data)  # noqa: S301 - our own child
+    assert kind == "ok", value
+    return value  # type: ignore[no-any-return]

@@ -11,7 +11,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _files import as_nobody
 from _kernel_view import mounts_under
 
 import probe
@@ -199,31 +199,6 @@ def _overlay(lab: Lab) -> Iterator[Path]:
         shutil.rmtree(top)
 
 
-def _as_nobody(fn_name: str, *args: str) -> object:
-    """``fn_name`` run in a forked child as uid/gid 65534; its result."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.close(rfd)
-            os.setgroups([])
-            os.setresgid(_NOBODY, _NOBODY, _NOBODY)
-            os.setresuid(_NOBODY, _NOBODY, _NOBODY)
-            out = _CHILD_FNS[fn_name](*args)
-            with os.fdopen(wfd, "wb") as f:
-                pickle.dump(out, f)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    with os.fdopen(rfd, "rb") as f:
-        data = f.read()
-    _pid, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return pickle.loads(data)  # noqa: S301 - our own child
-
-
 def _link_errno(src: str, dst: str) -> int | None:
     try:
         os.link(src, dst)
@@ -238,7 +213,6 @@ def _probe_hardlink(path: str) -> tuple[str, str | None]:
     return cap.status.value, cap.errno_name
 
 
-_CHILD_FNS = {"link": _link_errno, "probe": _probe_hardlink}
 
 
 def test_an_unprivileged_users_protected_hardlinks_eperm_is_not_the_overlays_no(
@@ -251,13 +225,13 @@ def test_an_unprivileged_users_protected_hardlinks_eperm_is_not_the_overlays_no(
         # The truth, asked with link(2) itself: nobody is refused a link to
         # root's lower-layer file (EPERM: fs.protected_hardlinks, the file
         # is another user's) -- while root's own link of another works.
-        assert _as_nobody("link", str(spares / first), str(merged / "sub" / "l")) == errno.EPERM
+        assert as_nobody(_link_errno, str(spares / first), str(merged / "sub" / "l")) == errno.EPERM
         os.link(spares / second, merged / "sub" / "root-link")
         assert os.stat(merged / "sub" / "root-link").st_nlink == 2
         os.unlink(merged / "sub" / "root-link")
         # The overlay can hard-link a lower file, so nobody's EPERM is no
         # "no": the probe could not tell.
-        assert _as_nobody("probe", str(merged / "sub")) == ("could-not-tell", "EPERM")
+        assert as_nobody(_probe_hardlink, str(merged / "sub")) == ("could-not-tell", "EPERM")
         assert os.listdir(merged / "sub") == []
         assert probe_capabilities(merged / "sub", only=["overlay_hardlink"])[
             "overlay_hardlink"].status is Status.SUPPORTED
