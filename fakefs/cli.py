@@ -200,8 +200,51 @@ def main(argv: list[str] | None = None) -> int:
         return _die(str(err))
     except (ControlError, DaemonError, SyscallLayerError) as err:
         return _die(str(err), 1)
+    except _Stopped as stop:
+        return 128 + stop.signum
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived while a background mount was starting."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame: object) -> None:
+    # Once: a second signal must not abort the abort half way.
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Stopped(signum)
+
+
+def _mount_background(args: argparse.Namespace) -> int:
+    from ._client import start
+
+    # The daemon runs in a session of its own and mounts whether or not we
+    # are still there. Killed by SIGTERM/SIGHUP's default action while it
+    # starts, we would leave a mount nobody was told about (no pid printed,
+    # an error exit); as an exception the signal reaches start()'s abort, as
+    # Ctrl-C does. Until its line is printed the mount is still ours to undo.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    fs = None
+    try:
+        fs = start(args.backing, args.mountpoint, args.fault,
+                   cache_timeout=args.cache_timeout, trace_limit=args.trace_limit,
+                   background=True)
+        print(json.dumps({"mountpoint": str(fs.mountpoint), "backing": str(fs.backing),
+                          "pid": fs.pid, "control": fs.control}), flush=True)
+    except BaseException:
+        if fs is not None:
+            fs.close()
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -210,7 +253,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ._runcmd import run_command
 
         return run_command(args)
-    from ._client import connect, fuse_rule_text, start
+    from ._client import connect, fuse_rule_text
     from ._mounts import (
         check_backing,
         check_mountpoint,
@@ -224,12 +267,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         for rule in args.fault:
             fuse_rule_text(rule)
         if args.background:
-            fs = start(args.backing, args.mountpoint, args.fault,
-                       cache_timeout=args.cache_timeout, trace_limit=args.trace_limit,
-                       background=True)
-            print(json.dumps({"mountpoint": str(fs.mountpoint), "backing": str(fs.backing),
-                              "pid": fs.pid, "control": fs.control}))
-            return 0
+            return _mount_background(args)
         # The daemon checks too, but only this side can say it before a
         # process exists: a nested mount would deadlock it.
         from pathlib import Path

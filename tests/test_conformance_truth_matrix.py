@@ -30,7 +30,8 @@ _CALL_REFUSALS = ("ENOTTY", "EPERM", "EACCES", "EBADF", "ETXTBSY")
 
 @pytest.fixture(scope="module")
 def lab_site(cowprobe_lab: Lab) -> Iterator[LabSite]:
-    with LabSite(cowprobe_lab) as site:
+    site = LabSite(cowprobe_lab)
+    with site:  # __enter__ is typed as the base Site
         yield site
 
 

@@ -1,7 +1,7 @@
 """`cowprobe lab`: the real-filesystem lab from the command line.
 
-  up      build the lab, print its mountpoints, keep it until Ctrl-C or
-          SIGTERM, then tear it down
+  up      build the lab, print its mountpoints, keep it until Ctrl-C,
+          SIGTERM or SIGHUP, then tear it down
   clean   tear down leftovers of labs whose owner process died
   matrix  build a lab and print the outcome of every conformance scenario
           the lab's real filesystems show without fault injection (the
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _base_dir(p, None)
     labsub = p.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
 
-    up = labsub.add_parser("up", help="build the lab and keep it until Ctrl-C / SIGTERM")
+    up = labsub.add_parser("up", help="build the lab and keep it until Ctrl-C / SIGTERM / SIGHUP")
     up.add_argument(
         "--kinds",
         nargs="+",
@@ -119,7 +119,11 @@ def _lab_doc(lab: Lab) -> dict[str, Any]:
 
 
 def _up(args: argparse.Namespace) -> int:
-    stop = {signal.SIGINT, signal.SIGTERM}
+    # SIGHUP too (the terminal went away): the handler run_guarded installs
+    # for it never runs while we sit in sigwait (glibc retries sigwait after
+    # EINTR), so unless it is waited for it is swallowed and the lab outlives
+    # its terminal -- with a live owner, which no `lab clean` may reap.
+    stop = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     # Blocked from the start: a signal arriving while the lab is being built
     # stays pending (instead of killing us half-way and leaking mounts) and
     # ends the sigwait below at once, which tears the lab down.
@@ -146,7 +150,7 @@ def _up(args: argparse.Namespace) -> int:
                     ],
                 )
             sys.stdout.flush()
-            print("lab is up; Ctrl-C or SIGTERM tears it down", file=sys.stderr, flush=True)
+            print("lab is up; Ctrl-C, SIGTERM or SIGHUP tears it down", file=sys.stderr, flush=True)
             signal.sigwait(stop)
         finally:
             failure = _close(lab)
