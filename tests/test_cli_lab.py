@@ -55,7 +55,9 @@ def start_up(base: Path, *kinds: str) -> tuple[subprocess.Popen[str], dict[str, 
     return proc, json.loads("".join(lines))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+# SIGHUP too: the terminal went away (its sigwait once swallowed it, and the
+# lab outlived its terminal with a live owner no `lab clean` may reap).
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_up_keeps_the_lab_until_a_signal_then_tears_down(base: Path, sig: signal.Signals) -> None:
     proc, doc = start_up(base, "btrfs", "xfs", "tmpfs")
     root = Path(doc["root"])
@@ -68,7 +70,13 @@ def test_up_keeps_the_lab_until_a_signal_then_tears_down(base: Path, sig: signal
         assert len(mounts_under(root)) == 3
     finally:
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
+        try:
+            # The timeout only bounds a process that ignored the signal.
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.communicate(timeout=120)
+            pytest.fail(f"lab up ignored {sig.name}: the lab stayed up with a live owner")
     assert proc.returncode == 0, err
     assert "torn down" in err
     assert mounts_under(root) == [] and loops_under(root) == [] and not root.exists()
