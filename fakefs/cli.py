@@ -204,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + stop.signum
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # Our stdout's reader went away (`| head`, `| true`): what a shell
+        # reports for a command killed by SIGPIPE, and no traceback. A
+        # background mount whose line could not be printed was undone.
+        return 128 + signal.SIGPIPE
 
 
 class _Stopped(KeyboardInterrupt):

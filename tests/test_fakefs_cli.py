@@ -82,6 +82,27 @@ def test_already_mounted_exit_2(mount_dirs: tuple[Path, Path], tmp_path: Path) -
     assert find_mount(mnt) is None
 
 
+def test_background_mount_into_a_closed_pipe_is_undone_without_a_traceback(
+    mount_dirs: tuple[Path, Path],
+) -> None:
+    # `fakefs mount --background B M | true`: the JSON line that names the
+    # daemon cannot be written, so the mount must not stay (nobody was told
+    # its pid) and the user gets an exit status, not a BrokenPipeError.
+    backing, mnt = mount_dirs
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the line is written
+    try:
+        res = subprocess.run([sys.executable, "-m", "fakefs.cli", "mount", "--background",
+                              str(backing), str(mnt)], stdout=w, stderr=subprocess.PIPE,
+                             text=True, check=False, timeout=120)
+    finally:
+        os.close(w)
+    assert res.returncode == 128 + signal.SIGPIPE, res.stderr
+    assert "Traceback" not in res.stderr
+    assert find_mount(mnt) is None
+    assert os.listdir(mnt) == []
+
+
 def test_background_mount_control_and_unmount(mount_dirs: tuple[Path, Path]) -> None:
     backing, mnt = mount_dirs
     res = _cli("mount", str(backing), str(mnt), "--background", "--fault", "open:blobs/*:EXDEV",
