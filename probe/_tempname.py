@@ -21,7 +21,8 @@ from functools import cache
 
 from ._liveness import boot_id, start_ticks
 
-__all__ = ["forget_reaped", "is_ours", "owner_tag", "reap_dead", "temp_name", "temp_prefix"]
+__all__ = ["forget_reaped", "is_ours", "my_owner", "owner_gone", "owner_tag", "reap_dead",
+           "temp_name", "temp_prefix"]
 
 # The final name's share of a temporary, in *bytes*: NAME_MAX is 255 bytes
 # on every Linux filesystem, and a 255-byte name of 3-byte characters is 85
@@ -82,6 +83,12 @@ def owner_tag(pid: int) -> str | None:
     return None if ticks is None else _owner(pid, ticks, _TEMP_NAMES.boot)
 
 
+def my_owner() -> str:
+    """This process's owner part (pid, start time -- 0 where /proc cannot
+    say --, boot), as its temporaries carry it; renewed after a fork."""
+    return _TEMP_NAMES.owner
+
+
 def _owner(pid: int, ticks: int, boot: str) -> str:
     return f"{pid}-{ticks}-{boot}"
 
@@ -133,15 +140,17 @@ def _owner_dead(name: str, cache: dict[tuple[int, int, str], bool]) -> bool:
     key = (int(m.group(1)), int(m.group(2)), m.group(3))
     dead = cache.get(key)
     if dead is None:
-        pid, ticks, boot = key
-        if boot not in (_TEMP_NAMES.boot, _legacy_boot_tag()):
-            dead = True  # made before the last reboot: its owner is gone
-        elif ticks == 0:
-            dead = False  # owner had no /proc: liveness unknown, keep it
-        else:
-            dead = start_ticks(pid) != ticks
-        cache[key] = dead
+        dead = cache[key] = owner_gone(*key)
     return dead
+
+
+def owner_gone(pid: int, ticks: int, boot: str) -> bool:
+    """Is the owner a name carries (``owner_tag``'s parts) gone?"""
+    if boot not in (_TEMP_NAMES.boot, _legacy_boot_tag()):
+        return True  # made before the last reboot: its owner is gone
+    if ticks == 0:
+        return False  # owner had no /proc: liveness unknown, keep it
+    return start_ticks(pid) != ticks
 
 
 _REAPED: set[tuple[int, int, bool]] = set()

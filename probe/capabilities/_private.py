@@ -24,8 +24,7 @@ import re
 import stat
 
 from .._fd import open_dir_nofollow, remove_tree
-from .._liveness import start_ticks
-from .._tempname import owner_tag
+from .._tempname import my_owner, owner_gone
 from ._context import ProbeContext, describe_errno
 
 __all__ = ["PRIVATE_PREFIX", "READ_ONLY_REASON", "PrivateDir", "create_private"]
@@ -37,12 +36,6 @@ PRIVATE_PREFIX = ".cowprobe-probe-"
 _REMOVE_PASSES = 3
 READ_ONLY_REASON = "read-only filesystem: nothing can be created here to try anything"
 _OWNED = re.compile(re.escape(PRIVATE_PREFIX) + r"(\d+)-(\d+)-([0-9a-f]{8})-[0-9a-f]{12}\.d\Z")
-
-
-def _owner() -> str:
-    # "0" ticks where /proc cannot say: a reaper then never takes it for dead.
-    pid = os.getpid()
-    return owner_tag(pid) or f"{pid}-0-00000000"
 
 
 def _remove_tree(parent_fd: int, name: str, errors: list[str]) -> None:
@@ -60,7 +53,7 @@ class PrivateDir:
     def __init__(self, parent_fd: int, parent_path: str) -> None:
         self.parent_fd = parent_fd
         self.token = os.urandom(6).hex()
-        self.name = f"{PRIVATE_PREFIX}{_owner()}-{self.token}.d"
+        self.name = f"{PRIVATE_PREFIX}{my_owner()}-{self.token}.d"
         self.path = os.path.join(parent_path, self.name)
         os.mkdir(self.name, 0o700, dir_fd=parent_fd)
         try:
@@ -117,28 +110,25 @@ class PrivateDir:
         return f"{self.path} could not be fully removed: {'; '.join(errors[:3])}"
 
 
-def _owner_gone(name: str, boot: str) -> bool:
+def _owner_gone(name: str) -> bool:
     m = _OWNED.match(name)
     if m is None:
         return False  # not ours, or made before names carried their owner
-    pid, ticks, made_in = int(m.group(1)), int(m.group(2)), m.group(3)
-    if made_in != boot:
-        return True  # another boot (or host): the flock decides
-    return ticks != 0 and start_ticks(pid) != ticks
+    # Another boot (or host) reads as gone: the flock decides.
+    return owner_gone(int(m.group(1)), int(m.group(2)), m.group(3))
 
 
 def reap_dead(parent_fd: int) -> list[str]:
     """Remove the private directories under ``parent_fd`` whose probe was
     killed (see the module docstring); the names removed. Only our own
     user's real directories are touched; every failure keeps the entry."""
-    boot = _owner().split("-")[2]
     try:
         names = [n for n in os.listdir(parent_fd) if n.startswith(PRIVATE_PREFIX)]
     except OSError:
         return []
     reaped: list[str] = []
     for name in names:
-        if not _owner_gone(name, boot):
+        if not _owner_gone(name):
             continue
         try:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
