@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import TYPE_CHECKING, Any
 
 from ._lazy import lazy_exports
+from ._records import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._copy import (
         CopyResult,
         ReflinkUnavailableError,

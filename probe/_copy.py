@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Literal, NamedTuple
 
 from ._datacopy import copy_fd
 from ._outcome import ReflinkOutcome, ReflinkResult, is_transient, name_leftovers
@@ -26,8 +25,12 @@ from ._platform import (
     unreplaceable,
 )
 from ._publish import KEEP, publish
+from ._records import TYPE_CHECKING, NamedTuple
 from ._reflink import reflink_at
 from ._tempname import reap_dead, temp_name
+
+if TYPE_CHECKING:
+    from typing import Literal
 
 __all__ = [
     "CopyResult",
@@ -79,7 +82,8 @@ def copy_file_at(
     return n
 
 
-ReflinkMode = Literal["auto", "always", "never"]
+if TYPE_CHECKING:
+    ReflinkMode = Literal["auto", "always", "never"]
 _REFLINK_MODES = ("auto", "always", "never")
 class CopyResult(NamedTuple):
     """What ``clone_or_copy`` did."""

@@ -14,7 +14,11 @@ import atexit
 import contextlib
 import os
 import sys
-from typing import NoReturn
+
+from ._records import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 __all__ = ["exit_now"]
 

@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+
+from ._records import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Formatter", "Parser", "RawDescriptionFormatter"]
 

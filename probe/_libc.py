@@ -17,7 +17,11 @@ from __future__ import annotations
 import ctypes
 import os
 from functools import cache
-from typing import Any, NoReturn
+
+from ._records import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 __all__ = ["die_with_parent", "function", "libc", "raise_errno"]
 

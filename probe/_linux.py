@@ -11,9 +11,9 @@ import errno
 import fcntl
 import os
 import struct
-from typing import NamedTuple
 
 from . import _libc
+from ._records import NamedTuple
 
 __all__ = [
     "FIEMAP_EXTENT_SHARED",

@@ -18,7 +18,8 @@ import enum
 import errno as _errno
 import os
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+
+from ._records import NamedTuple
 
 __all__ = [
     "DEFAULT_EAGAIN_WINDOW",

@@ -16,11 +16,11 @@ import stat
 import sys
 from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING, NamedTuple
 
 from . import _linux
 from ._fd import close_quietly
 from ._outcome import HOST_ERRNOS, ErrnoTable
+from ._records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     # Imported where used: a Linux run never needs the macOS code.

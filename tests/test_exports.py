@@ -83,9 +83,10 @@ def _public_imports_only(path: Path, package: str, own: str | None = None) -> li
 
 
 # Process plumbing both console scripts share (fakefs's CLI cannot import
-# cowprobe's): how a command's process ends and how wide its help is, not
-# library API.
-_PLUMBING = frozenset({"probe._exit", "probe._helpwidth"})
+# cowprobe's): how a command's process ends, how wide its help is and how
+# its types are declared without importing typing at run time, not library
+# API.
+_PLUMBING = frozenset({"probe._exit", "probe._helpwidth", "probe._records"})
 
 
 def test_the_cli_uses_only_public_names() -> None:

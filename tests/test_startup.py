@@ -35,12 +35,16 @@ def _heavy(mods: set[str]) -> list[str]:
 def test_import_probe_loads_no_subsystem() -> None:
     mods = _modules_after("import probe")
     assert _heavy(mods) == []
-    assert {m for m in mods if m.startswith("probe.")} == {"probe._lazy"}
+    assert {m for m in mods if m.startswith("probe.")} == {"probe._lazy", "probe._records"}
+    # typing is ~3 ms, and typing.NamedTuple compiles a ForwardRef per field
+    # (probe._records): only type checkers need it.
+    assert "typing" not in mods
 
 
 def test_import_fakefs_loads_no_part_of_it() -> None:
     mods = _modules_after("import fakefs")
-    assert {m for m in mods if m.startswith(("probe.", "fakefs."))} == {"probe._lazy"}
+    assert {m for m in mods if m.startswith(("probe.", "fakefs."))} == {
+        "probe._lazy", "probe._records"}
     assert "subprocess" not in mods and "dataclasses" not in mods
 
 
@@ -76,6 +80,7 @@ def test_materialize_into_a_pipe_loads_neither_rich_nor_shutil_nor_json(tmp_path
     # @dataclass class ~1 ms more: the types on this path are NamedTuples
     # and slotted classes instead.
     assert "dataclasses" not in mods
+    assert "typing" not in mods  # see test_import_probe_loads_no_subsystem
 
 
 def test_clone_into_a_pipe_loads_no_dataclasses(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
+from .._records import TYPE_CHECKING
 from . import EXIT_FAILED, EXIT_USAGE
 
 if TYPE_CHECKING:

@@ -7,10 +7,13 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+
+from .._records import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 __all__ = [
-    "Progress",
     "collapse_failures",
     "emit_json",
     "markdown_table",
@@ -174,8 +177,10 @@ def emit_json(document: Any, *, file: Any = None) -> None:
     (file or sys.stdout).write(json.dumps(document, indent=2) + "\n")
 
 
-class Progress(Protocol):
-    def advance(self, n: int = 1, *, label: str | None = None) -> None: ...
+if TYPE_CHECKING:
+    # A type only: defining a Protocol at run time would import typing.
+    class Progress(Protocol):
+        def advance(self, n: int = 1, *, label: str | None = None) -> None: ...
 
 
 class _Silent:

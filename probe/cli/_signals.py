@@ -17,7 +17,11 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+
+from .._records import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 __all__ = ["OutputFailed", "Terminated", "output_failed", "run_guarded"]
 

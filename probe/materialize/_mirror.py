@@ -23,16 +23,19 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
 
 from .._outcome import errno_name
 from .._paths import PathArg, as_path
 from .._platform import check_replaceable
+from .._records import TYPE_CHECKING, NamedTuple
 from .._tempname import temp_name
 from ._batch import run_batch
 from ._dirs import DestDir, DirCache
 from ._report import JobResult, MaterializeReport
 from ._tree import MirrorPlan, plan_mirror
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["EntryResult", "MirrorReport", "mirror"]
 

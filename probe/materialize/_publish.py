@@ -24,11 +24,11 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable
-from typing import NamedTuple
 
 from .. import _linux
 from .._fd import DIR_FLAGS, open_dir_nofollow, remove_tree
 from .._platform import check_replaceable
+from .._records import NamedTuple
 from ._dirs import DestDir, DirCache
 from ._report import JobResult, JobStatus
 from ._worker import Dest

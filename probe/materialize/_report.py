@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 import functools
 import os
-from typing import Any, NamedTuple
 
 from .._outcome import errno_name
+from .._records import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["JobResult", "JobStatus", "MaterializeReport", "PairStats", "mark", "unmark"]
 

@@ -14,28 +14,29 @@ import os
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple, Protocol
 
 from .._copy import discard
 from .._datacopy import copy_whole, looks_sparse
 from .._outcome import ReflinkOutcome, classify
 from .._platform import CloneFd, check_replaceable, close_quietly, create_dest, open_source
+from .._records import TYPE_CHECKING, NamedTuple
 from .._reflink import source_gone
 from .._tempname import temp_name
 from ._dirs import DestDir, DirCache
 from ._policy import Attempt, PairPolicy
 from ._report import JobResult, JobStatus, mark
 
-__all__ = ["Context", "Dest", "Stop", "ThreadStats", "drop", "run_unit"]
+__all__ = ["Context", "Dest", "ThreadStats", "drop", "run_unit"]
 
+if TYPE_CHECKING:  # a Protocol at run time would import typing (probe._records)
+    from typing import Protocol
 
-class Stop(Protocol):
-    """The batch's stop flag: a ``threading.Event``, or shared memory when
-    the workers are processes (``_procs.SharedStop``)."""
+    class Stop(Protocol):
+        """The stop flag: a threading.Event, or ``_procs.SharedStop``."""
 
-    def is_set(self) -> bool: ...
+        def is_set(self) -> bool: ...
 
-    def set(self) -> None: ...
+        def set(self) -> None: ...
 
 
 class Dest(NamedTuple):

@@ -11,9 +11,8 @@ only the size formatter, and start-up is most of their time.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .._lazy import lazy_exports
+from .._records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._cells import capability_cell, identity_rows, matrix, pair_matrix
