@@ -74,7 +74,8 @@ def test_what_typing_refuses_is_refused() -> None:
 
 
 def test_the_library_types_are_made_without_typing() -> None:
-    code = "import sys, probe._copy, probe.materialize; print('typing' in sys.modules)"
+    code = ("import sys, probe._copy, probe.materialize, probe.materialize._procs\n"
+            "print('typing' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout.strip()
     assert out == "False"

@@ -10,12 +10,15 @@ import os
 import pickle
 import signal
 from collections.abc import Iterable
-from typing import Any
 
 from .. import _libc
+from .._records import TYPE_CHECKING
 from ._dirs import DestDir
 from ._report import JobResult, JobStatus
 from ._worker import Context, Dest, ThreadStats, run_unit
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["HEADER", "SIGNALS", "SharedStop", "all_dirs", "child"]
 

@@ -42,13 +42,16 @@ import select
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
 
+from .._records import TYPE_CHECKING
 from .._tempname import owner_tag
 from ._dead import death, settle_unreported
 from ._procchild import HEADER, SIGNALS, SharedStop, all_dirs, child
 from ._report import JobResult, JobStatus
 from ._worker import Context, Dest, ThreadStats, run_unit
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["SharedStop", "fork_ok", "run_processes"]
 
