@@ -1,4 +1,5 @@
-"""`fakefs run BACKING MNT -- CMD` whose daemon dies while CMD runs.
+"""`fakefs run BACKING MNT -- CMD` whose daemon dies while CMD runs, and
+`fakefs run -- CMD` itself killed (CMD must not outlive it).
 
 The daemon is SIGKILLed at a known point: CMD has read through the mount,
 said "ready" on its stdout (a pipe this test reads) and blocks reading its
@@ -110,3 +111,31 @@ def test_daemon_killed_mid_run(mount_dirs: tuple[Path, Path], last: str, ended: 
     assert os.listdir(mnt) == []
     assert not os.path.exists(os.path.dirname(control)), "the control directory was left"
     assert (backing / "f").read_text() == "file\n"
+
+
+def test_fakefs_run_killed_takes_its_command_with_it() -> None:
+    # Syscall rules only: a supervisor SIGKILLed closes the seccomp
+    # listener, and every call the filter traps would then fail ENOSYS in a
+    # command still running as if under the rules -- errors nobody injected
+    # or counted. CMD must end with fakefs instead (PR_SET_PDEATHSIG).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakefs.cli", "run", "--fault", "fsync:nothing:EIO", "--",
+         "sh", "-c", "echo $$; exec cat"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(_end, proc)
+        cleanup.callback(proc.stdin.close)  # cat's stdin: EOF ends it if all else fails
+        cmd = int(proc.stdout.readline())
+        assert _parent(cmd) == proc.pid, "that is not this run's command"
+        cmd_fd = os.pidfd_open(cmd)
+        cleanup.callback(os.close, cmd_fd)
+        cleanup.callback(lambda: signal.pidfd_send_signal(cmd_fd, signal.SIGKILL)
+                         if not select.select([cmd_fd], [], [], 0)[0] else None)
+
+        proc.kill()
+        proc.wait()
+        # cat blocks on a stdin this test still holds open: only the death
+        # signal can end it.
+        assert select.select([cmd_fd], [], [], 60)[0], "the command outlived fakefs"

@@ -13,12 +13,16 @@ interpreter start (~25 ms on every run).
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import socket
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
+
+from probe import _libc
 
 from .._errors import SyscallLayerError
 from .._rules import FaultRule
@@ -47,9 +51,17 @@ class Filtered:
         self._supervisor.stop()
 
 
-def _filter_then_exec(prog: bytes, seccomp_nr: int, sock: socket.socket) -> None:
+def _filter_then_exec(prog: bytes, seccomp_nr: int, sock: socket.socket, parent: int) -> None:
     # In the child, between fork and exec: no thread but this one exists.
     try:
+        # CMD dies with fakefs. A supervisor gone (SIGKILLed, OOM-killed)
+        # closes the listener, and from then on the kernel fails every call
+        # the filter traps with ENOSYS: errors nobody injected, counted or
+        # traced, in a command that would run on as if under the rules.
+        # (CMD's own children do not inherit this; they end when they
+        # notice CMD is gone, or never -- see NOTES.md.)
+        if not _libc.die_with_parent(parent, signal.SIGKILL):
+            raise OSError(errno.ESRCH, "fakefs exited before its command started")
         listener = install_program(prog, seccomp_nr)
     except Exception as err:
         why = err.strerror if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
@@ -70,12 +82,13 @@ def spawn(command: Sequence[str], rules: Sequence[FaultRule], root: str,
     prog = build_program(ops, ARCH)
     nr = ARCH.nr["seccomp"]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    me = os.getpid()
     try:
         try:
             # Both ends are close-on-exec: CMD inherits neither.
             proc = subprocess.Popen(
                 list(command), env=dict(os.environ if env is None else env),
-                preexec_fn=lambda: _filter_then_exec(prog, nr, theirs),  # noqa: PLW1509 - no thread yet
+                preexec_fn=lambda: _filter_then_exec(prog, nr, theirs, me),  # noqa: PLW1509 - no thread yet
             )
         finally:
             # Closed before any read below: with our copy of the child's end
