@@ -85,6 +85,8 @@ def copy_file_at(
 if TYPE_CHECKING:
     ReflinkMode = Literal["auto", "always", "never"]
 _REFLINK_MODES = ("auto", "always", "never")
+
+
 class CopyResult(NamedTuple):
     """What ``clone_or_copy`` did."""
 

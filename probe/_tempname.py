@@ -21,8 +21,8 @@ from functools import cache
 
 from ._liveness import boot_id, start_ticks
 
-__all__ = ["forget_reaped", "is_ours", "my_owner", "owner_gone", "owner_tag", "reap_dead",
-           "temp_name", "temp_prefix"]
+__all__ = ["OWNER_PATTERN", "forget_reaped", "is_ours", "my_owner", "owner_gone", "owner_tag",
+           "reap_dead", "temp_name", "temp_prefix"]
 
 # The final name's share of a temporary, in *bytes*: NAME_MAX is 255 bytes
 # on every Linux filesystem, and a 255-byte name of 3-byte characters is 85
@@ -30,7 +30,11 @@ __all__ = ["forget_reaped", "is_ours", "my_owner", "owner_gone", "owner_tag", "r
 # ENAMETOOLONG. 100 bytes keeps the temporary well under any NAME_MAX seen
 # in the field (eCryptfs: 143).
 _NAME_BYTES = 100
-_TEMP_RE = re.compile(r"\.cowprobe-(\d+)-(\d+)-([0-9a-f]{8})-[0-9a-f]+\.tmp\Z")
+#: ``my_owner()`` / ``owner_tag()`` as a pattern: pid, start ticks, boot
+#: tag, in the groups ``owner_gone`` takes (the probe's private directories
+#: carry it too).
+OWNER_PATTERN = r"(\d+)-(\d+)-([0-9a-f]{8})"
+_TEMP_RE = re.compile(r"\.cowprobe-" + OWNER_PATTERN + r"-[0-9a-f]+\.tmp\Z")
 
 
 def _boot_tag() -> str:

@@ -24,7 +24,7 @@ import re
 import stat
 
 from .._fd import open_dir_nofollow, remove_tree
-from .._tempname import my_owner, owner_gone
+from .._tempname import OWNER_PATTERN, my_owner, owner_gone
 from ._context import ProbeContext, describe_errno
 
 __all__ = ["PRIVATE_PREFIX", "READ_ONLY_REASON", "PrivateDir", "create_private"]
@@ -35,7 +35,7 @@ PRIVATE_PREFIX = ".cowprobe-probe-"
 #: as a leftover; see ``PrivateDir.remove``.
 _REMOVE_PASSES = 3
 READ_ONLY_REASON = "read-only filesystem: nothing can be created here to try anything"
-_OWNED = re.compile(re.escape(PRIVATE_PREFIX) + r"(\d+)-(\d+)-([0-9a-f]{8})-[0-9a-f]{12}\.d\Z")
+_OWNED = re.compile(re.escape(PRIVATE_PREFIX) + OWNER_PATTERN + r"-[0-9a-f]{12}\.d\Z")
 
 
 def _remove_tree(parent_fd: int, name: str, errors: list[str]) -> None:

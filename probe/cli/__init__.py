@@ -19,8 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from probe._helpwidth import Parser
-
-from .._records import TYPE_CHECKING
+from probe._records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing import NoReturn

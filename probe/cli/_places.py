@@ -14,7 +14,8 @@ import errno
 import os
 from collections.abc import Mapping
 
-from .._records import TYPE_CHECKING
+from probe._records import TYPE_CHECKING
+
 from . import EXIT_FAILED, EXIT_USAGE
 
 if TYPE_CHECKING:

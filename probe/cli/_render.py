@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-from .._records import TYPE_CHECKING
+from probe._records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing import Any, Protocol

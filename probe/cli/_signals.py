@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from .._records import TYPE_CHECKING
+from probe._records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing import Any, TextIO
